@@ -1,0 +1,53 @@
+"""YODA's time-dependent mask M(t) (eq. 9) and the pixel-update fraction it implies.
+
+M(t)_ij = 1 if T * (A_ij + l) >= t, else 0, for t in 1..T. Because t is an integer this is the same
+as t <= floor(T * (A_ij + l)): each pixel has an *activation step*, the highest step at which it is
+diffused, and it stays active for every lower step. Sampling compares integers only, so the mask of a
+respaced run (which visits a subset of the original steps) is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def validate_lower_bound(lower_bound: float) -> float:
+    """Check YODA's lower bound l (the paper uses 0 < l < 1; l = 1 makes every pixel always active)."""
+    if not 0.0 <= lower_bound <= 1.0:
+        raise ValueError(f"the lower bound must lie in [0, 1], got {lower_bound}")
+    return float(lower_bound)
+
+
+def activation_steps(attention: Tensor, lower_bound: float, train_steps: int) -> Tensor:
+    """Per-pixel highest step at which the pixel is diffused: min(T, floor(T * (A + l))) (eq. 9).
+
+    ``attention`` holds values in [0, 1] (any shape, usually N x 1 x H x W). Returns int64 in [0, T].
+    The product is formed in float64 where the device has it, so that A + l = 1 gives exactly T.
+    """
+    validate_lower_bound(lower_bound)
+    wide = torch.float32 if attention.device.type == "mps" else torch.float64
+    level = (attention.to(wide) + lower_bound) * train_steps
+    return level.floor().clamp(0, train_steps).to(torch.int64)
+
+
+def time_mask(activation: Tensor, t: int | Tensor) -> Tensor:
+    """M(t) as a bool tensor: the pixels whose activation step is at least ``t``."""
+    return activation >= t
+
+
+def update_fraction(activation: Tensor, steps: Tensor) -> float:
+    """Fraction of pixel updates a masked run makes versus plain diffusion on the same steps.
+
+    ``steps`` are the visited training steps (ascending, starting with 0 as in ``NoiseSchedule``);
+    the sampler denoises at every step except 0. Per pixel, the number of updates is how many of
+    those steps are <= its activation step.
+    """
+    visited = steps[1:].to(activation.device)
+    updates = torch.searchsorted(visited, activation.flatten(), right=True)
+    return float(updates.double().mean() / len(visited))
+
+
+def expected_update_fraction(attention: Tensor, lower_bound: float) -> float:
+    """mean(min(1, A + l)): the pixel-update fraction of a full T-step run, up to 1/T."""
+    return float((attention.double() + lower_bound).clamp(max=1.0).mean())
