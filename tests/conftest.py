@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny models with a prepared condition on a real photo crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yoda_sr.imaging import resize_bicubic, to_tensor
+from yoda_sr.models import create_model
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def photo(name: str = "astronaut") -> np.ndarray:
+    """A real photo bundled with scikit-image (RGB uint8)."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return image[..., :3]
+
+
+@pytest.fixture(scope="session")
+def hr_crops() -> torch.Tensor:
+    """Two 32 x 48 HR crops of a real photo, in [-1, 1]."""
+    image = to_tensor(photo("astronaut"))
+    return torch.cat([image[..., 100:132, 180:228], image[..., 300:332, 40:88]])
+
+
+def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(name).eval()
+
+
+def prepare(model, hr: torch.Tensor, scale: int = 4):
+    lr = resize_bicubic(hr, scale=1 / scale)
+    x_up = resize_bicubic(lr, size=hr.shape[-2:])
+    with torch.no_grad():
+        return model.prepare(lr, x_up)

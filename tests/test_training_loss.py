@@ -1,0 +1,70 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yoda_sr.masking import activation_steps
+from yoda_sr.models import get_config
+from yoda_sr.training import diffusion_loss, masked_l1, noise_batch
+
+from conftest import prepare, tiny_model
+
+
+def test_masked_l1_with_full_mask_is_plain_l1():
+    g = torch.Generator().manual_seed(0)
+    target, prediction = torch.randn(3, 3, 16, 16, generator=g), torch.randn(3, 3, 16, 16, generator=g)
+    full = torch.ones(3, 1, 16, 16, dtype=torch.bool)
+    assert torch.equal(masked_l1(target, prediction, full), F.l1_loss(prediction, target))
+    assert torch.equal(masked_l1(target, prediction, None), F.l1_loss(prediction, target))
+
+
+def test_masked_l1_ignores_errors_outside_the_mask_and_normalises_by_active_elements():
+    g = torch.Generator().manual_seed(0)
+    target, prediction = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    mask = torch.rand(2, 1, 8, 8, generator=g) > 0.5
+    spoiled = torch.where(mask, prediction, prediction + 100)
+    assert torch.equal(masked_l1(target, prediction, mask), masked_l1(target, spoiled, mask))
+    expected = (target - prediction).abs()[mask.expand(-1, 3, -1, -1)].mean()
+    torch.testing.assert_close(masked_l1(target, prediction, mask), expected)
+    assert masked_l1(target, prediction, torch.zeros_like(mask)) == 0
+
+
+@pytest.mark.parametrize("name", ["sr3-tiny", "srdiff-tiny"])
+def test_diffusion_loss_with_full_attention_equals_the_plain_loss(name, hr_crops):
+    model = tiny_model(name)
+    cond = prepare(model, hr_crops)
+    schedule = get_config(name).schedule.build()
+    ones = torch.ones(hr_crops.shape[0], 1, *hr_crops.shape[-2:])
+    plain = diffusion_loss(model, hr_crops, cond, schedule, generator=torch.Generator().manual_seed(5))
+    masked = diffusion_loss(model, hr_crops, cond, schedule, attention=ones, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain, masked)
+    half = ones.clone()
+    half[..., : half.shape[-1] // 2] = 0  # left half active only for t <= 0.05 T
+    partial = diffusion_loss(
+        model, hr_crops, cond, schedule, attention=half, lower_bound=0.05,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert not torch.equal(plain, partial)
+
+
+def test_noise_batch_follows_the_forward_process():
+    schedule = get_config("sr3-tiny").schedule.build()
+    z0 = torch.rand(64, 3, 4, 4) * 2 - 1
+    batch = noise_batch(z0, schedule, continuous=True, generator=torch.Generator().manual_seed(0))
+    level = batch.noise_level.view(-1, 1, 1, 1)
+    torch.testing.assert_close(batch.z, level * z0 + (1 - level**2).sqrt() * batch.eps)
+    low, high = schedule.gammas[batch.t].sqrt(), schedule.gammas[batch.t - 1].sqrt()
+    assert torch.all(batch.noise_level.double() >= low.float().double() - 1e-7)
+    assert torch.all(batch.noise_level.double() <= high.float().double() + 1e-7)
+    assert batch.t.min() >= 1 and batch.t.max() <= schedule.train_steps
+    exact = noise_batch(z0, schedule, continuous=False, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(exact.noise_level, schedule.gammas[exact.t].sqrt().float())
+
+
+def test_noise_batch_mask_is_the_time_dependent_mask():
+    schedule = get_config("sr3-tiny").schedule.build()
+    attention = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    batch = noise_batch(torch.zeros(16, 3, 6, 6), schedule, continuous=False, attention=attention,
+                        lower_bound=0.25, generator=torch.Generator().manual_seed(0))
+    act = activation_steps(attention, 0.25, schedule.train_steps)
+    for i in range(16):
+        assert torch.equal(batch.mask[i], act[i] >= batch.t[i])
