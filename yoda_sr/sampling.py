@@ -158,11 +158,7 @@ def sample_z0(
 def model_eps_fn(model: SRDenoiser, cond: Condition, dtype: torch.dtype | None = None) -> EpsFunction:
     """Wrap a denoiser and its prepared condition as an epsilon function on float32 states."""
     dtype = dtype or next(model.parameters()).dtype
-    cond = Condition(
-        x_up=cond.x_up.to(dtype),
-        base=None if cond.base is None else cond.base.to(dtype),
-        features={name: value.to(dtype) for name, value in cond.features.items()},
-    )
+    cond = cond.to(dtype)
 
     def eps_fn(z: Tensor, t: Tensor, level: Tensor) -> Tensor:
         return model(z.to(dtype), cond, t, level.to(dtype)).float()

@@ -17,6 +17,24 @@ from torch import Tensor, nn
 
 Space = Literal["image", "residual"]
 
+UPSTREAM_DIFFUSION_BUFFERS: tuple[str, ...] = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
+"""Unprefixed schedule buffers that the DDPM wrappers of both upstreams (Janspiry's SR3 and
+LeiaLi's SRDiff) register next to the network: not model weights (yoda-sr keeps the schedule as a
+``ScheduleSpec``); an importer drops them or checks them against the schedule."""
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -56,6 +74,14 @@ class Condition:
             x_up=self.x_up[window],
             base=None if self.base is None else self.base[window],
             features={name: value[window] for name, value in self.features.items()},
+        )
+
+    def to(self, *args, **kwargs) -> Condition:
+        """The condition with every tensor moved or cast, as ``Tensor.to`` does."""
+        return Condition(
+            x_up=self.x_up.to(*args, **kwargs),
+            base=None if self.base is None else self.base.to(*args, **kwargs),
+            features={name: value.to(*args, **kwargs) for name, value in self.features.items()},
         )
 
     def select(self, index: Tensor | slice) -> Condition:

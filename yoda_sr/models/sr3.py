@@ -41,22 +41,6 @@ from .base import Condition, ModelInfo, SRDenoiser
 UPSTREAM_PREFIX = "denoise_fn."
 """Prefix of the UNet's keys in an upstream ``*_gen.pth`` (the UNet is ``GaussianDiffusion.denoise_fn``)."""
 
-UPSTREAM_DIFFUSION_BUFFERS = (
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-)
-"""Unprefixed keys of an upstream ``*_gen.pth`` that are not ours: the schedule buffers that
-``GaussianDiffusion.set_new_noise_schedule`` registers (yoda-sr keeps the schedule as data)."""
 
 
 class NoiseLevelEncoding(nn.Module):

@@ -32,24 +32,6 @@ Below the prefix every key and shape is upstream's. An upstream ``.ckpt`` nests 
 ``torch.load(path)["state_dict"]["model"]``.
 """
 
-UPSTREAM_DIFFUSION_BUFFERS: tuple[str, ...] = (
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-)
-"""Top-level float32 buffers of upstream's ``GaussianDiffusion``: the noise schedule, which yoda-sr
-keeps in a ``ScheduleSpec`` instead; a converter drops them (or checks them against the schedule).
-They are the only keys outside the two prefixes: upstream's SSIM window is a plain attribute and its
-perceptual loss sits in a list, so neither reaches the state dict."""
 
 ResidualBase = Literal["bicubic", "rrdb"]
 
