@@ -5,13 +5,16 @@ Only Typer is imported at start-up, so `--version` and `--help` answer without l
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 from ._version import __version__
-from .errors import YodaError
+from .errors import UsageError, YodaError
+from .files import IMAGE_EXTENSIONS, find_images
 
 app = typer.Typer(
     name="yoda-sr",
@@ -56,10 +59,256 @@ def upscale(ctx: typer.Context) -> None:
     _not_built("upscale")
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def attention(ctx: typer.Context) -> None:
-    """Compute and show YODA attention maps and time-dependent masks (not built yet)."""
-    _not_built("attention")
+_ATTENTION_SUFFIX = ".attention"
+_OWN_OUTPUT_ENDINGS = (".attention.png", ".timeline.png", ".attention.npy")
+
+
+def _note(message: str, quiet: bool) -> None:
+    """A remark on stderr (skipped files and the like), silenced by --quiet."""
+    if not quiet:
+        typer.echo(f"yoda-sr: {message}", err=True)
+
+
+def _report_error(message: str) -> None:
+    """One `yoda-sr: error: ...` line on stderr, for a failure the run goes on past."""
+    typer.echo(f"yoda-sr: error: {message}", err=True)
+
+
+def _debugging(ctx: typer.Context) -> bool:
+    """Whether the root `--debug` flag is set."""
+    return bool(ctx.find_root().params.get("debug"))
+
+
+def _attention_outputs(
+    image: Path, subfolder: Path, out: Path | None, out_is_file: bool, timeline: bool, npy: bool
+) -> list[Path]:
+    """Output paths of one image: the map PNG, then the timeline PNG and the .npy if asked for."""
+    if out_is_file:
+        primary = out
+    else:
+        folder = image.parent if out is None else out / subfolder
+        primary = folder / f"{image.stem}{_ATTENTION_SUFFIX}.png"
+    base = primary.name[: -len(primary.suffix)] if primary.suffix else primary.name
+    base = base.removesuffix(_ATTENTION_SUFFIX)
+    outputs = [primary]
+    if timeline:
+        outputs.append(primary.with_name(f"{base}.timeline.png"))
+    if npy:
+        outputs.append(primary.with_name(f"{base}{_ATTENTION_SUFFIX}.npy"))
+    return outputs
+
+
+def _parse_heads(heads: str) -> str | int:
+    """--heads: "max", "mean" or a head index."""
+    from .attention import HEAD_MODES, NUM_HEADS
+
+    value = heads.strip().lower()
+    if value in HEAD_MODES:
+        return value
+    if value.isdecimal() and int(value) < NUM_HEADS:
+        return int(value)
+    raise UsageError(f"--heads must be max, mean or a head index 0..{NUM_HEADS - 1}, got {heads!r}")
+
+
+@app.command()
+def attention(
+    ctx: typer.Context,
+    images: list[Path] = typer.Argument(
+        ..., metavar="IMAGE", show_default=False, help="Image files, or folders of images."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        metavar="FILE|DIR",
+        show_default=False,
+        help="A .png file for a single image, or a folder (created) for many. "
+        "Default: <stem>.attention.png beside each input.",
+    ),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        "-m",
+        metavar="METHOD",
+        show_default=False,
+        help="dino-resnet50 (default), dino-vits8, dino-vits16 (these need weights), "
+        "or the weight-free gaussian, edge, sift, none.",
+    ),
+    heads: str = typer.Option(
+        "max", "--heads", metavar="max|mean|K", help="How DINO heads combine."
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", metavar="FILE", show_default=False, help="DINO weights (.safetensors)."
+    ),
+    scale: float = typer.Option(
+        1.0, "--scale", metavar="S", help="The map's size is the image's times S (the SR scale)."
+    ),
+    overlay: bool = typer.Option(False, "--overlay", help="Blend the heat map over the image."),
+    timeline: int | None = typer.Option(
+        None,
+        "--timeline",
+        metavar="N",
+        show_default=False,
+        help="Also write <stem>.timeline.png: the mask M(t) at N steps and the active area vs t.",
+    ),
+    lower_bound: float = typer.Option(
+        0.2, "--lower-bound", metavar="L", help="YODA's lower bound l, in [0, 1]."
+    ),
+    steps: int = typer.Option(
+        500, "--steps", metavar="T", help="Training steps T of the mask M(t)."
+    ),
+    npy: bool = typer.Option(
+        False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."
+    ),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    device: str = typer.Option(
+        "auto", "--device", metavar="auto|cpu|cuda", help="Where to compute."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Compute YODA attention maps A and show the time-dependent mask M(t) as images.
+
+    The map is computed from each image as the LR input, at the image's size times --scale.
+    Prints one line per image: the map size and the pixel-update fraction mean(min(1, A + l)).
+    """
+    from .attention import (
+        DEFAULT_METHOD,
+        METHODS,
+        WEIGHTED_METHODS,
+        MissingWeightsError,
+        compute_attention,
+    )
+    from .attention.render import atomic_write, heatmap, save_png
+    from .attention.render import overlay as overlay_heatmap
+    from .attention.render import timeline as mask_timeline
+    from .devices import resolve_device
+    from .imaging import load_rgb, resize_bicubic, to_array, to_tensor
+    from .masking import expected_update_fraction
+
+    method = DEFAULT_METHOD if method is None else method.strip().lower()
+    if method not in METHODS:
+        raise UsageError(f"unknown --method {method!r}; choose from {', '.join(METHODS)}")
+    head_choice = _parse_heads(heads)
+    if not 0.0 <= lower_bound <= 1.0:
+        raise UsageError(f"--lower-bound must lie in [0, 1], got {lower_bound:g}")
+    if steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {steps}")
+    if timeline is not None and timeline < 1:
+        raise UsageError(f"--timeline needs at least 1 frame, got {timeline}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"--scale must be a positive number, got {scale:g}")
+    out_is_file = False
+    if out is not None and not out.is_dir():
+        suffix = out.suffix.lower()
+        if suffix == ".png":
+            out_is_file = True
+        elif suffix in IMAGE_EXTENSIONS or suffix == ".npy" or out.is_file():
+            raise UsageError(f"--out {out}: give a .png file (one image) or a folder")
+    if out_is_file and (len(images) != 1 or images[0].is_dir()):
+        raise UsageError("--out FILE takes a single image; give a folder (--out DIR) for several")
+    torch_device = resolve_device(device)
+    if weights is not None and method not in WEIGHTED_METHODS:
+        _note(f"--weights is not used by --method {method}", quiet)
+    debug = _debugging(ctx)
+
+    def render(image: Path, primary: Path, pending: list[Path]) -> tuple[tuple[int, int], float]:
+        """Compute one image's map, render what ``pending`` asks for, write it; (size, fraction)."""
+        rgb = load_rgb(image)
+        lr = to_tensor(rgb)
+        map_size = _scaled_size(rgb.shape[:2], scale)
+        maps = compute_attention(
+            lr.to(torch_device),
+            method,
+            hr_size=map_size,
+            heads=head_choice,
+            weights=weights,
+            device=torch_device,
+        )
+        attention_map = maps[0, 0].float().cpu()
+        values = attention_map.numpy()
+        renders: dict[Path, object] = {}
+        for output in pending:
+            if output == primary and overlay:
+                if map_size != rgb.shape[:2]:
+                    rgb = to_array(resize_bicubic(lr, size=map_size))
+                renders[output] = overlay_heatmap(rgb, values)
+            elif output == primary:
+                renders[output] = heatmap(values)
+            elif output.suffix == ".npy":
+                renders[output] = values.astype("float32")
+            else:
+                renders[output] = mask_timeline(values, lower_bound, steps, timeline)
+        for output, content in renders.items():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            if output.suffix == ".npy":
+                atomic_write(output, lambda handle, array=content: _save_npy(handle, array))
+            else:
+                save_png(content, output)
+        return map_size, expected_update_fraction(attention_map, lower_bound)
+
+    search = find_images(images, recursive, ignore_endings=_OWN_OUTPUT_ENDINGS)
+    for note in search.notes:
+        _note(note, quiet)
+    for path in search.missing:
+        _report_error(f"{path}: no such file or folder")
+    found, failures = search.images, len(search.missing)
+    if not found and not failures:
+        raise YodaError(f"no images found in {', '.join(str(path) for path in images)}")
+    inputs = {image.resolve() for image, _ in found}
+    claimed: dict[Path, Path] = {}
+    for image, subfolder in found:
+        outputs = _attention_outputs(image, subfolder, out, out_is_file, timeline is not None, npy)
+        try:
+            for output in outputs:
+                if output.resolve() in inputs:
+                    raise YodaError(f"{output} is an input image; refusing to overwrite it")
+                if output.resolve() in claimed:
+                    raise YodaError(
+                        f"its output {output} is also that of {claimed[output.resolve()]}; "
+                        "rename one or run them separately"
+                    )
+            claimed.update((output.resolve(), image) for output in outputs)
+            pending = [output for output in outputs if overwrite or not output.exists()]
+            if not pending:
+                existing = ", ".join(map(str, outputs))
+                _note(f"skipped {image}: already done ({existing}); use --overwrite", quiet)
+                continue
+            if len(pending) < len(outputs):
+                kept = [str(output) for output in outputs if output not in pending]
+                _note(f"kept the existing {', '.join(kept)}; use --overwrite to replace", quiet)
+            (height, width), fraction = render(image, outputs[0], pending)
+        except MissingWeightsError:
+            raise
+        except Exception as error:
+            if debug:
+                raise
+            message = str(error)
+            if not isinstance(error, YodaError):
+                message = f"{type(error).__name__}: {message}"
+            _report_error(message if message.startswith(str(image)) else f"{image}: {message}")
+            failures += 1
+            continue
+        if not quiet:
+            typer.echo(
+                f"{image}: {method} map {width}x{height}, pixel-update fraction {fraction:.3f} "
+                f"(l = {lower_bound:g}) -> {', '.join(map(str, pending))}"
+            )
+    if failures:
+        raise typer.Exit(1)
+
+
+def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) times ``scale``, rounded half up and at least 1, as resize_bicubic does."""
+    height, width = (max(1, math.floor(side * scale + 0.5)) for side in size)
+    return height, width
+
+
+def _save_npy(handle, array) -> None:
+    """Write ``array`` to an open binary file in NumPy's .npy format."""
+    import numpy as np
+
+    np.save(handle, array, allow_pickle=False)
 
 
 @app.command(context_settings=_PASS_THROUGH)

@@ -1,0 +1,307 @@
+"""`yoda-sr attention` on a real photo: maps, timelines, .npy, folders, errors; and load_rgb."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yoda_sr.attention import METHODS
+from yoda_sr.attention.render import heatmap
+from yoda_sr.cli import main
+from yoda_sr.errors import YodaError
+from yoda_sr.imaging import load_rgb
+
+from conftest import photo
+
+HEIGHT, WIDTH = 192, 256
+
+
+def run_cli(*args, cwd: Path, env: dict[str, str] | None = None, code: str | None = None):
+    """Run `yoda-sr` in a fresh interpreter, as a user would."""
+    command = [
+        sys.executable,
+        "-c",
+        code or "from yoda_sr.cli import main; main()",
+        *map(str, args),
+    ]
+    environment = {**os.environ, "YODA_SR_HOME": str(cwd / "empty-home"), **(env or {})}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=cwd, env=environment, check=False
+    )
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """Run `yoda-sr` in this process (for quick checks of argument errors)."""
+    with pytest.raises(SystemExit) as stopped:
+        main([*map(str, args)])
+    captured = capsys.readouterr()
+    return stopped.value.code or 0, captured.out, captured.err
+
+
+@pytest.fixture
+def astronaut(tmp_path: Path) -> Path:
+    """A non-square crop (192 x 256) of scikit-image's astronaut, saved as PNG."""
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(photo("astronaut")[40 : 40 + HEIGHT, 120 : 120 + WIDTH]).save(path)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("yoda-sr: error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+def test_attention_help_lists_methods_without_importing_torch(tmp_path):
+    code = (
+        "import sys; from yoda_sr.cli import main\ntry:\n    main()\n"
+        "finally:\n    print('torch' in sys.modules)"
+    )
+    result = run_cli("attention", "--help", cwd=tmp_path, code=code)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1] == "False"
+    help_text = " ".join(result.stdout.split())
+    for method in METHODS:
+        assert method in help_text
+    for option in ("--out", "--method", "--heads", "--timeline", "--lower-bound", "--npy"):
+        assert option in help_text
+
+
+def test_edge_map_is_a_png_of_the_image_size(astronaut):
+    before = digest(astronaut)
+    result = run_cli(
+        "attention", astronaut.name, "--method", "edge", "--out", "map.png", cwd=astronaut.parent
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    with Image.open(astronaut.parent / "map.png") as heat:
+        assert heat.format == "PNG" and heat.mode == "RGB" and heat.size == (WIDTH, HEIGHT)
+        colours = np.asarray(heat)
+    assert len(np.unique(colours.reshape(-1, 3), axis=0)) > 20
+    [line] = result.stdout.splitlines()
+    assert line.startswith("astronaut.png: edge") and f"{WIDTH}x{HEIGHT}" in line
+    assert "pixel-update fraction" in line and "map.png" in line
+    assert digest(astronaut) == before
+    assert sorted(path.name for path in astronaut.parent.iterdir()) == [
+        "astronaut.png",
+        "map.png",
+    ]
+
+
+def test_timeline_npy_and_scale_with_default_names(astronaut):
+    folder = astronaut.parent
+    result = run_cli(
+        "attention", astronaut.name, "--method", "edge", "--timeline", "8", "--npy",
+        "--lower-bound", "0.2", "--steps", "500", cwd=folder,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    attention = np.load(folder / "astronaut.attention.npy")
+    assert attention.dtype == np.float32 and attention.shape == (HEIGHT, WIDTH)
+    assert 0.0 <= attention.min() < 0.1 and 0.9 < attention.max() <= 1.0
+    with Image.open(folder / "astronaut.attention.png") as heat:
+        np.testing.assert_array_equal(np.asarray(heat), heatmap(attention))
+    with Image.open(folder / "astronaut.timeline.png") as strip:
+        assert strip.mode == "RGB" and strip.size[0] > 1000 and 300 < strip.size[1] < 900
+    fraction = float(np.minimum(1.0, attention.astype(np.float64) + 0.2).mean())
+    assert f"pixel-update fraction {fraction:.3f}" in result.stdout
+
+    scaled = run_cli(
+        "attention", astronaut.name, "--method", "gaussian", "--overlay", "--scale", "0.5",
+        "--out", "overlay.png", cwd=folder,
+    )  # fmt: skip
+    assert scaled.returncode == 0, scaled.stderr
+    with Image.open(folder / "overlay.png") as blended:
+        assert blended.size == (WIDTH // 2, HEIGHT // 2) and blended.mode == "RGB"
+    assert f"{WIDTH // 2}x{HEIGHT // 2}" in scaled.stdout
+
+
+def test_dino_without_weights_fails_in_one_line(astronaut):
+    empty_home = astronaut.parent / "home"
+    empty_home.mkdir()
+    result = run_cli(
+        "attention", astronaut.name, cwd=astronaut.parent, env={"YODA_SR_HOME": str(empty_home)}
+    )
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert "weights" in line and "dino-resnet50" in line and "--method" in line
+    assert sorted(path.name for path in astronaut.parent.iterdir()) == ["astronaut.png", "home"]
+
+
+def test_folder_input_skips_non_images_and_keeps_going_past_failures(astronaut):
+    folder = astronaut.parent / "photos"
+    (folder / "sub").mkdir(parents=True)
+    astronaut.rename(folder / "one.png")
+    Image.open(folder / "one.png").convert("L").save(folder / "TWO.JPG", quality=95)
+    Image.open(folder / "one.png").save(folder / "sub" / "three.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    inputs = {path: digest(path) for path in folder.rglob("*") if path.is_file()}
+
+    result = run_cli(
+        "attention", "photos", "--method", "gaussian", "--out", "maps", cwd=astronaut.parent
+    )
+    assert result.returncode == 1
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error_lines) == 1 and "broken.png" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert "notes.txt" in result.stderr and "--recursive" in result.stderr
+    maps = astronaut.parent / "maps"
+    assert sorted(path.name for path in maps.iterdir()) == [
+        "TWO.attention.png",
+        "one.attention.png",
+    ]
+    with Image.open(maps / "TWO.attention.png") as heat:
+        assert heat.size == (WIDTH, HEIGHT) and heat.mode == "RGB"
+    assert len(result.stdout.splitlines()) == 2
+
+    again = run_cli(
+        "attention", "photos", "--method", "gaussian", "--out", "maps", "--recursive", "--quiet",
+        cwd=astronaut.parent,
+    )  # fmt: skip
+    assert again.returncode == 1 and again.stdout == ""
+    assert (maps / "sub" / "three.attention.png").is_file()
+    assert not list(maps.rglob("broken*")) and not list(maps.rglob(".*"))
+    assert {path: digest(path) for path in folder.rglob("*") if path.is_file()} == inputs
+
+
+def test_existing_output_is_skipped_unless_overwrite_and_input_never_overwritten(
+    astronaut, capsys, monkeypatch
+):
+    folder = astronaut.parent
+    monkeypatch.chdir(folder)
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "map.png")
+    before = digest(folder / "map.png")
+    arguments = ["attention", astronaut.name, "--method", "gaussian", "--out", "map.png"]
+    code, out, err = run_in_process(capsys, *arguments)
+    assert code == 0 and out == ""
+    assert "skipped" in err and "--overwrite" in err
+    assert digest(folder / "map.png") == before
+
+    code, out, err = run_in_process(capsys, *arguments, "--overwrite")
+    assert code == 0 and err == "" and out.startswith("astronaut.png: gaussian")
+    with Image.open(folder / "map.png") as heat:
+        assert heat.size == (WIDTH, HEIGHT)
+
+    original = digest(astronaut)
+    for extra in ([], ["--overwrite"]):
+        code, out, err = run_in_process(
+            capsys, "attention", astronaut.name, "--method", "gaussian", "--out", astronaut.name,
+            *extra,
+        )  # fmt: skip
+        assert code == 1 and out == ""
+        assert "input" in one_error_line(err)
+    assert digest(astronaut) == original
+    assert sorted(path.name for path in folder.iterdir()) == ["astronaut.png", "map.png"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--method", "dino-vitb99"], "--method"),
+        (["--heads", "6"], "--heads"),
+        (["--heads", "median"], "--heads"),
+        (["--lower-bound", "1.5"], "--lower-bound"),
+        (["--lower-bound", "-0.1"], "--lower-bound"),
+        (["--timeline", "0"], "--timeline"),
+        (["--steps", "0"], "--steps"),
+        (["--scale", "0"], "--scale"),
+        (["--out", "map.jpg"], "--out"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_usage_errors_exit_2_in_one_line(astronaut, capsys, arguments, message):
+    code, out, err = run_in_process(capsys, "attention", astronaut, *arguments)
+    assert code == 2 and out == ""
+    assert message in one_error_line(err)
+
+
+def test_out_file_with_several_inputs_is_a_usage_error(astronaut, capsys):
+    code, _, err = run_in_process(
+        capsys,
+        "attention",
+        astronaut,
+        astronaut,
+        "--method",
+        "edge",
+        "--out",
+        astronaut.parent / "m.png",
+    )
+    assert code == 2 and "--out FILE" in one_error_line(err)
+    code, _, err = run_in_process(
+        capsys,
+        "attention",
+        astronaut.parent,
+        "--method",
+        "edge",
+        "--out",
+        astronaut.parent / "m.png",
+    )
+    assert code == 2 and "--out FILE" in one_error_line(err)
+
+
+def test_missing_input_and_empty_folder_fail_in_one_line(tmp_path, capsys):
+    code, _, err = run_in_process(capsys, "attention", tmp_path / "nope.png", "--method", "edge")
+    assert code == 1 and "nope.png" in one_error_line(err)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_in_process(capsys, "attention", tmp_path / "empty", "--method", "edge")
+    assert code == 1 and "no images" in one_error_line(err)
+
+
+# --- load_rgb -------------------------------------------------------------------------------------
+
+
+def test_load_rgb_applies_exif_orientation(tmp_path):
+    picture = Image.fromarray(photo("astronaut")[:40, :60])
+    exif = picture.getexif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
+    picture.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    assert load_rgb(tmp_path / "rotated.jpg").shape == (60, 40, 3)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16", "1"])
+def test_load_rgb_converts_modes_to_rgb_uint8(tmp_path, mode):
+    rgb = photo("astronaut")[:32, :48]
+    source = Image.fromarray(rgb)
+    if mode == "I;16":
+        grey = np.asarray(source.convert("L"), dtype=np.uint16) * 257
+        picture = Image.fromarray(grey)
+        assert picture.mode == "I;16"
+    else:
+        picture = source.convert(mode)
+    suffix = ".tif" if mode == "CMYK" else ".png"
+    picture.save(tmp_path / f"image{suffix}")
+    loaded = load_rgb(tmp_path / f"image{suffix}")
+    assert loaded.shape == (32, 48, 3) and loaded.dtype == np.uint8
+    if mode == "I;16":
+        np.testing.assert_array_equal(loaded[..., 0], np.asarray(source.convert("L")))
+    if mode == "RGBA":
+        np.testing.assert_array_equal(loaded, rgb)
+
+
+def test_load_rgb_drops_alpha_without_compositing(tmp_path):
+    Image.new("RGBA", (3, 2), (10, 200, 30, 0)).save(tmp_path / "clear.png")
+    np.testing.assert_array_equal(
+        load_rgb(tmp_path / "clear.png"), np.full((2, 3, 3), (10, 200, 30))
+    )
+
+
+def test_load_rgb_explains_unreadable_files(tmp_path):
+    (tmp_path / "fake.png").write_text("hello")
+    data = tmp_path / "real.png"
+    Image.fromarray(photo("astronaut")[:64, :64]).save(data)
+    (tmp_path / "cut.png").write_bytes(data.read_bytes()[:300])
+    for name in ("fake.png", "cut.png", "missing.png"):
+        with pytest.raises(YodaError, match=name):
+            load_rgb(tmp_path / name)

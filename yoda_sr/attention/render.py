@@ -1,0 +1,485 @@
+"""Pictures of attention maps and of YODA's time-dependent mask M(t) (METHOD.md §4-5).
+
+Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with our own perceptual
+colour map, ``overlay`` blends it over a photo, and ``timeline`` draws the paper's Figures 1 and 5:
+M(t) at a few steps above a plot of the active-area fraction versus t. ``save_png`` and
+``atomic_write`` write files whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Anchors of the colour map in CIELAB (L*, a*, b*), dark blue-violet -> blue -> teal -> green ->
+# yellow. L* rises linearly along the map; a* and b* follow a Catmull-Rom spline through the
+# anchors, and colours outside sRGB lose chroma (never lightness) until they fit.
+COLORMAP_ANCHORS_LAB = (
+    (14.0, 32.0, -38.0),
+    (33.0, 14.0, -46.0),
+    (52.0, -26.0, -12.0),
+    (72.0, -52.0, 42.0),
+    (91.0, -10.0, 84.0),
+)
+COLORMAP_SIZE = 256
+_MIN_LIGHTNESS_STEP = 0.1  # L* units between neighbouring entries of the quantised table
+
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+_XYZ_TO_LINEAR_SRGB = np.array(
+    [
+        [3.2404542, -1.5371385, -0.4985314],
+        [-0.9692660, 1.8760108, 0.0415560],
+        [0.0556434, -0.2040259, 1.0572252],
+    ]
+)
+_LAB_EPSILON = 6.0 / 29.0
+
+
+def _lab_to_linear_srgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) -> linear sRGB, unclipped; ``lab`` is ... x 3."""
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = np.where(f > _LAB_EPSILON, f**3, 3.0 * _LAB_EPSILON**2 * (f - 4.0 / 29.0)) * _D65_WHITE
+    return xyz @ _XYZ_TO_LINEAR_SRGB.T
+
+
+def _encode_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear sRGB in [0, 1] -> gamma-encoded sRGB in [0, 1]."""
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1.0 / 2.4) - 0.055)
+
+
+def _fit_chroma_into_srgb(lab: np.ndarray, iterations: int = 40) -> np.ndarray:
+    """Scale a* and b* of each colour towards grey, keeping L*, until it lies inside sRGB."""
+    low, high = np.zeros(len(lab)), np.ones(len(lab))
+    for _ in range(iterations):
+        middle = (low + high) / 2.0
+        trial = lab.copy()
+        trial[:, 1:] *= middle[:, None]
+        linear = _lab_to_linear_srgb(trial)
+        inside = np.all((linear >= 0.0) & (linear <= 1.0), axis=-1)
+        low, high = np.where(inside, middle, low), np.where(inside, high, middle)
+    fitted = lab.copy()
+    fitted[:, 1:] *= low[:, None]
+    return fitted
+
+
+def _catmull_rom(points: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Uniform Catmull-Rom spline through ``points`` (K x D) at ``position`` in [0, K - 1]."""
+    padded = np.concatenate([2 * points[:1] - points[1:2], points, 2 * points[-1:] - points[-2:-1]])
+    segment = np.minimum(np.floor(position).astype(np.intp), len(points) - 2)
+    u = (position - segment)[:, None]
+    p0, p1, p2, p3 = (padded[segment + k] for k in range(4))
+    return 0.5 * (
+        2 * p1
+        + (p2 - p0) * u
+        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2
+        + (3 * p1 - p0 - 3 * p2 + p3) * u**3
+    )
+
+
+@lru_cache(maxsize=1)
+def colormap() -> np.ndarray:
+    """The 256 x 3 uint8 colour table used by ``heatmap``: dark blue-violet to yellow, L* rising."""
+    anchors = np.array(COLORMAP_ANCHORS_LAB)
+    position = np.linspace(0.0, len(anchors) - 1.0, COLORMAP_SIZE)
+    lightness = np.interp(position, np.arange(len(anchors)), anchors[:, 0])
+    lab = np.concatenate([lightness[:, None], _catmull_rom(anchors[:, 1:], position)], axis=-1)
+    lab = _fit_chroma_into_srgb(lab)
+    table = _quantise_keeping_lightness_rising(lab, _encode_srgb(_lab_to_linear_srgb(lab)) * 255.0)
+    table.setflags(write=False)
+    return table
+
+
+def _srgb8_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB levels 0..255 (... x 3) -> CIELAB (D65)."""
+    encoded = rgb / 255.0
+    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.linalg.inv(_XYZ_TO_LINEAR_SRGB).T / _D65_WHITE
+    f = np.where(xyz > _LAB_EPSILON**3, np.cbrt(xyz), xyz / (3 * _LAB_EPSILON**2) + 4.0 / 29.0)
+    return np.stack(
+        [
+            116.0 * f[..., 1] - 16.0,
+            500.0 * (f[..., 0] - f[..., 1]),
+            200.0 * (f[..., 1] - f[..., 2]),
+        ],
+        axis=-1,
+    )
+
+
+def _quantise_keeping_lightness_rising(lab: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Round float sRGB ``levels`` to uint8 so that L* still rises strictly along the table.
+
+    Each entry takes one of the levels floor - 1 .. floor + 2 per channel; a dynamic programme picks
+    the sequence nearest the CIELAB targets (total distance) whose L* rises by at least
+    ``_MIN_LIGHTNESS_STEP`` per entry (plain rounding can make neighbours tie or fall by ~0.05 L*).
+    """
+    offsets = np.array(np.meshgrid(*[(-1.0, 0.0, 1.0, 2.0)] * 3, indexing="ij")).reshape(3, -1).T
+    candidates = np.clip(np.floor(levels)[:, None, :] + offsets[None], 0.0, 255.0)  # K x 64 x 3
+    count = len(offsets)
+    candidate_lab = _srgb8_to_lab(candidates)
+    distance = np.linalg.norm(candidate_lab - lab[:, None, :], axis=-1)
+    lightness = candidate_lab[..., 0]
+    cost = distance[0].copy()
+    choice = np.zeros((len(levels), count), dtype=np.intp)
+    for index in range(1, len(levels)):
+        rising = lightness[index][:, None] >= lightness[index - 1][None, :] + _MIN_LIGHTNESS_STEP
+        paths = np.where(rising, cost[None, :], np.inf)
+        choice[index] = np.argmin(paths, axis=1)
+        cost = paths[np.arange(count), choice[index]] + distance[index]
+    if not np.isfinite(cost.min()):
+        raise ValueError("the colour-map anchors leave too little lightness between entries")
+    picked = np.empty(len(levels), dtype=np.intp)
+    picked[-1] = int(np.argmin(cost))
+    for index in range(len(levels) - 1, 0, -1):
+        picked[index - 1] = choice[index, picked[index]]
+    return candidates[np.arange(len(levels)), picked].astype(np.uint8)
+
+
+def _as_map(attention: object) -> np.ndarray:
+    """Any H x W array-like (or 1 x 1 x H x W tensor) in [0, 1] -> float64 H x W, NaN as 0."""
+    if hasattr(attention, "detach"):
+        attention = attention.detach().cpu().numpy()
+    values = np.asarray(attention, dtype=np.float64)
+    values = values.reshape(values.shape[-2:]) if values.ndim > 2 else values
+    if values.ndim != 2:
+        raise ValueError(f"expected an H x W attention map, got shape {values.shape}")
+    return np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
+
+
+def heatmap(attention: np.ndarray) -> np.ndarray:
+    """Colour an H x W map in [0, 1] (clipped): H x W x 3 uint8, dark at 0, bright at 1."""
+    levels = np.round(_as_map(attention) * (COLORMAP_SIZE - 1)).astype(np.intp)
+    return colormap()[levels]
+
+
+def _resize_map(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float H x W map to (height, width)."""
+    height, width = size
+    if attention.shape == (height, width):
+        return attention
+    image = Image.fromarray(attention.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float64)
+
+
+def overlay(image_rgb: np.ndarray, attention: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the heat map of ``attention`` over an H x W x 3 uint8 image (the map is resized to it).
+
+    ``alpha`` is the weight of the heat map: 0 gives the image, 1 the heat map.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    image = np.asarray(image_rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 uint8 image, got {image.dtype} {image.shape}")
+    colours = heatmap(_resize_map(_as_map(attention), image.shape[:2]))
+    blended = (1.0 - alpha) * image.astype(np.float64) + alpha * colours.astype(np.float64)
+    return np.round(blended).astype(np.uint8)
+
+
+# --- timeline: M(t) panels above the active-area curve (YODA Figures 1 and 5) ---------------------
+
+_BACKGROUND = (255, 255, 255)
+_INK = (34, 34, 34)
+_FAINT = (150, 150, 150)
+_LABEL = (96, 96, 96)
+_GRID = (228, 228, 228)
+_CURVE = (38, 86, 166)
+_CURVE_FILL = (214, 226, 244)
+_MARKER = (216, 96, 24)
+_INACTIVE_DIM = 0.32
+_ACTIVE_WHITE = 0.5
+_MAX_STRIP_WIDTH = 1800
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` pixels (its bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    """Width and height in pixels of ``text`` drawn in ``font``."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return int(right - left), int(bottom - top)
+
+
+def _draw_text(draw, xy: tuple[float, float], text: str, font, fill, anchor: str) -> None:
+    """Draw ``text`` with a two-letter Pillow anchor (e.g. "mt" = middle, top)."""
+    draw.text(xy, text, font=font, fill=fill, anchor=anchor)
+
+
+def _panel_steps(train_steps: int, frames: int) -> list[int]:
+    """``frames`` steps evenly spaced from T down to 1 (just T for one frame; at most T steps)."""
+    if frames == 1:
+        return [train_steps]
+    return sorted({round(float(t)) for t in np.linspace(train_steps, 1, frames)}, reverse=True)
+
+
+def _mask_panel(grey: np.ndarray, tint: np.ndarray, active: np.ndarray) -> Image.Image:
+    """One M(t) panel: active pixels bright (heat colour lightened), inactive ones dark grey."""
+    dark = (grey * _INACTIVE_DIM)[..., None].repeat(3, axis=-1)
+    bright = _ACTIVE_WHITE * 255.0 + (1.0 - _ACTIVE_WHITE) * tint
+    return Image.fromarray(np.round(np.where(active[..., None], bright, dark)).astype(np.uint8))
+
+
+def _percent(value: float) -> str:
+    """A percentage with one decimal below 10% (so that a few pixels do not read as 0%)."""
+    return f"{value:.1f}%" if value < 9.95 else f"{value:.0f}%"
+
+
+def _nice_step(span: float, target_ticks: int) -> float:
+    """A 1-2-5 tick spacing giving about ``target_ticks`` ticks over ``span``."""
+    raw = span / max(1, target_ticks)
+    magnitude = 10.0 ** np.floor(np.log10(raw))
+    for factor in (1.0, 2.0, 5.0, 10.0):
+        if raw <= factor * magnitude:
+            return factor * magnitude
+    return 10.0 * magnitude
+
+
+def timeline(
+    attention: np.ndarray, lower_bound: float, train_steps: int, frames: int
+) -> Image.Image:
+    """YODA's Figures 1 and 5: M(t) at ``frames`` steps from T to 1, above the active area versus t.
+
+    Each panel shows the mask of eq. 9 at its step (active pixels bright, tinted by the heat map;
+    inactive ones dark); the plot below gives the percentage of active pixels for every t from T
+    down to 1, marks the panels' steps and prints the pixel-update fraction mean(min(1, A + l)).
+    """
+    import torch
+
+    from ..masking import activation_steps, expected_update_fraction, validate_lower_bound
+
+    validate_lower_bound(lower_bound)
+    if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 1:
+        raise ValueError(f"train_steps must be a positive integer, got {train_steps!r}")
+    if isinstance(frames, bool) or int(frames) != frames or frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    values = _as_map(attention)
+    height, width = values.shape
+    steps = _panel_steps(int(train_steps), int(frames))
+    train_steps, frames = int(train_steps), len(steps)
+
+    # Panels are 176 px high (264 px wide at most) and keep the map's aspect; each sits centred in
+    # a slot wide enough for its labels, and everything shrinks to fit a strip of ~1800 px.
+    gap, margin, min_slot = 10, 24, 96
+    panel_height = 176
+    panel_width = max(1, round(panel_height * width / height))
+    if panel_width > 264:
+        panel_width, panel_height = 264, max(1, round(264 * height / width))
+    fit = (_MAX_STRIP_WIDTH - 2 * margin - gap * (frames - 1)) / (
+        frames * max(panel_width, min_slot)
+    )
+    if fit < 1.0:
+        scale = max(fit, 24 / panel_width)
+        panel_width, panel_height = (
+            max(1, round(panel_width * scale)),
+            max(1, round(panel_height * scale)),
+        )
+        min_slot = max(24, int(min_slot * fit))
+    slot_width = max(panel_width, min_slot)
+    small = _resize_map(values, (panel_height, panel_width))
+
+    activation_full = activation_steps(torch.from_numpy(values), lower_bound, train_steps).numpy()
+    activation_small = activation_steps(torch.from_numpy(small), lower_bound, train_steps).numpy()
+    counts = np.bincount(activation_full.ravel(), minlength=train_steps + 1)
+    active_percent = 100.0 * np.cumsum(counts[::-1])[::-1] / values.size  # index t: share >= t
+    update = expected_update_fraction(torch.from_numpy(values), lower_bound)
+
+    grey = small * 255.0
+    tint = heatmap(small).astype(np.float64)
+
+    title_font, label_font, small_font = _font(17), _font(14), _font(12)
+    strip_width = frames * slot_width + gap * (frames - 1)
+    canvas_width = max(strip_width + 2 * margin, 640)
+    strip_left = (canvas_width - strip_width) // 2
+    title_height, label_height, caption_height = 30, 22, 20
+    strip_top = title_height + label_height
+    plot_height = 260
+    plot_top = strip_top + panel_height + caption_height + 28
+    canvas_height = plot_top + plot_height + 70
+    canvas = Image.new("RGB", (canvas_width, canvas_height), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    _draw_text(
+        draw,
+        (canvas_width / 2, 8),
+        f"YODA time-dependent mask M(t)   (T = {train_steps}, lower bound l = {lower_bound:g})",
+        title_font,
+        _INK,
+        "mt",
+    )
+    # Label every panel where the labels fit, else every k-th one (always the first).
+    pitch = slot_width + gap
+    caption_suffix = (
+        " active" if _text_size(draw, "100% active", small_font)[0] <= slot_width else ""
+    )
+    widest = max(
+        _text_size(draw, f"t = {train_steps}", label_font)[0],
+        _text_size(draw, f"100%{caption_suffix}", small_font)[0],
+    )
+    label_every = max(1, int(np.ceil((widest + 6) / pitch)))
+    for index, step in enumerate(steps):
+        left = strip_left + index * pitch + (slot_width - panel_width) // 2
+        canvas.paste(_mask_panel(grey, tint, activation_small >= step), (left, strip_top))
+        draw.rectangle(
+            (left - 1, strip_top - 1, left + panel_width, strip_top + panel_height), outline=_FAINT
+        )
+        if index % label_every:
+            continue
+        centre = left + panel_width / 2
+        _draw_text(draw, (centre, strip_top - 4), f"t = {step}", label_font, _INK, "mb")
+        _draw_text(
+            draw,
+            (centre, strip_top + panel_height + 4),
+            f"{_percent(active_percent[step])}{caption_suffix}",
+            small_font,
+            _FAINT,
+            "mt",
+        )
+
+    # The plot: x runs from T (left) to 0 (right), like the panels above; y is the active area in %.
+    axis_label_width = 62
+    left_edge = max(margin + axis_label_width, strip_left + axis_label_width // 2)
+    right_edge = min(canvas_width - margin, strip_left + strip_width) - 8
+    if right_edge - left_edge < 240:
+        left_edge, right_edge = margin + axis_label_width, canvas_width - margin - 8
+    top_edge, bottom_edge = plot_top, plot_top + plot_height
+
+    def x_of(step: float) -> float:
+        return left_edge + (train_steps - step) / train_steps * (right_edge - left_edge)
+
+    def y_of(percent: float) -> float:
+        return bottom_edge - percent / 100.0 * (bottom_edge - top_edge)
+
+    for percent in range(0, 101, 20):
+        y = y_of(percent)
+        draw.line((left_edge, y, right_edge, y), fill=_GRID)
+        draw.line((left_edge - 5, y, left_edge, y), fill=_INK)
+        _draw_text(draw, (left_edge - 8, y), f"{percent}%", small_font, _INK, "rm")
+    tick = _nice_step(train_steps, 8)
+    tick_values = sorted(
+        {*np.arange(0.0, train_steps + 0.5 * tick, tick).tolist(), float(train_steps)}
+    )
+    tick_values = [value for value in tick_values if value <= train_steps]
+    for value in tick_values:
+        if value != train_steps and train_steps - value < 0.4 * tick:
+            continue
+        x = x_of(value)
+        draw.line((x, top_edge, x, bottom_edge), fill=_GRID)
+        draw.line((x, bottom_edge, x, bottom_edge + 5), fill=_INK)
+        _draw_text(draw, (x, bottom_edge + 8), f"{value:g}", small_font, _INK, "mt")
+
+    points = [(x_of(step), y_of(active_percent[step])) for step in range(train_steps, 0, -1)]
+    points.append((x_of(0), y_of(active_percent[1])))
+    draw.polygon(
+        [(x_of(train_steps), bottom_edge), *points, (x_of(0), bottom_edge)], fill=_CURVE_FILL
+    )
+    # Every pixel is active for t <= l*T (eq. 9): mark that boundary with a dashed line.
+    all_active = int(np.floor(lower_bound * train_steps))
+    if 0 < all_active < train_steps:
+        x = x_of(all_active)
+        for y in range(int(top_edge), int(bottom_edge), 8):
+            draw.line((x, y, x, min(y + 4, bottom_edge)), fill=_FAINT)
+        curve_x = np.array([point[0] for point in points])
+        curve_y = np.array([point[1] for point in points])
+        placements = [
+            ("l", 6, 50, f"t <= lT = {all_active}: every pixel active"),
+            ("l", 6, 50, f"every pixel active\nfor t <= lT = {all_active}"),
+            ("r", -6, 90, f"every pixel active\nfor t <= lT = {all_active}"),
+            ("r", -6, 10, f"every pixel active\nfor t <= lT = {all_active}"),
+        ]
+        for side, offset, height_percent, label in placements:
+            xy, anchor = (x + offset, y_of(height_percent)), f"{side}m"
+            align = "left" if side == "l" else "right"
+            box = draw.multiline_textbbox(xy, label, font=small_font, anchor=anchor, align=align)
+            inside = box[0] >= left_edge + 2 and box[2] <= right_edge - 2
+            under = (curve_x >= box[0] - 4) & (curve_x <= box[2] + 4)
+            crosses = np.any((curve_y[under] >= box[1] - 4) & (curve_y[under] <= box[3] + 4))
+            if inside and not crosses:
+                draw.multiline_text(
+                    xy, label, font=small_font, fill=_LABEL, anchor=anchor, align=align
+                )
+                break
+    draw.line(points, fill=_CURVE, width=3)
+    for step in steps:
+        x, y = x_of(step), y_of(active_percent[step])
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=_MARKER, outline=_BACKGROUND)
+    draw.line((left_edge, top_edge, left_edge, bottom_edge), fill=_INK)
+    draw.line((left_edge, bottom_edge, right_edge, bottom_edge), fill=_INK)
+
+    _draw_text(
+        draw,
+        ((left_edge + right_edge) / 2, bottom_edge + 26),
+        "diffusion step t  (sampling runs T -> 0)",
+        label_font,
+        _INK,
+        "mt",
+    )
+    _draw_text(
+        draw,
+        (left_edge + 10, top_edge - 6),
+        "active area (% of pixels with M(t) = 1)",
+        label_font,
+        _INK,
+        "lb",
+    )
+    _draw_text(
+        draw,
+        (canvas_width / 2, bottom_edge + 50),
+        f"mean pixel-update fraction: mean(min(1, A + l)) = {100.0 * update:.1f}% "
+        "of plain diffusion's updates",
+        label_font,
+        _CURVE,
+        "mt",
+    )
+    return canvas
+
+
+# --- writing files whole --------------------------------------------------------------------------
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file whole or not at all: ``write`` fills a temporary file beside ``path``, which
+    then replaces ``path`` in one step. On any error the temporary file is removed."""
+    target = Path(path)
+    temporary: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
+        ) as handle:
+            temporary = Path(handle.name)
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
+    except BaseException:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
+    """Save an image (PIL or H x W [x 3] uint8 array) as a PNG at ``path``, atomically."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
