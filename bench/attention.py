@@ -16,26 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-
 from yoda_sr.attention import METHODS, compute_attention
-
-
-def random_weights(method: str, folder: Path) -> Path:
-    """A safetensors file of randomly initialised weights in the layout ``method`` loads."""
-    torch.manual_seed(0)
-    if method == "dino-resnet50":
-        import torchvision
-
-        state = {k: v for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith("fc.")}
-    else:
-        import timm
-
-        patch = 8 if method == "dino-vits8" else 16
-        state = timm.create_model(f"vit_small_patch{patch}_224", pretrained=False, num_classes=0).state_dict()
-    path = folder / f"{method}.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
+from yoda_sr.attention.dino import write_random_weights
 
 
 def main() -> None:
@@ -53,7 +35,11 @@ def main() -> None:
     print("| --- |" + " ---: |" * len(sizes))
     with tempfile.TemporaryDirectory() as folder:
         for method in args.methods.split(","):
-            weights = random_weights(method, Path(folder)) if method.startswith("dino") else None
+            weights = (
+                write_random_weights(method, Path(folder) / f"{method}.safetensors")
+                if method.startswith("dino")
+                else None
+            )
             cells = []
             for size in sizes:
                 lr = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1

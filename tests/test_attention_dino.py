@@ -241,22 +241,13 @@ def test_dino_backbone_loads_by_method_name(
 @pytest.mark.parametrize("method", ["dino-resnet50", "dino-vits8", "dino-vits16"])
 def test_every_dino_method_runs_end_to_end_from_safetensors(method, tmp_path):
     """Random weights in the official layouts, saved as safetensors, through the public registry."""
-    import timm
-    import torchvision
-    from safetensors.torch import save_file
     from skimage import data
 
     from yoda_sr.attention import compute_attention
+    from yoda_sr.attention.dino import write_random_weights
     from yoda_sr.imaging import resize_bicubic, to_tensor
 
-    torch.manual_seed(0)
-    if method == "dino-resnet50":
-        state = {k: v for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith("fc.")}
-    else:
-        patch = 8 if method == "dino-vits8" else 16
-        state = timm.create_model(f"vit_small_patch{patch}_224", pretrained=False, num_classes=0).state_dict()
-    weights = tmp_path / f"{method}.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    weights = write_random_weights(method, tmp_path / f"{method}.safetensors")
 
     lr = resize_bicubic(to_tensor(data.astronaut()), size=(96, 128))
     first = compute_attention(lr, method, hr_size=(384, 512), weights=weights)

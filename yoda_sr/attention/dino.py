@@ -14,7 +14,7 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..imaging import resize_bicubic
@@ -232,3 +232,24 @@ def dino_backbone(
     module = _BUILDERS[method](attention_size=attention_size)
     module.load_weights(path)
     return module.to(device).eval()
+
+
+def write_random_weights(method: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write randomly initialised weights in the layout ``method`` loads (for tests and benchmarks)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if method == "dino-resnet50":
+            import torchvision
+
+            state = torchvision.models.resnet50().state_dict()
+            state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        elif method in ("dino-vits8", "dino-vits16"):
+            patch = 8 if method == "dino-vits8" else 16
+            state = timm.create_model(f"vit_small_patch{patch}_224", pretrained=False, num_classes=0).state_dict()
+        else:
+            raise ValueError(f"{method!r} is not a DINO method")
+    finally:
+        torch.random.set_rng_state(generator_state)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return Path(path)
