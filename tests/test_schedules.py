@@ -66,4 +66,15 @@ def test_spec_round_trip_and_validation():
     assert ScheduleSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError):
         ScheduleSpec(kind="quadratic")
-    assert math.isclose(float(spec.build().gammas[50]), float(spec.build().gammas[50]))
+
+
+def test_cosine_gammas_follow_the_closed_form_where_unclipped():
+    """gamma_t = f(t) / f(0) with f(t) = cos((t/T + s) / (1 + s) * pi / 2)^2 (Nichol & Dhariwal)."""
+    steps, s = 100, 0.008
+    gammas = ScheduleSpec(kind="cosine", steps=steps, cosine_s=s).build().gammas
+
+    def f(t: int) -> float:
+        return math.cos((t / steps + s) / (1 + s) * math.pi / 2) ** 2
+
+    for t in (1, 10, 50, 90, 98):
+        assert math.isclose(float(gammas[t]), f(t) / f(0), rel_tol=1e-9)
