@@ -183,7 +183,7 @@ def attention(
     from .attention.render import overlay as overlay_heatmap
     from .attention.render import timeline as mask_timeline
     from .devices import resolve_device
-    from .imaging import load_rgb, resize_bicubic, to_array, to_tensor
+    from .imaging import load_rgb, resize_bicubic, scaled_size, to_array, to_tensor
     from .masking import expected_update_fraction
 
     method = DEFAULT_METHOD if method is None else method.strip().lower()
@@ -216,7 +216,7 @@ def attention(
         """Compute one image's map, render what ``pending`` asks for, write it; (size, fraction)."""
         rgb = load_rgb(image)
         lr = to_tensor(rgb)
-        map_size = _scaled_size(rgb.shape[:2], scale)
+        map_size = scaled_size(rgb.shape[:2], scale)
         maps = compute_attention(
             lr.to(torch_device),
             method,
@@ -296,12 +296,6 @@ def attention(
             )
     if failures:
         raise typer.Exit(1)
-
-
-def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(height, width) times ``scale``, rounded half up and at least 1, as resize_bicubic does."""
-    height, width = (max(1, math.floor(side * scale + 0.5)) for side in size)
-    return height, width
 
 
 def _save_npy(handle, array) -> None:

@@ -82,6 +82,12 @@ def _resample_columns(x: Tensor, out_size: int, antialias: bool) -> Tensor:
     return columns.transpose(1, 2).contiguous()
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) times ``scale``, rounded half up and at least 1: what ``resize_bicubic`` gives."""
+    height, width = (max(1, math.floor(side * scale + 0.5)) for side in size)
+    return height, width
+
+
 def _output_size(
     in_size: tuple[int, int], size: tuple[int, int] | None, scale: float | None
 ) -> tuple[int, int]:
@@ -97,8 +103,7 @@ def _output_size(
         return height, width
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    height, width = (max(1, math.floor(side * scale + 0.5)) for side in in_size)
-    return height, width
+    return scaled_size(in_size, scale)
 
 
 def resize_bicubic(
