@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import photo
 from yoda_sr.attention import (
     DEFAULT_METHOD,
     METHODS,
@@ -24,6 +23,8 @@ from yoda_sr.attention import (
 )
 from yoda_sr.errors import YodaError
 from yoda_sr.imaging import bicubic_degrade, to_tensor
+
+from conftest import photo
 
 WEIGHT_FREE = ("gaussian", "edge", "sift", "none")
 FACE_BOXES = {
@@ -191,15 +192,16 @@ def test_missing_default_weights_name_the_default_path(
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="--weights") as raised:
         compute_attention(lr_pair)
-    assert str(tmp_path / "weights" / f"{DEFAULT_METHOD}.safetensors") in str(raised.value)
+    assert str(tmp_path / "checkpoints" / f"{DEFAULT_METHOD}.safetensors") in str(raised.value)
+    assert f"yoda-sr checkpoints download {DEFAULT_METHOD}" in str(raised.value)
 
 
 def test_default_weights_path_honours_yoda_sr_home(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
-    assert default_weights_path("dino-vits16") == tmp_path / "home" / "weights" / "dino-vits16.safetensors"
+    assert default_weights_path("dino-vits16") == tmp_path / "home" / "checkpoints" / "dino-vits16.safetensors"
     monkeypatch.delenv("YODA_SR_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
-    expected = tmp_path / ".cache" / "yoda-sr" / "weights" / "dino-resnet50.safetensors"
+    expected = tmp_path / ".cache" / "yoda-sr" / "checkpoints" / "dino-resnet50.safetensors"
     assert default_weights_path("dino-resnet50") == expected
     with pytest.raises(ValueError):
         default_weights_path("edge")

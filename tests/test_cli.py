@@ -8,7 +8,7 @@ from yoda_sr import __version__
 
 def run_cli(*args, code: str | None = None):
     command = [sys.executable, "-c", code or "from yoda_sr.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_version_answers_without_importing_torch():
@@ -25,7 +25,7 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["upscale", "train", "evaluate", "checkpoints"])
+@pytest.mark.parametrize("command", ["upscale", "train", "evaluate"])
 def test_commands_not_built_yet_say_so_and_exit_2(command):
     result = run_cli(command, "face.png", "--scale", "4")
     assert result.returncode == 2

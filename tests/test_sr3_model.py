@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from yoda_sr.models import create_model, get_config
-from yoda_sr.models.base import Condition
-from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
+from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS, Condition
 from yoda_sr.models.sr3 import UPSTREAM_PREFIX, SR3UNet
 
 from conftest import tiny_model

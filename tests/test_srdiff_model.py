@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from yoda_sr.imaging import resize_bicubic
 from yoda_sr.models import create_model, get_config
-from yoda_sr.models.rrdb import RRDBNet
 from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
+from yoda_sr.models.rrdb import RRDBNet
 from yoda_sr.models.srdiff import UPSTREAM_PREFIXES, SRDiff
 
 from conftest import tiny_model

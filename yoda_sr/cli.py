@@ -13,6 +13,7 @@ from typing import NoReturn
 import typer
 
 from ._version import __version__
+from .cli_checkpoints import app as checkpoints_app
 from .errors import UsageError, YodaError
 from .files import IMAGE_EXTENSIONS, find_images
 
@@ -317,10 +318,7 @@ def evaluate(ctx: typer.Context) -> None:
     _not_built("evaluate")
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def checkpoints(ctx: typer.Context) -> None:
-    """List, download, verify and import pretrained weights (not built yet)."""
-    _not_built("checkpoints")
+app.add_typer(checkpoints_app, name="checkpoints")
 
 
 def main(argv: list[str] | None = None) -> None:

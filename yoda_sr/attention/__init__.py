@@ -47,14 +47,16 @@ class MissingWeightsError(YodaError):
 
 
 def default_weights_path(method: str) -> Path:
-    """Where yoda-sr looks for a method's weights when none are given.
+    """Where yoda-sr looks for a method's weights when none are given: the checkpoint store.
 
-    ``$YODA_SR_HOME/weights/<method>.safetensors``, YODA_SR_HOME defaulting to ~/.cache/yoda-sr.
+    ``$YODA_SR_HOME/checkpoints/<method>.safetensors`` (YODA_SR_HOME defaults to ~/.cache/yoda-sr),
+    put there by ``yoda-sr checkpoints download <method>``.
     """
     if method not in WEIGHTED_METHODS:
         raise ValueError(f"{method!r} has no weights; methods with weights: {', '.join(WEIGHTED_METHODS)}")
-    home = os.environ.get("YODA_SR_HOME") or Path.home() / ".cache" / "yoda-sr"
-    return Path(home).expanduser() / "weights" / f"{method}.safetensors"
+    from ..checkpoints import installed_path
+
+    return installed_path(method)
 
 
 def normalise_per_image(maps: Tensor) -> Tensor:
@@ -100,8 +102,8 @@ def _resolve_weights(method: str, weights: str | os.PathLike | None) -> Path:
     path = default_weights_path(method) if weights is None else Path(weights).expanduser()
     if not path.is_file():
         raise MissingWeightsError(
-            f"no weights for {method} at {path}: pass --weights FILE, "
-            "or use a weight-free map (--method edge, sift or gaussian)"
+            f"no weights for {method} at {path}: run `yoda-sr checkpoints download {method}`, "
+            "pass --weights FILE, or use a weight-free map (--method edge, sift or gaussian)"
         )
     return path.resolve()
 

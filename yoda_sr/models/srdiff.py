@@ -12,6 +12,7 @@ features to HR size, the projection of x_up) is done once per image in ``prepare
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Any, Literal
@@ -172,7 +173,7 @@ class SRDiffUNet(nn.Module):
     ) -> None:
         super().__init__()
         dims = [3, *(dim * mult for mult in dim_mults)]
-        in_out = list(zip(dims[:-1], dims[1:]))
+        in_out = list(itertools.pairwise(dims))
         num_resolutions = len(in_out)
         self.size_multiple = 2 ** (num_resolutions - 1)
         self.use_attn = use_attn

@@ -1,0 +1,168 @@
+"""`yoda-sr checkpoints ...`: list, inspect, download, verify, import and remove named weights.
+
+A thin layer over ``yoda_sr.checkpoints``; nothing here imports torch unless a command needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .errors import YodaError
+
+app = typer.Typer(
+    name="checkpoints",
+    help="List, download, verify and import pretrained weights (checkpoints.toml).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _debugging(ctx: typer.Context) -> bool:
+    return bool(ctx.find_root().params.get("debug"))
+
+
+def _status(name: str) -> dict:
+    from . import checkpoints
+
+    installed = checkpoints.is_installed(name)
+    return {"installed": installed, "path": str(checkpoints.installed_path(name)) if installed else None}
+
+
+@app.command("list")
+def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Every named checkpoint, with its source and whether it is installed here."""
+    from . import checkpoints
+
+    registry = checkpoints.load_registry()
+    imported = [name for name in checkpoints.installed_names() if name not in registry]
+    if json_output:
+        rows = [{**entry.to_dict(), **_status(name)} for name, entry in registry.items()]
+        rows += [
+            {"name": name, "kind": checkpoints.read_metadata(checkpoints.installed_path(name)).get("kind"),
+             "source": {"kind": "imported"}, **_status(name)}
+            for name in imported
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    lines = [("NAME", "KIND", "SOURCE", "INSTALLED", "DESCRIPTION")]
+    for name, entry in registry.items():
+        lines.append((name, entry.kind, entry.source.kind, "yes" if checkpoints.is_installed(name) else "no",
+                      entry.description))
+    lines += [(name, "-", "imported", "yes", "imported with `checkpoints import`") for name in imported]
+    widths = [max(len(row[column]) for row in lines) for column in range(4)]
+    for row in lines:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+
+
+@app.command()
+def info(
+    name: str = typer.Argument(..., help="A checkpoint name."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything known about one checkpoint: source, licence, hash, local file."""
+    from . import checkpoints
+
+    registry = checkpoints.load_registry()
+    if name in registry:
+        data = {**registry[name].to_dict(), **_status(name)}
+    elif name in checkpoints.installed_names():
+        data = {"name": name, **_status(name)}
+    else:
+        checkpoints.get_entry(name)  # raises with close matches
+        return
+    record = checkpoints.read_lock()["installed"].get(name)
+    if record:
+        data["local"] = record
+    if data["installed"]:
+        data["metadata"] = checkpoints.read_metadata(checkpoints.installed_path(name))
+    if json_output:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items() if k not in ("hparams",))
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Checkpoint names."),
+    offline: bool = typer.Option(False, "--offline", help="Make no network call (as HF_HUB_OFFLINE=1)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if installed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Download, verify (sha256) and install checkpoints; already installed ones are kept."""
+    from . import checkpoints
+
+    failures = 0
+    for name in names:
+        try:
+            path = checkpoints.download(name, offline=offline, force=force, progress=not quiet)
+        except YodaError as error:
+            if _debugging(ctx):
+                raise
+            typer.echo(f"yoda-sr: error: {error}", err=True)
+            failures += 1
+            continue
+        typer.echo(f"{name}: {path}")
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(names: list[str] = typer.Argument(None, metavar="[NAME...]", help="Default: all installed.")) -> None:
+    """Re-hash installed checkpoints; a damaged file is removed. Exit 1 if any check fails."""
+    from . import checkpoints
+
+    results = checkpoints.verify(names or None)
+    if not results:
+        typer.echo("nothing installed to verify")
+    for result in results:
+        typer.echo(f"{'ok' if result.ok else 'FAILED'}  {result.name}: {result.message}")
+    if any(not result.ok for result in results):
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="An upstream .pth/.ckpt, or a .safetensors file."),
+    name: str = typer.Option(..., "--name", help="The name to use it by (--model NAME)."),
+    format: str = typer.Option("auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm."),
+    scale: int | None = typer.Option(None, "--scale", help="SR factor, for SR3 weights matching no known config."),
+    force: bool = typer.Option(False, "--force", help="Replace an installed checkpoint of that name."),
+) -> None:
+    """Convert an upstream checkpoint into yoda-sr's safetensors format, usable by name."""
+    from . import checkpoints
+
+    if not file.is_file():
+        raise YodaError(f"{file} does not exist")
+    path, note = checkpoints.import_checkpoint(file, name=name, format=format, scale=scale, force=force)
+    if note:
+        typer.echo(f"yoda-sr: note: {note}", err=True)
+    metadata = checkpoints.read_metadata(path)
+    what = metadata.get("arch") or metadata.get("method")
+    typer.echo(f"{name}: imported {file.name} as {what} -> {path}")
+
+
+@app.command()
+def path(name: str = typer.Argument(..., help="A checkpoint name.")) -> None:
+    """Print the local file of an installed checkpoint (exit 1 if it is not installed)."""
+    from . import checkpoints
+
+    typer.echo(str(checkpoints.require(name)))
+
+
+@app.command()
+def remove(names: list[str] = typer.Argument(..., metavar="NAME...", help="Checkpoint names.")) -> None:
+    """Delete installed checkpoints from the local store (recorded hashes are kept)."""
+    from . import checkpoints
+
+    for name in names:
+        removed = checkpoints.remove(name)
+        typer.echo(f"{name}: {'removed' if removed else 'was not installed'}")

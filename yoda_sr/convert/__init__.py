@@ -1,0 +1,168 @@
+"""Converters from upstream checkpoint formats to yoda-sr's safetensors format (METHOD.md §8).
+
+``convert_file(path, format)`` reads an upstream file (pickles only through
+``torch.load(weights_only=True)``, see ``pickles``), maps its keys to ours, infers the architecture
+from tensor shapes, loads the result into a freshly built model strictly (so a wrong inference
+cannot pass silently) and returns tensors plus metadata ready for ``checkpoints.save``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..errors import UsageError, YodaError
+from . import dino, sr3_janspiry, srdiff
+from .pickles import UnsafeCheckpointError, find_state_dict, read_pickle
+
+FORMATS = (sr3_janspiry.FORMAT, srdiff.FORMAT, dino.RESNET_FORMAT, dino.TIMM_FORMAT, "safetensors")
+IMPORT_FORMATS = ("auto", *FORMATS)
+
+
+@dataclass
+class Converted:
+    """Tensors in yoda-sr's layout and the metadata that describes them."""
+
+    tensors: dict[str, Tensor]
+    metadata: dict[str, Any]
+    format: str
+    note: str | None = None
+    """Something the user should know (an inferred value weights cannot show)."""
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file: safetensors directly, pickles only with weights_only."""
+    path = Path(path)
+    if not path.is_file():
+        raise YodaError(f"{path} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(16)
+    if magic[8:9] == b"{" or path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise YodaError(f"{path} is not a readable safetensors file: {error}") from None
+    state = find_state_dict(read_pickle(path))
+    if state is None:
+        raise YodaError(
+            f"{path} holds no state dict of tensors (if it is an optimizer file like *_opt.pth, "
+            "import the matching *_gen.pth instead)"
+        )
+    return state
+
+
+def detect_format(state: dict[str, Tensor]) -> str:
+    """The upstream format of a state dict, from its key names."""
+    if sr3_janspiry.looks_like(state):
+        return sr3_janspiry.FORMAT
+    if srdiff.looks_like(state):
+        return srdiff.FORMAT
+    if dino.looks_like_resnet(state):
+        return dino.RESNET_FORMAT
+    if dino.looks_like_vit(state):
+        return dino.TIMM_FORMAT
+    sample = ", ".join(list(state)[:3])
+    raise YodaError(
+        f"cannot tell which model these weights belong to (keys like {sample}); "
+        f"pass --format ({', '.join(FORMATS[:4])})"
+    )
+
+
+def _check_loads(arch: str, hparams: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Build the architecture and load the tensors strictly: a wrong inference fails here."""
+    from ..models import create_model_from_config
+
+    model = create_model_from_config(arch, hparams)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise YodaError(f"the weights do not fit the inferred {arch} architecture: {first}") from None
+
+
+def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = None) -> Converted:
+    """Read an upstream (or yoda-sr) checkpoint and return it in yoda-sr's layout."""
+    if format not in IMPORT_FORMATS:
+        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+    state = read_tensors(path)
+    ours = _own_metadata(path)
+    if ours.get("kind") in ("denoiser", "attention"):
+        return _own_checkpoint(state, ours)
+    detected = detect_format(state)
+    if format not in ("auto", "safetensors") and format != detected:
+        raise YodaError(f"{path} looks like {detected}, not {format}")
+    if detected in (sr3_janspiry.FORMAT, srdiff.FORMAT):
+        module = sr3_janspiry if detected == sr3_janspiry.FORMAT else srdiff
+        result = module.convert(state, scale=scale)
+        _check_loads(result["arch"], result["hparams"], result["tensors"])
+        metadata = {
+            "kind": "denoiser",
+            "arch": result["arch"],
+            "hparams": result["hparams"],
+            "schedule": None if result["schedule"] is None else result["schedule"].to_dict(),
+            "matched_config": result["matched_config"],
+        }
+        note = None
+        if result["matched_config"] is None and result["arch"] == "sr3":
+            note = (
+                f"GroupNorm groups ({result['hparams']['norm_groups']}) are not recorded in SR3 weights; "
+                "inferred as the largest common divisor of the widths"
+            )
+        return Converted(result["tensors"], metadata, detected, note)
+    if detected == dino.RESNET_FORMAT:
+        tensors = dino.resnet_tensors(state)
+        metadata = {"kind": "attention", "method": "dino-resnet50"}
+    else:
+        tensors = dino.vit_tensors(state)
+        method = dino.vit_method(tensors)
+        if method is None:
+            raise YodaError(f"{path} is a ViT, but not a ViT-S/8 or ViT-S/16 as DINO attention needs")
+        metadata = {"kind": "attention", "method": method}
+    _check_attention_loads(metadata["method"], tensors)
+    return Converted(tensors, metadata, detected)
+
+
+def _own_metadata(path: str | Path) -> dict[str, Any]:
+    """yoda-sr metadata of a safetensors file, or {} (pickles and foreign safetensors have none)."""
+    from ..checkpoints import read_metadata
+
+    try:
+        return read_metadata(path)
+    except YodaError:
+        return {}
+
+
+def _own_checkpoint(state: dict[str, Tensor], metadata: dict[str, Any]) -> Converted:
+    """A file already in yoda-sr's format: checked by a strict load, passed through unchanged."""
+    if metadata["kind"] == "denoiser":
+        _check_loads(metadata["arch"], metadata["hparams"], state)
+    else:
+        _check_attention_loads(metadata["method"], state)
+    kept = {key: value for key, value in metadata.items() if key not in ("format_version", "yoda_sr_version")}
+    return Converted(state, kept, "safetensors")
+
+
+def _check_attention_loads(method: str, tensors: dict[str, Tensor]) -> None:
+    from ..attention.dino import _BUILDERS
+
+    module = _BUILDERS[method]()
+    try:
+        module.backbone.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise YodaError(f"the weights do not fit {method}: {first}") from None
+
+
+__all__ = [
+    "FORMATS",
+    "IMPORT_FORMATS",
+    "Converted",
+    "UnsafeCheckpointError",
+    "convert_file",
+    "detect_format",
+    "read_tensors",
+]
