@@ -8,6 +8,7 @@ without calling it; a file that needs more is refused with a message that names 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,8 @@ def read_pickle(path: str | Path) -> Any:
     except pickle.UnpicklingError as error:
         names = _unsafe_globals(path)
         if not names:
-            reason = str(error).strip().splitlines()
-            detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), None)
-            names = [detail.strip()] if detail else []
-        what = f" ({', '.join(names)})" if names else ""
+            names = re.findall(r"GLOBAL ([\w.]+)", str(error))[:1]
+        what = f" (needs {', '.join(names)})" if names else ""
         raise UnsafeCheckpointError(
             f"{path} holds more than plain tensors{what}; yoda-sr reads pickles only with "
             "torch.load(weights_only=True) and refuses this one without running it. If you trust the "
