@@ -54,10 +54,50 @@ def _not_built(command: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def upscale(ctx: typer.Context) -> None:
-    """Super-resolve images or folders of images (not built yet)."""
-    _not_built("upscale")
+@app.command()
+def upscale(
+    ctx: typer.Context,
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", metavar="FILE|DIR",
+        help="An image file (one input) or a folder (created; sub-folders mirrored). "
+        "Default: beside each input, named <stem>_x<scale>.",
+    ),
+    scale: int | None = typer.Option(None, "--scale", "-s", metavar="S", help="Upscale factor (default: the model's)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", metavar="NAME|PATH", help="Checkpoint name, .safetensors file or training run folder."
+    ),
+    steps: int | None = typer.Option(None, "--steps", metavar="N", help="Sampling steps (default: the model's)."),
+    sampler: str | None = typer.Option(None, "--sampler", metavar="ddpm|ddim", help="Default: the model's."),
+    eta: float | None = typer.Option(None, "--eta", metavar="E", help="DDIM eta (0 = deterministic)."),
+    attention: str = typer.Option(
+        "auto", "--attention", metavar="auto|METHOD",
+        help="YODA attention map: the model's (auto), dino-resnet50, dino-vits8, dino-vits16, gaussian, "
+        "edge, sift, or none (plain diffusion).",
+    ),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
+    tile: str = typer.Option("auto", "--tile", metavar="auto|0|PX", help="HR tile side for large images (0: off)."),
+    tile_overlap: int = typer.Option(32, "--tile-overlap", metavar="PX", help="Overlap between tiles."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", metavar="B", help="Images of one size sampled together."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (mirrored under --out)."),
+    suffix: str | None = typer.Option(None, "--suffix", metavar="S", help="Appended to output names."),
+    fmt: str = typer.Option("auto", "--format", metavar="auto|png|jpg|webp|tiff", help="Output format."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+    save_attention: bool = typer.Option(False, "--save-attention", help="Also write <output>.attention.png."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object per image on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", metavar="N", help="Largest input (width x height) to decode; raises the bomb guard."
+    ),
+) -> None:
+    """Super-resolve images, folders of images and globs with YODA diffusion."""
+    from .cli_upscale import run
+
+    run(ctx, inputs, out, scale, model, steps, sampler, eta, attention, lower_bound, seed, device, dtype, tile,
+        tile_overlap, batch_size, recursive, suffix, fmt, overwrite, save_attention, json_output, quiet, max_pixels)
 
 
 _ATTENTION_SUFFIX = ".attention"

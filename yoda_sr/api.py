@@ -1,0 +1,349 @@
+"""The library façade: ``Upscaler.from_pretrained(name).upscale(image)``.
+
+The CLI is a thin layer over this. An ``Upscaler`` holds one loaded denoiser and its defaults (from
+the checkpoint's metadata: steps, sampler, attention method, lower bound); ``upscale`` takes an
+H x W x 3 uint8/uint16 array and returns the super-resolved array of the same dtype.
+
+Reproducibility: all noise is drawn on the CPU from one generator per image, seeded by the caller
+(the CLI derives it from a base seed and the image's relative path), and the denoiser is called one
+image at a time, so an image's result depends on nothing else in its batch, on the batch size, or on
+how inputs are sharded across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import checkpoints
+from .errors import UsageError, YodaError
+
+DEFAULT_MODEL = "yoda-srdiff-x4"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CPU_AUTO_TILE = 512
+"""HR tile side ``--tile auto`` uses on the CPU for images with a side above 1.5 x this."""
+
+
+def seed_for(base_seed: int, key: str) -> int:
+    """A 63-bit seed for one image from the run's base seed and the image's relative path."""
+    digest = hashlib.sha256(f"{base_seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 elsewhere. fp16 is never used on the CPU."""
+    value = name.strip().lower()
+    if value == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if value not in DTYPES:
+        raise UsageError(f"--dtype must be auto, fp32, fp16 or bf16, got {name!r}")
+    if value == "fp16" and device.type == "cpu":
+        raise UsageError("--dtype fp16 is not supported on the CPU; use fp32 or bf16")
+    return DTYPES[value]
+
+
+@dataclass
+class Settings:
+    """Sampling settings of one run; ``None`` fields take the model's defaults."""
+
+    steps: int | None = None
+    sampler: str | None = None
+    eta: float | None = None
+    attention: str | None = None
+    lower_bound: float | None = None
+    tile: int | str = "auto"
+    tile_overlap: int = 32
+
+
+@dataclass
+class Result:
+    """One super-resolved image and what it cost."""
+
+    image: np.ndarray
+    attention: np.ndarray | None
+    update_fraction: float
+    seconds: float
+    steps: int
+    sampler: str
+    attention_method: str
+    lower_bound: float
+    tile: int | None
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _lr_multiple(size_multiple: int, scale: int) -> int:
+    """LR sides must be multiples of this for the HR side to be a multiple of ``size_multiple``."""
+    return size_multiple // math.gcd(size_multiple, scale)
+
+
+def _pad_to(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, (height, width)
+
+
+class Upscaler:
+    """A loaded denoiser with its defaults, ready to super-resolve images."""
+
+    def __init__(self, loaded: checkpoints.LoadedDenoiser, device: torch.device, dtype: torch.dtype) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.metadata = loaded.metadata
+        self.device = device
+        self.dtype = dtype
+        self.scale = int(self.model.info.scale)
+        from .schedules import ScheduleSpec
+
+        self.schedule_spec = ScheduleSpec.from_dict(self.metadata["schedule"])
+        sampling = self.metadata.get("sampling") or {}
+        yoda = self.metadata.get("yoda") or {}
+        self.defaults = Settings(
+            steps=int(sampling.get("steps", min(100, self.schedule_spec.steps))),
+            sampler=str(sampling.get("sampler", "ddpm")),
+            eta=float(sampling.get("eta", 0.0)),
+            attention=str(yoda.get("attention", "none")),
+            lower_bound=float(yoda.get("lower_bound", 0.2)),
+        )
+        self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
+        self._float_model: torch.nn.Module | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str = "auto"
+    ) -> Upscaler:
+        """Load a named checkpoint, a .safetensors file or a training run folder."""
+        from .devices import resolve_device
+
+        device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        loaded = checkpoints.load_denoiser(name_or_path or DEFAULT_MODEL, device=device, dtype=torch_dtype)
+        return cls(loaded, device, torch_dtype)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    def resolve(self, settings: Settings) -> Settings:
+        """``settings`` with the model's defaults filled in, validated."""
+        from .attention import METHODS
+        from .masking import validate_lower_bound
+
+        merged = Settings(
+            steps=settings.steps or self.defaults.steps,
+            sampler=(settings.sampler or self.defaults.sampler).lower(),
+            eta=self.defaults.eta if settings.eta is None else settings.eta,
+            attention=(settings.attention if settings.attention not in (None, "auto") else self.defaults.attention),
+            lower_bound=self.defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
+            tile=settings.tile,
+            tile_overlap=settings.tile_overlap,
+        )
+        if not 1 <= merged.steps <= self.schedule_spec.steps:
+            raise UsageError(f"--steps must be 1..{self.schedule_spec.steps} for this model, got {merged.steps}")
+        if merged.sampler not in ("ddpm", "ddim"):
+            raise UsageError(f"--sampler must be ddpm or ddim, got {merged.sampler!r}")
+        if merged.eta < 0:
+            raise UsageError(f"--eta must be >= 0, got {merged.eta}")
+        if merged.attention not in METHODS:
+            raise UsageError(f"--attention must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
+        try:
+            validate_lower_bound(merged.lower_bound)
+        except ValueError as error:
+            raise UsageError(f"--lower-bound: {error}") from None
+        if merged.tile_overlap < 0:
+            raise UsageError(f"--tile-overlap must be >= 0, got {merged.tile_overlap}")
+        return merged
+
+    def _tile_side(self, tile: int | str, height: int, width: int) -> int | None:
+        """HR tile side, or None for no tiling."""
+        multiple = self.model.info.size_multiple
+        if tile == "auto":
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                # ~ 4 feature maps of the widest first level, 4 bytes each, per HR pixel, times 8 for
+                # the rest of the UNet: a deliberately cautious estimate, halved again on OOM.
+                width_first = int(self.metadata["hparams"].get("hidden_size") or self.metadata["hparams"].get("inner_channel", 64))
+                per_pixel = width_first * 4 * 4 * 8
+                side = int(math.sqrt(max(free * 0.6, 1) / per_pixel))
+            else:
+                side = CPU_AUTO_TILE
+            if max(height, width) <= side * 1.5:
+                return None
+            return max(multiple, side - side % multiple)
+        side = int(tile)
+        if side == 0 or max(height, width) <= side:
+            return None
+        if side < 2 * multiple:
+            raise UsageError(f"--tile must be 0 (off), auto, or at least {2 * multiple} px for this model")
+        return side - side % multiple
+
+    def upscale(
+        self,
+        image: np.ndarray,
+        *,
+        seed: int = 0,
+        scale: int | None = None,
+        settings: Settings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Result:
+        """Super-resolve an H x W x 3 uint8/uint16 image by ``scale`` (default: the model's)."""
+        return self.upscale_batch([image], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
+
+    def upscale_batch(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        seeds: Sequence[int],
+        scale: int | None = None,
+        settings: Settings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Result]:
+        """Super-resolve images of one size together (the sampler loop runs once for the batch)."""
+        settings = self.resolve(settings or Settings())
+        scale = self.scale if scale is None else int(scale)
+        if scale < 1 or scale > self.scale:
+            raise UsageError(f"--scale {scale}: this model upscales by {self.scale} (or less)")
+        shapes = {image.shape for image in images}
+        if len(shapes) != 1 or len(seeds) != len(images):
+            raise ValueError("upscale_batch takes images of one shape and one seed per image")
+        start = time.perf_counter()
+        try:
+            results = self._run(images, seeds, scale, settings, self.dtype, progress)
+        except torch.cuda.OutOfMemoryError:
+            if settings.tile == 0:
+                raise YodaError("out of GPU memory without tiling; try --tile auto or a smaller --tile") from None
+            torch.cuda.empty_cache()
+            height, width = images[0].shape[0] * self.scale, images[0].shape[1] * self.scale
+            current = self._tile_side(settings.tile, height, width) or max(height, width)
+            smaller = current // 2
+            if smaller < 2 * self.model.info.size_multiple:
+                raise YodaError("out of GPU memory even with the smallest tile; try --device cpu") from None
+            settings.tile = smaller
+            return self.upscale_batch(images, seeds=seeds, scale=scale, settings=settings, progress=progress)
+        except _NonFinite:
+            results = self._run(images, seeds, scale, settings, torch.float32, progress)
+        for image, result in zip(images, results):
+            if not result.image.any() and image.any():
+                raise YodaError("the model produced an all-black image; it was not written")
+        elapsed = time.perf_counter() - start
+        for result in results:
+            result.seconds = elapsed / len(results)
+        return results
+
+    def _model_in(self, dtype: torch.dtype) -> torch.nn.Module:
+        if dtype == self.dtype:
+            return self.model
+        if self._float_model is None:
+            import copy
+
+            self._float_model = copy.deepcopy(self.model).to(dtype=dtype)
+        return self._float_model
+
+    @torch.inference_mode()
+    def _run(self, images, seeds, scale, settings: Settings, dtype, progress) -> list[Result]:
+        from .attention import compute_attention
+        from .imaging import resize_bicubic, to_tensor
+        from .masking import activation_steps, update_fraction
+        from .sampling import sample_z0
+        from .tiling import plan_tiles, tiled_eps_fn
+
+        model = self._model_in(dtype)
+        info = model.info
+        bits_dtype = images[0].dtype
+        lr = torch.cat([to_tensor(image) for image in images])
+        if lr.shape[1] != 3:
+            raise ValueError("Upscaler takes H x W x 3 images; convert greyscale to RGB first")
+        lr, (height, width) = _pad_to(lr, _lr_multiple(info.size_multiple, self.scale))
+        lr = lr.to(self.device)
+        hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+        x_up = resize_bicubic(lr, size=hr_size)
+        cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
+        cond.x_up = x_up
+
+        schedule = self.schedule_spec.build().respace(settings.steps)
+        activation = None
+        attention = None
+        fraction = 1.0
+        if settings.attention != "none":
+            attention = compute_attention(lr, settings.attention, hr_size=hr_size)
+            activation = activation_steps(attention, settings.lower_bound, schedule.train_steps)
+            fraction = update_fraction(activation, schedule.steps)
+
+        tile = self._tile_side(settings.tile, *hr_size)
+        tiles = plan_tiles(*hr_size, tile or max(hr_size), settings.tile_overlap, info.size_multiple)
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        device = self.device
+
+        def noise(like: Tensor) -> Tensor:
+            return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generators]).to(device)
+
+        total = schedule.num_steps * len(tiles) * len(images)
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        # One model call per image keeps each result independent of its batch (convolutions are not
+        # bitwise batch-invariant); the sampler's elementwise work still runs batched.
+        per_image = [tiled_eps_fn(model, cond.select(slice(i, i + 1)), tiles, dtype, tick) for i in range(len(images))]
+
+        def eps_fn(z: Tensor, t: Tensor, level: Tensor) -> Tensor:
+            return torch.cat([fn(z[i : i + 1], t[i : i + 1], level[i : i + 1]) for i, fn in enumerate(per_image)])
+
+        z0 = sample_z0(
+            eps_fn,
+            model.known_region(cond).float(),
+            schedule,
+            sampler=settings.sampler,
+            eta=settings.eta,
+            activation=activation,
+            mask_input=self.mask_input,
+            noise=noise,
+        )
+        sr = model.from_diffusion_space(z0, cond)[..., : height * self.scale, : width * self.scale]
+        if not torch.isfinite(z0).all():
+            if dtype != torch.float32:
+                raise _NonFinite
+            raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
+        if scale != self.scale:
+            sr = resize_bicubic(sr, size=(height * scale, width * scale))
+        return [
+            Result(
+                image=_to_image(sr[i : i + 1], bits_dtype),
+                attention=None if attention is None else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
+                update_fraction=fraction,
+                seconds=0.0,
+                steps=settings.steps,
+                sampler=settings.sampler,
+                attention_method=settings.attention,
+                lower_bound=settings.lower_bound,
+                tile=tile,
+                dtype=str(dtype).removeprefix("torch."),
+            )
+            for i in range(len(images))
+        ]
+
+
+class _NonFinite(Exception):
+    """A reduced-precision run produced NaN or inf: retried in fp32."""
+
+
+def _to_image(x: Tensor, dtype: np.dtype) -> np.ndarray:
+    from .imaging import to_array
+
+    return to_array(x.float(), dtype)

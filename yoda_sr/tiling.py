@@ -1,0 +1,100 @@
+"""Tiled denoising for images larger than memory allows: a tile plan and Gaussian blending.
+
+The whole image is one diffusion state; only the denoiser runs per tile. At every step each tile's
+epsilon is weighted by a Gaussian window and the overlapping predictions are averaged, so the state
+the sampler updates is a single smooth field and no seam can form. The condition (and the attention
+map) are computed once for the whole image and cropped per tile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .models.base import Condition, SRDenoiser
+from .sampling import EpsFunction
+
+
+@dataclass(frozen=True)
+class Tile:
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def window(self) -> tuple[slice, slice, slice, slice]:
+        return (slice(None), slice(None), slice(self.top, self.top + self.height), slice(self.left, self.left + self.width))
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one axis: evenly spread, first at 0, last flush with the end."""
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    span = length - tile
+    return sorted({round(i * span / (count - 1)) for i in range(count)})
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[Tile]:
+    """Tiles of side ``tile`` (rounded down to ``multiple``) covering height x width with >= ``overlap``.
+
+    A side shorter than the tile gets one tile of the full length (which must itself be a multiple
+    of ``multiple``: the caller pads the image to that).
+    """
+    tile = max(multiple, tile - tile % multiple)
+    if overlap >= tile:
+        raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile})")
+    rows = [(top, min(tile, height)) for top in _starts(height, tile, overlap)]
+    columns = [(left, min(tile, width)) for left in _starts(width, tile, overlap)]
+    return [Tile(top, left, h, w) for top, h in rows for left, w in columns]
+
+
+def gaussian_window(height: int, width: int, device: torch.device | None = None) -> Tensor:
+    """1 x 1 x H x W weights, a separable Gaussian with sigma = side / 4, never exactly zero."""
+
+    def axis(n: int) -> Tensor:
+        x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
+        return torch.exp(-0.5 * (x / (n / 4)) ** 2)
+
+    return (axis(height)[:, None] * axis(width)[None, :]).clamp_min(1e-3)[None, None]
+
+
+def tiled_eps_fn(
+    model: SRDenoiser,
+    cond: Condition,
+    tiles: list[Tile],
+    dtype: torch.dtype | None = None,
+    on_tile: Callable[[], None] | None = None,
+) -> EpsFunction:
+    """An epsilon function over the whole state that runs ``model`` tile by tile and blends."""
+    dtype = dtype or next(model.parameters()).dtype
+    cond = cond.to(dtype)
+    if len(tiles) == 1 and (tiles[0].height, tiles[0].width) == tuple(cond.x_up.shape[-2:]):
+        crops = [cond]
+        weights = [None]
+    else:
+        crops = [cond.crop(t.top, t.left, t.height, t.width) for t in tiles]
+        weights = [gaussian_window(t.height, t.width, cond.x_up.device) for t in tiles]
+
+    def eps_fn(z: Tensor, t: Tensor, level: Tensor) -> Tensor:
+        if weights[0] is None:
+            result = model(z.to(dtype), crops[0], t, level.to(dtype)).float()
+            if on_tile is not None:
+                on_tile()
+            return result
+        total = torch.zeros_like(z, dtype=torch.float32)
+        norm = torch.zeros_like(z[:, :1], dtype=torch.float32)
+        for tile, crop, weight in zip(tiles, crops, weights):
+            window = tile.window()
+            eps = model(z[window].to(dtype), crop, t, level.to(dtype)).float()
+            total[window] += eps * weight
+            norm[window] += weight
+            if on_tile is not None:
+                on_tile()
+        return total / norm
+
+    return eps_fn
