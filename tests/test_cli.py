@@ -25,7 +25,7 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["upscale", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_commands_not_built_yet_say_so_and_exit_2(command):
     result = run_cli(command, "face.png", "--scale", "4")
     assert result.returncode == 2
