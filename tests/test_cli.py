@@ -25,9 +25,13 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_commands_not_built_yet_say_so_and_exit_2(command):
-    result = run_cli(command, "face.png", "--scale", "4")
+@pytest.mark.parametrize(
+    "args",
+    [["upscale", "face.png", "--scael", "4"], ["train"], ["evaluate", "--data"], ["checkpoints", "frobnicate"]],
+)
+def test_usage_errors_are_one_line_and_exit_2(args):
+    result = run_cli(*args)
     assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("yoda-sr: error:")
     assert "Traceback" not in result.stderr

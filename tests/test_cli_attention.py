@@ -39,10 +39,13 @@ def run_cli(*args, cwd: Path, env: dict[str, str] | None = None, code: str | Non
 
 def run_in_process(capsys, *args) -> tuple[int, str, str]:
     """Run `yoda-sr` in this process (for quick checks of argument errors)."""
-    with pytest.raises(SystemExit) as stopped:
+    try:
         main([*map(str, args)])
+        code = 0
+    except SystemExit as stopped:
+        code = stopped.code or 0
     captured = capsys.readouterr()
-    return stopped.value.code or 0, captured.out, captured.err
+    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
+from typer.exceptions import TyperException
 
 from ._version import __version__
 from .cli_checkpoints import app as checkpoints_app
@@ -26,7 +26,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _show_version(value: bool) -> None:
@@ -43,15 +42,6 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     """Diffusion super-resolution that diffuses only where it matters (YODA)."""
-
-
-def _not_built(command: str) -> NoReturn:
-    typer.echo(
-        f"yoda-sr: '{command}' is not available in yoda-sr {__version__} yet; "
-        "see CHANGELOG.md for what this version provides.",
-        err=True,
-    )
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -346,16 +336,91 @@ def _save_npy(handle, array) -> None:
     np.save(handle, array, allow_pickle=False)
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def train(ctx: typer.Context) -> None:
-    """Train or fine-tune a model with YODA masked training (not built yet)."""
-    _not_built("train")
+@app.command()
+def train(
+    data: str | None = typer.Option(None, "--data", metavar="DIR", help="Folder of training images (recursive)."),
+    val: str | None = typer.Option(None, "--val", metavar="DIR", help="Validation images (default: training crops)."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="CONFIG|NAME|PATH", help="Architecture config to train, or weights to fine-tune."
+    ),
+    init_from: str | None = typer.Option(None, "--init-from", metavar="NAME|PATH", help="Start from these weights."),
+    scale: int | None = typer.Option(None, "--scale", metavar="S", help="Check the model's scale."),
+    hr_size: int | None = typer.Option(None, "--hr-size", metavar="PX", help="HR crop (patches) or face size."),
+    mode: str | None = typer.Option(None, "--mode", metavar="patches|faces", help="Random crops, or whole faces."),
+    attention: str | None = typer.Option(None, "--attention", metavar="METHOD", help="YODA map, or none (plain)."),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", metavar="L", help="YODA's lower bound l."),
+    iterations: int | None = typer.Option(None, "--iterations", metavar="N", help="Optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", metavar="B", help="Samples per process per step."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", metavar="K", help="Micro-batches per step."),
+    lr: float | None = typer.Option(None, "--lr", metavar="LR", help="AdamW learning rate (default 5e-5)."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", metavar="WD", help="AdamW weight decay."),
+    warmup: int | None = typer.Option(None, "--warmup", metavar="N", help="Linear warm-up steps."),
+    ema: float | None = typer.Option(None, "--ema", metavar="D", help="EMA decay of the saved weights."),
+    amp: str | None = typer.Option(None, "--amp", metavar="bf16|fp16|no", help="Mixed precision."),
+    num_workers: int | None = typer.Option(None, "--num-workers", metavar="W", help="Data loader workers."),
+    seed: int | None = typer.Option(None, "--seed", metavar="N", help="Seed of weights, data and noise."),
+    out: str | None = typer.Option(None, "--out", metavar="RUN_DIR", help="Run folder (weights, state, metrics)."),
+    resume: bool | None = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
+    val_every: int | None = typer.Option(None, "--val-every", metavar="N", help="Validate every N steps."),
+    save_every: int | None = typer.Option(None, "--save-every", metavar="N", help="Checkpoint every N steps."),
+    device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
+    config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
+) -> None:
+    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun)."""
+    from .train import Trainer, load_config
+
+    overrides = dict(
+        data=data, val=val, model=model, init_from=init_from, scale=scale, hr_size=hr_size, mode=mode,
+        attention=attention, lower_bound=lower_bound, iterations=iterations, batch_size=batch_size,
+        grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup, ema=ema, amp=amp,
+        num_workers=num_workers, seed=seed, out=out, resume=resume, val_every=val_every, save_every=save_every,
+        device=device,
+    )
+    settings = load_config(config, overrides)
+    weights = Trainer(settings, log=lambda message: typer.echo(f"yoda-sr: {message}", err=True)).run()
+    typer.echo(f"weights: {weights} (use --model {Path(settings.out)})")
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def evaluate(ctx: typer.Context) -> None:
-    """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion (not built yet)."""
-    _not_built("evaluate")
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    data: Path = typer.Option(
+        ..., "--data", "-d", metavar="DIR", show_default=False,
+        help="Folder of ground-truth (HR) images; each is shrunk by the scale to make the LR input.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", metavar="NAME|PATH", help="Checkpoint name, .safetensors file or training run folder."
+    ),
+    scale: int | None = typer.Option(None, "--scale", "-s", metavar="S", help="Upscale factor (default: the model's)."),
+    steps: int | None = typer.Option(None, "--steps", metavar="N", help="Sampling steps (default: the model's)."),
+    attention: str = typer.Option(
+        "auto", "--attention", metavar="auto|METHOD", help="Attention map of the yoda method (auto: the model's)."
+    ),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    compare: str = typer.Option(
+        "bicubic,plain,yoda", "--compare", metavar="METHODS",
+        help="Comma-separated methods: bicubic, plain (attention none), yoda.",
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
+    limit: int | None = typer.Option(None, "--limit", metavar="N", help="Evaluate only the first N images."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Results folder (default: ./eval_<model name>)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the results table."),
+) -> None:
+    """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion on HR images.
+
+    Prints a Markdown table (one row per method) and writes per_image.csv, summary.json, grid.png
+    and every method's results to --out.
+    """
+    from .evaluate import run
+
+    run(ctx, data, model, scale, steps, attention, lower_bound, compare, seed, device, dtype, limit, recursive,
+        out, overwrite, quiet)
 
 
 app.add_typer(checkpoints_app, name="checkpoints")
@@ -366,14 +431,26 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="yoda-sr", standalone_mode=True)
+        code = app(args=args, prog_name="yoda-sr", standalone_mode=False)
+    except TyperException as error:  # a command-line usage error, from Typer's own Click
+        if debug:
+            raise
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            typer.echo(context.get_help())
+            sys.exit(0)
+        path = context.command_path if context is not None else "yoda-sr"
+        typer.echo(f"yoda-sr: error: {error.format_message()} (see `{path} --help`)", err=True)
+        sys.exit(getattr(error, "exit_code", 2))
     except YodaError as error:
         if debug:
             raise
         typer.echo(f"yoda-sr: error: {error}", err=True)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         if debug:
             raise
         typer.echo("yoda-sr: interrupted", err=True)
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -18,15 +18,25 @@ from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
 
 
-def masked_l1(target: Tensor, prediction: Tensor, mask: Tensor | None) -> Tensor:
-    """sum(M * |target - prediction|) / max(1, sum(M) * C) (eq. 10); plain mean L1 without a mask."""
+def masked_l1_terms(target: Tensor, prediction: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(sum(M * |target - prediction|), sum(M) * C): eq. 10's numerator and element count.
+
+    Kept apart so that data-parallel training can divide by the count over all processes.
+    """
     error = (target - prediction).abs()
     if mask is None:
-        return error.mean()
+        return error.sum(), torch.tensor(float(error.numel()), device=error.device)
     mask = mask.to(error.dtype)
     channels = error.shape[1] // mask.shape[1]
-    active = (mask.sum() * channels).clamp(min=1)
-    return (error * mask).sum() / active
+    return (error * mask).sum(), mask.sum().detach() * channels
+
+
+def masked_l1(target: Tensor, prediction: Tensor, mask: Tensor | None) -> Tensor:
+    """sum(M * |target - prediction|) / max(1, sum(M) * C) (eq. 10); plain mean L1 without a mask."""
+    if mask is None:
+        return (target - prediction).abs().mean()
+    total, count = masked_l1_terms(target, prediction, mask)
+    return total / count.clamp(min=1)
 
 
 @dataclass

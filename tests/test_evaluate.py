@@ -1,0 +1,254 @@
+"""`yoda-sr evaluate` end to end with a tiny random SRDiff: the table, the files and the shared LR inputs.
+
+The model's weights are random, so these tests check the evaluation's bookkeeping (same inputs and
+seeds for every method, metrics as computed directly, outputs that agree), not image quality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yoda_sr import checkpoints
+from yoda_sr.api import Settings, Upscaler, seed_for
+from yoda_sr.cli import main
+from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
+from yoda_sr.metrics import image_metrics, lpips_available
+from yoda_sr.models import create_model, get_config
+
+from conftest import photo
+
+STEPS = "2"
+CROPS = {
+    "astronaut.png": ("astronaut", (100, 200), (64, 64)),
+    "coffee.png": ("coffee", (50, 300), (66, 70)),
+    "chelsea.png": ("chelsea", (80, 150), (64, 64)),
+}
+"""File name: (photo, top-left corner, (height, width)); coffee's sides are not multiples of 4."""
+HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS | pixel updates | s / image |"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("srdiff-tiny")
+    with torch.no_grad():
+        model.unet.final_conv[1].weight.mul_(0.05)
+    config = get_config("srdiff-tiny")
+    return checkpoints.save(
+        tmp_path_factory.mktemp("model") / "tiny.safetensors",
+        model.state_dict(),
+        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
+         "schedule": config.schedule.to_dict(), "sampling": {"steps": 20, "sampler": "ddpm"},
+         "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True}},
+    )
+
+
+def hr_crop(name: str) -> np.ndarray:
+    source, (top, left), (height, width) = CROPS[name]
+    return np.ascontiguousarray(photo(source)[top : top + height, left : left + width])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    for name in CROPS:
+        Image.fromarray(hr_crop(name)).save(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, model_file, data) -> dict:
+    """One evaluation of all three methods: exit code, stdout, stderr and the output folder.
+
+    Module-scoped so the tests below share it; capsys is per test, so output is redirected here.
+    """
+    out = tmp_path_factory.mktemp("eval") / "out"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli("evaluate", "--model", model_file, "--data", data, "--steps", STEPS, "--device", "cpu",
+                   "--compare", "bicubic,plain,yoda", "--out", out)
+    return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "out": out}
+
+
+def cli(*args) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    return 0
+
+
+def expected_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(HR cropped top-left to multiples of 4, 8-bit LR), computed here from the imaging primitives."""
+    hr, lr = bicubic_degrade(to_tensor(hr_crop(name)), 4)
+    return to_array(hr), to_array(lr)
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith("| ") and line != HEADER:
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def test_table_has_one_row_per_method_with_finite_numbers_and_the_lpips_note(run):
+    assert run["code"] == 0, run["stderr"]
+    lines = run["stdout"].splitlines()
+    assert lines[0] == HEADER
+    assert lines[1].startswith("|---|")
+    rows = table_rows(run["stdout"])
+    assert list(rows) == ["bicubic", "plain", "yoda"]
+    assert sum(line.startswith("|") for line in lines) == 2 + 3
+    for method, cells in rows.items():
+        psnr_y, ssim_y, psnr_rgb, ssim_rgb = (float(cell) for cell in cells[:4])
+        assert all(math.isfinite(value) for value in (psnr_y, ssim_y, psnr_rgb, ssim_rgb)), method
+        assert 10 < psnr_y < 60 and 0 < ssim_y <= 1 and 0 < ssim_rgb <= 1, (method, cells)
+    available, note = lpips_available()
+    if not available:
+        assert lines[5:] == [note]
+        assert all(cells[4] == "n/a" for cells in rows.values())
+    assert rows["bicubic"][5] == "n/a"
+    assert "Traceback" not in run["stderr"]
+    assert run["stderr"].count("yoda-sr: [") == len(CROPS)
+
+
+def test_summary_and_csv_agree(run, model_file):
+    out = run["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    records = read_csv(out / "per_image.csv")
+    assert len(records) == 3 * len(CROPS)
+    assert summary["images"] == len(CROPS) and summary["failed"] == 0
+    assert summary["model_sha256"] == Upscaler.from_pretrained(model_file, device="cpu").loaded.sha256
+    assert summary["settings"]["steps"] == 2 and summary["settings"]["attention"] == "edge"
+    assert summary["compare"] == ["bicubic", "plain", "yoda"]
+    assert summary["lpips"]["note"] == lpips_available()[1]
+    rows = table_rows(run["stdout"])
+    for method, means in summary["methods"].items():
+        mine = [record for record in records if record["method"] == method]
+        assert sorted(record["image"] for record in mine) == sorted(CROPS)
+        for name in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "seconds"):
+            key = "seconds_per_image" if name == "seconds" else name
+            assert means[key] == pytest.approx(np.mean([float(record[name]) for record in mine]), abs=1e-12)
+        assert rows[method][0] == f"{means['psnr_y']:.2f}" and rows[method][1] == f"{means['ssim_y']:.4f}"
+        assert rows[method][2] == f"{means['psnr_rgb']:.2f}" and rows[method][3] == f"{means['ssim_rgb']:.4f}"
+    assert summary["methods"]["bicubic"]["update_fraction"] is None
+    assert {record["update_fraction"] for record in records if record["method"] == "bicubic"} == {""}
+    assert summary["methods"]["plain"]["update_fraction"] == 1.0
+    assert 0 < summary["methods"]["yoda"]["update_fraction"] < 1
+
+
+def test_bicubic_row_equals_metrics_computed_directly(run):
+    records = {record["image"]: record for record in read_csv(run["out"] / "per_image.csv")
+               if record["method"] == "bicubic"}
+    direct = []
+    for name in CROPS:
+        hr, lr = expected_inputs(name)
+        upscaled = to_array(resize_bicubic(to_tensor(lr), size=hr.shape[:2]))
+        scores = image_metrics(upscaled, hr, 4)
+        direct.append(scores)
+        for metric, value in scores.items():
+            assert float(records[name][metric]) == pytest.approx(value, abs=1e-9), (name, metric)
+        assert np.array_equal(pixels(run["out"] / "bicubic" / name), upscaled)
+    row = table_rows(run["stdout"])["bicubic"]
+    assert row[0] == f"{np.mean([s['psnr_y'] for s in direct]):.2f}"
+    assert row[1] == f"{np.mean([s['ssim_y'] for s in direct]):.4f}"
+
+
+def test_plain_and_yoda_get_the_same_lr_and_seed(run, model_file):
+    """The written LR is the 8-bit bicubic LR; both diffusion results are reproduced from it with the image's seed."""
+    out = run["out"]
+    upscaler = Upscaler.from_pretrained(model_file, device="cpu")
+    for name in CROPS:
+        hr, lr = expected_inputs(name)
+        assert np.array_equal(pixels(out / "lr" / name), lr)
+        seed = seed_for(0, name)
+        for method, attention in (("plain", "none"), ("yoda", "auto")):
+            result = upscaler.upscale(lr, seed=seed, settings=Settings(steps=2, attention=attention))
+            assert result.image.shape == hr.shape
+            assert np.array_equal(pixels(out / method / name), result.image), (name, method)
+        assert not np.array_equal(pixels(out / "plain" / name), pixels(out / "yoda" / name))
+
+
+def test_grid_has_a_row_per_image_and_a_column_per_input_method_and_truth(run):
+    with Image.open(run["out"] / "grid.png") as grid:
+        size, mode = grid.size, grid.mode
+    cell, gap, columns, rows = 64, 4, 1 + 3 + 1, len(CROPS)
+    assert mode == "RGB"
+    assert size == (columns * cell + (columns - 1) * gap, rows * cell + (rows - 1) * gap)
+
+
+def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, capsys):
+    code = cli("evaluate", "--model", model_file, "--data", data, "--compare", "bicubic,srgan", "--out", tmp_path / "o")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == ["yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, plain, yoda"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_images_are_skipped_counted_and_exit_1(model_file, tmp_path, capsys):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rgb = hr_crop("astronaut.png")
+    grey16 = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey16).save(folder / "grey16.png")
+    Image.fromarray(rgb[:12, :12]).save(folder / "tiny.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    code = cli("evaluate", "--model", model_file, "--data", folder, "--compare", "bicubic", "--out", out, "-q")
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("yoda-sr: error: ") for line in errors), errors
+    assert any("broken.png" in line for line in errors) and any("tiny.png" in line for line in errors)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 1 and summary["failed"] == 2
+    grey8 = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None], 3, axis=2)
+    _, lr = bicubic_degrade(to_tensor(grey8), 4)
+    expected = image_metrics(to_array(resize_bicubic(to_tensor(to_array(lr)), size=grey8.shape[:2])), grey8, 4)
+    assert summary["methods"]["bicubic"]["psnr_y"] == pytest.approx(expected["psnr_y"], abs=1e-9)
+    assert list(table_rows(captured.out)) == ["bicubic"]
+
+
+@pytest.mark.parametrize("case", ["empty data", "missing data", "missing model", "non-empty out", "bad limit"])
+def test_errors_are_one_line(case, model_file, data, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    out = tmp_path / "out"
+    args = {
+        "empty data": ("--model", model_file, "--data", empty, "--out", out),
+        "missing data": ("--model", model_file, "--data", tmp_path / "nowhere", "--out", out),
+        "missing model": ("--model", tmp_path / "nothing.safetensors", "--data", data, "--out", out),
+        "non-empty out": ("--model", model_file, "--data", data, "--out", busy),
+        "bad limit": ("--model", model_file, "--data", data, "--limit", "0", "--out", out),
+    }[case]
+    code = cli("evaluate", *args)
+    err = capsys.readouterr().err
+    assert code == (1 if case in ("empty data", "missing data") else 2), err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("yoda-sr: error: "), err
+    assert (busy / "keep.txt").read_text() == "mine"
+    assert not out.exists()

@@ -1,0 +1,146 @@
+"""PSNR and SSIM agree with scikit-image's reference implementations on real photos; LPIPS says why it is off."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from yoda_sr.imaging import bicubic_degrade, resize_bicubic, rgb_to_y, to_array, to_tensor
+from yoda_sr.metrics import Lpips, crop_border, image_metrics, lpips_available, psnr, ssim, y_channel
+
+from conftest import photo
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+TOLERANCE = 1e-4
+
+
+def reference_ssim(a: np.ndarray, b: np.ndarray, **kwargs) -> float:
+    return structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, **kwargs
+    )
+
+
+def bicubic_round_trip(hr: np.ndarray, scale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(HR cropped to a multiple of scale, its 8-bit LR enlarged again with bicubic)."""
+    cropped, lr = bicubic_degrade(to_tensor(hr), scale)
+    lr8 = to_tensor(to_array(lr))
+    return to_array(cropped), to_array(resize_bicubic(lr8, size=tuple(cropped.shape[-2:])))
+
+
+def jpeg(image: np.ndarray, quality: int = 30) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def noisy(image: np.ndarray, sigma: float = 8.0) -> np.ndarray:
+    noise = np.random.default_rng(0).normal(0.0, sigma, image.shape)
+    return np.clip(np.round(image + noise), 0, 255).astype(np.uint8)
+
+
+def distorted_pairs(name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, distorted, reference) uint8 pairs of one photo."""
+    image = photo(name)
+    hr, upscaled = bicubic_round_trip(image)
+    return [("bicubic x4", upscaled, hr), ("noise", noisy(image), image), ("jpeg", jpeg(image), image)]
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_y_channel_psnr_and_ssim_match_scikit_image(name):
+    for label, distorted, reference in distorted_pairs(name):
+        ours_y = crop_border(y_channel(distorted), 4)
+        true_y = crop_border(y_channel(reference), 4)
+        expected_psnr = peak_signal_noise_ratio(true_y, ours_y, data_range=255)
+        expected_ssim = reference_ssim(ours_y, true_y)
+        assert abs(psnr(ours_y, true_y) - expected_psnr) < TOLERANCE, label
+        assert abs(ssim(ours_y, true_y) - expected_ssim) < TOLERANCE, label
+        assert 15 < expected_psnr < 45 and 0.3 < expected_ssim < 0.999, (label, expected_psnr, expected_ssim)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea"])
+def test_image_metrics_match_scikit_image_on_y_and_rgb(name):
+    hr, upscaled = bicubic_round_trip(photo(name))
+    scores = image_metrics(upscaled, hr, 4)
+    sr_y, hr_y = y_channel(upscaled)[4:-4, 4:-4], y_channel(hr)[4:-4, 4:-4]
+    sr_rgb, hr_rgb = upscaled[4:-4, 4:-4].astype(np.float64), hr[4:-4, 4:-4].astype(np.float64)
+    assert set(scores) == {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
+    assert abs(scores["psnr_y"] - peak_signal_noise_ratio(hr_y, sr_y, data_range=255)) < TOLERANCE
+    assert abs(scores["ssim_y"] - reference_ssim(sr_y, hr_y)) < TOLERANCE
+    assert abs(scores["psnr_rgb"] - peak_signal_noise_ratio(hr_rgb, sr_rgb, data_range=255)) < TOLERANCE
+    assert abs(scores["ssim_rgb"] - reference_ssim(sr_rgb, hr_rgb, channel_axis=2)) < TOLERANCE
+    # the luma of a bicubic x4 result is the usual few dB better than its RGB
+    assert scores["psnr_y"] > scores["psnr_rgb"]
+
+
+def test_data_range_is_honoured():
+    image = y_channel(photo("coffee")) / 255.0
+    other = y_channel(noisy(photo("coffee"))) / 255.0
+    assert abs(psnr(other, image, data_range=1.0) - peak_signal_noise_ratio(image, other, data_range=1.0)) < TOLERANCE
+    expected = structural_similarity(
+        other, image, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+    )
+    assert abs(ssim(other, image, data_range=1.0) - expected) < TOLERANCE
+
+
+def test_y_channel_is_bt601_on_16_to_235_and_agrees_with_imaging():
+    image = photo("rocket")
+    expected = rgb_to_y(to_tensor(image).double().add(1).div(2))[0, 0].numpy()
+    assert y_channel(image).dtype == np.float64
+    np.testing.assert_allclose(y_channel(image), expected, atol=1e-12)
+    corners = np.array([[[0, 0, 0], [255, 255, 255]], [[255, 0, 0], [0, 0, 255]]], dtype=np.uint8)
+    np.testing.assert_allclose(
+        y_channel(corners), [[16.0, 235.0], [16.0 + 65.481, 16.0 + 24.966]], atol=1e-9
+    )
+    np.testing.assert_allclose(y_channel(corners.astype(np.uint16) * 257), y_channel(corners), atol=1e-9)
+    np.testing.assert_allclose(y_channel(corners / 255.0), y_channel(corners), atol=1e-9)
+
+
+def test_identical_images_and_edge_cases():
+    image = photo("chelsea")
+    assert psnr(image, image) == math.inf
+    assert ssim(image, image) == pytest.approx(1.0, abs=1e-12)
+    scores = image_metrics(image, image.copy(), 4)
+    assert scores["psnr_y"] == math.inf and scores["psnr_rgb"] == math.inf
+    assert scores["ssim_y"] == pytest.approx(1.0) and scores["ssim_rgb"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(image, image[:-1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        ssim(image, image[:, :-1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_metrics(image, image[:-4], 4)
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(image[:10, :10], image[:10, :10])
+    with pytest.raises(TypeError):
+        image_metrics(image.astype(np.float64), image.astype(np.float64), 4)
+
+
+def test_crop_border():
+    x = np.arange(6 * 7).reshape(6, 7)
+    np.testing.assert_array_equal(crop_border(x, 0), x)
+    np.testing.assert_array_equal(crop_border(x, 2), x[2:4, 2:5])
+    np.testing.assert_array_equal(crop_border(np.dstack([x, x]), 1), np.dstack([x, x])[1:5, 1:6])
+    with pytest.raises(ValueError):
+        crop_border(x, 3)
+    with pytest.raises(ValueError):
+        crop_border(x, -1)
+
+
+def test_lpips_unavailable_offline_says_why():
+    available, note = lpips_available()
+    if available:
+        pytest.skip("lpips and its AlexNet weights are installed here")
+    assert note.startswith("LPIPS not computed: ")
+    assert "\n" not in note
+    assert "pip install lpips" in note or "alexnet" in note.lower()
+    from yoda_sr.errors import YodaError
+
+    with pytest.raises(YodaError, match="LPIPS not computed"):
+        Lpips(torch.device("cpu"))
