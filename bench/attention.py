@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from yoda_sr.attention import METHODS, compute_attention
 from yoda_sr.attention.dino import write_random_weights
 

@@ -220,6 +220,21 @@ def test_residual_space_round_trip_and_known_region(name, hr_crops):
     assert torch.equal(cond.base, expected_base)
 
 
+def test_bicubic_plus_rrdb_base_starts_as_bicubic_and_adds_the_encoder_correction(hr_crops):
+    hparams = {**create_model("srdiff-tiny").config, "residual_base": "bicubic+rrdb"}
+    model = SRDiff(**hparams).eval()
+    lr = resize_bicubic(hr_crops, scale=1 / 4)
+    x_up = resize_bicubic(lr, size=hr_crops.shape[-2:])
+    with torch.no_grad():
+        assert torch.equal(model.prepare(lr, x_up).base, x_up)  # zero-initialised correction
+        torch.nn.init.normal_(model.encoder.conv_last.weight, std=0.05)
+        cond = model.prepare(lr, x_up)
+        correction = model.encoder(lr, residual=True)
+    assert not torch.equal(cond.base, x_up)
+    assert torch.equal(cond.base, (x_up + correction).clamp(-1, 1))
+    assert correction.min() < 0  # unclamped, unlike the encoder's own SR output
+
+
 def test_residual_base_choice_is_validated():
     with pytest.raises(ValueError, match="residual_base"):
         SRDiff(residual_base="bilinear")

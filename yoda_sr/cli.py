@@ -426,6 +426,27 @@ def evaluate(
 app.add_typer(checkpoints_app, name="checkpoints")
 
 
+SAMPLE = "samples/astronaut.png"
+"""A 128 x 128 crop of NASA's public-domain astronaut photo (via scikit-image), shipped in the package."""
+
+
+@app.command()
+def sample(
+    out: Path = typer.Option(Path("yoda-sr-sample.png"), "--out", "-o", metavar="FILE", help="Where to write it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+) -> None:
+    """Write the bundled sample photo (public domain) to a file, to try `yoda-sr upscale` on."""
+    from importlib import resources
+
+    from .attention.render import atomic_write
+
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite or choose another --out")
+    data = (resources.files("yoda_sr") / SAMPLE).read_bytes()
+    atomic_write(out, lambda handle: handle.write(data))
+    typer.echo(str(out))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `yoda-sr` console script: user errors become one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv

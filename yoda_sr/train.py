@@ -61,6 +61,8 @@ class TrainConfig:
     lr: float = 5e-5
     weight_decay: float = 1e-4
     warmup: int = 100
+    lr_schedule: str = "constant"
+    """After the warm-up: constant, or cosine (decaying to 0 at the last iteration)."""
     ema: float = 0.9999
     amp: str = "no"
     num_workers: int = 0
@@ -77,6 +79,9 @@ class TrainConfig:
     device: str = "auto"
     plain_fraction: float = 0.0
     """Share of each batch trained with A = 1, so the model also serves plain sampling."""
+    aux_l1: float = 0.0
+    """Weight of an L1 loss on the LR encoder's own SR output (SRDiff with residual_base = rrdb),
+    which trains the base the diffusion's residual is measured from (SRDiff's aux_l1_loss)."""
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -120,6 +125,8 @@ def _validate(config: TrainConfig) -> None:
         (config.amp in ("no", "bf16", "fp16"), "--amp must be bf16, fp16 or no"),
         (config.num_workers >= 0 and config.warmup >= 0, "--num-workers and --warmup must be >= 0"),
         (0 <= config.plain_fraction <= 1, "plain_fraction must lie in [0, 1]"),
+        (config.aux_l1 >= 0, "aux_l1 must be >= 0"),
+        (config.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine"),
     ]
     for ok, message in checks:
         if not ok:
@@ -301,8 +308,14 @@ def build_model(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model, metadata
 
 
-def _warmup_factor(step: int, warmup: int) -> float:
-    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant or a cosine decay to 0."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.lr_schedule == "constant":
+        return 1.0
+    progress = (step - config.warmup) / max(1, config.iterations - config.warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _ema_decay(step: int, ema: float) -> float:
@@ -466,8 +479,11 @@ class Trainer:
         )
         return iter(loader)
 
-    def _loss_terms(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(sum of masked |eps - f|, count of active elements) for one micro-batch."""
+    def _loss_terms(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(sum of masked |eps - f|, count of active elements, sum of |base - HR|) for one micro-batch.
+
+        The last term is zero unless ``aux_l1`` is set and the model has a trainable residual base.
+        """
         from .training import masked_l1_terms, noise_batch
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
@@ -496,7 +512,11 @@ class Trainer:
             mask = None if draws[0].mask is None else torch.cat([d.mask for d in draws])
             z_in = z * mask if mask is not None else z
             prediction = model(z_in, cond, torch.cat([d.t for d in draws]), torch.cat([d.noise_level for d in draws]))
-        return masked_l1_terms(eps, prediction.float(), mask)
+        total, count = masked_l1_terms(eps, prediction.float(), mask)
+        aux = torch.zeros((), device=self.device)
+        if self.config.aux_l1 > 0 and cond.base is not None and cond.base is not cond.x_up:
+            aux = (cond.base.float() - hr).abs().sum()
+        return total, count, aux
 
     def _step(self, batches) -> float:
         config = self.config
@@ -507,12 +527,14 @@ class Trainer:
             dist.all_reduce(counts)
         total_count = counts.sum().clamp(min=1)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * _warmup_factor(self.state.step, config.warmup)
+            group["lr"] = config.lr * _lr_factor(self.state.step, config)
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
+        elements = float(micro[0]["hr"].numel() * len(micro) * self.dist.world)
         for batch in micro:
-            total, _ = self._loss_terms(model, batch)
-            loss = total / total_count  # divided by the global count: rank gradients add up
+            total, _, aux = self._loss_terms(model, batch)
+            # Divided by global counts, so that the ranks' gradients add up to the global batch's.
+            loss = total / total_count + config.aux_l1 * aux / elements
             loss_value += float(total.detach()) / float(total_count)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         if self.dist.world > 1:
@@ -612,7 +634,7 @@ class Trainer:
         self.ema.eval()
         totals = [self._loss_terms(self.ema, {key: value[i : i + 1] for key, value in batch.items()})
                   for i in range(batch["hr"].shape[0])]
-        val_loss = float(sum(t for t, _ in totals) / sum(c for _, c in totals))
+        val_loss = float(sum(t for t, _, _ in totals) / sum(c for _, c, _ in totals))
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=hr.shape[-2:])
         cond = self.ema.prepare(lr, x_up)

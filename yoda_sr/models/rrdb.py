@@ -90,13 +90,21 @@ class RRDBNet(nn.Module):
         return len(self.RRDB_trunk) + 1
 
     @overload
-    def forward(self, lr: Tensor, return_features: Literal[False] = ...) -> Tensor: ...
+    def forward(self, lr: Tensor, return_features: Literal[False] = ..., residual: bool = ...) -> Tensor: ...
 
     @overload
-    def forward(self, lr: Tensor, return_features: Literal[True]) -> tuple[Tensor, list[Tensor]]: ...
+    def forward(
+        self, lr: Tensor, return_features: Literal[True], residual: bool = ...
+    ) -> tuple[Tensor, list[Tensor]]: ...
 
-    def forward(self, lr: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """The SR image, and with ``return_features`` the trunk features (upstream's ``get_fea``)."""
+    def forward(
+        self, lr: Tensor, return_features: bool = False, residual: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """The SR image, and with ``return_features`` the trunk features (upstream's ``get_fea``).
+
+        With ``residual`` the last convolution's output is returned unclamped, as a correction to
+        be added to the bicubic upscale (in [-1, 1] image units).
+        """
         features: list[Tensor] = []
         x = (lr + 1) / 2
         first = feature = self.conv_first(x)
@@ -110,7 +118,8 @@ class RRDBNet(nn.Module):
             upconv = getattr(self, f"upconv{step}")
             feature = self.lrelu(upconv(F.interpolate(feature, scale_factor=2, mode="nearest")))
         out = self.conv_last(self.lrelu(self.HRconv(feature)))
-        out = out.clamp(0, 1) * 2 - 1
+        if not residual:
+            out = out.clamp(0, 1) * 2 - 1
         if return_features:
             return out, features
         return out

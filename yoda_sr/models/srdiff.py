@@ -34,7 +34,7 @@ Below the prefix every key and shape is upstream's. An upstream ``.ckpt`` nests 
 """
 
 
-ResidualBase = Literal["bicubic", "rrdb"]
+ResidualBase = Literal["bicubic", "rrdb", "bicubic+rrdb"]
 
 
 class Mish(nn.Module):
@@ -268,7 +268,8 @@ class SRDiff(SRDenoiser):
     """SRDiff: an RRDB ``encoder`` of the LR image and a ``unet`` predicting epsilon in residual space.
 
     ``residual_base="bicubic"`` is the paper's residual (y - x_up) * 2; ``"rrdb"`` measures it from
-    the encoder's own SR output (METHOD.md §3). ``prepare`` is differentiable: freeze ``encoder``
+    the encoder's own SR output (METHOD.md §3); ``"bicubic+rrdb"`` from x_up plus a correction the
+    encoder predicts (its last convolution starts at zero, so the base starts as bicubic). ``prepare`` is differentiable: freeze ``encoder``
     (``requires_grad_(False)``) to train like upstream's ``fix_rrdb``.
     """
 
@@ -297,8 +298,8 @@ class SRDiff(SRDenoiser):
         super().__init__()
         if not res:
             raise ValueError("SRDiff with res=false (image-space diffusion) is not supported; use res=true")
-        if residual_base not in ("bicubic", "rrdb"):
-            raise ValueError(f"residual_base must be 'bicubic' or 'rrdb', got {residual_base!r}")
+        if residual_base not in ("bicubic", "rrdb", "bicubic+rrdb"):
+            raise ValueError(f"residual_base must be 'bicubic', 'rrdb' or 'bicubic+rrdb', got {residual_base!r}")
         if sr_scale not in SUPPORTED_SCALES:
             raise ValueError(f"SRDiff supports scales {SUPPORTED_SCALES}, got {sr_scale}")
         if rrdb_num_block < 2:
@@ -327,6 +328,9 @@ class SRDiff(SRDenoiser):
         }
         self.residual_base: ResidualBase = residual_base
         self.encoder = RRDBNet(3, 3, rrdb_num_feat, rrdb_num_block, growth, scale=sr_scale)
+        if residual_base == "bicubic+rrdb":  # the correction starts at zero: the base starts as bicubic
+            nn.init.zeros_(self.encoder.conv_last.weight)
+            nn.init.zeros_(self.encoder.conv_last.bias)
         num_selected = len(range(2, self.encoder.num_features, 3))
         self.unet = SRDiffUNet(
             hidden_size,
@@ -357,11 +361,15 @@ class SRDiff(SRDenoiser):
         expected = (lr.shape[-2] * scale, lr.shape[-1] * scale)
         if tuple(x_up.shape[-2:]) != expected:
             raise ValueError(f"x_up is {tuple(x_up.shape[-2:])}, expected LR size x{scale} = {expected}")
-        sr, trunk_features = self.encoder(lr, return_features=True)
+        refine = self.residual_base == "bicubic+rrdb"
+        sr, trunk_features = self.encoder(lr, return_features=True, residual=refine)
         features = {"cond": self.unet.project_condition(trunk_features)}
         if self.unet.up_proj is not None:
             features["up"] = self.unet.project_input(x_up)
-        base = sr if self.residual_base == "rrdb" else x_up
+        if refine:
+            base = (x_up + sr).clamp(-1, 1)
+        else:
+            base = sr if self.residual_base == "rrdb" else x_up
         return Condition(x_up=x_up, base=base, features=features)
 
     def forward(self, z: Tensor, cond: Condition, t: Tensor, noise_level: Tensor) -> Tensor:
@@ -463,5 +471,28 @@ register_config(
         description="Tiny x4 SRDiff whose residual is measured from its RRDB output (METHOD.md §3)",
         sampling_steps=20,
         tags=("test",),
+    )
+)
+
+register_config(
+    ModelConfig(
+        name="srdiff-x4-small",
+        arch="srdiff",
+        hparams={
+            "hidden_size": 32,
+            "dim_mults": [1, 2, 2, 4],
+            "rrdb_num_feat": 32,
+            "rrdb_num_block": 6,
+            "rrdb_growth": 16,
+            **_UPSTREAM_MODEL,
+            "sr_scale": 4,
+            "residual_base": "bicubic+rrdb",
+            "lr_size": None,
+            "hr_size": None,
+        },
+        schedule=ScheduleSpec(kind="cosine", steps=100),
+        description="A small x4 SRDiff for CPUs: bicubic + an RRDB 32x6 correction as the residual base, UNet 32",
+        sampling_steps=20,
+        tags=("general",),
     )
 )
