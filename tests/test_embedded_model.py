@@ -101,9 +101,9 @@ def test_wheel_holds_the_weights_sample_and_registry_and_runs_from_them(tmp_path
     result = subprocess.run([sys.executable, "-c", code, "upscale", str(small), "--json"], cwd=work, env=env,
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
-    which = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); "
-         + "import yoda_sr; print(yoda_sr.__file__)"], cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False)
+    probe = f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); import yoda_sr; print(yoda_sr.__file__)"
+    which = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
     assert which.stdout.strip().startswith(str(tmp_path / "site"))
     with Image.open(work / "small_x4.png") as output:
         assert output.size == (256, 256)
