@@ -39,3 +39,33 @@ def prepare(model, hr: torch.Tensor, scale: int = 4):
     x_up = resize_bicubic(lr, size=hr.shape[-2:])
     with torch.no_grad():
         return model.prepare(lr, x_up)
+
+
+def cli(*args) -> int:
+    """Run `yoda-sr` in this process; its exit code (0 when it returns normally)."""
+    from yoda_sr.cli import main
+
+    try:
+        main([str(arg) for arg in args])
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    return 0
+
+
+def save_tiny_checkpoint(path):
+    """A tiny SRDiff with fixed random weights and a small residual (outputs stay near bicubic,
+    like a trained model's), saved as a yoda-sr checkpoint with YODA defaults (edge, l = 0.2)."""
+    from yoda_sr import checkpoints
+    from yoda_sr.models import get_config
+
+    torch.manual_seed(0)
+    model = create_model("srdiff-tiny")
+    with torch.no_grad():
+        model.unet.final_conv[1].weight.mul_(0.05)
+    return checkpoints.save(
+        path,
+        model.state_dict(),
+        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
+         "schedule": get_config("srdiff-tiny").schedule.to_dict(), "sampling": {"steps": 20, "sampler": "ddpm"},
+         "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True}},
+    )

@@ -16,21 +16,13 @@ import pytest
 import torch
 
 from yoda_sr import checkpoints
-from yoda_sr.cli import main
 from yoda_sr.convert import srdiff
 
-from conftest import tiny_model
+from conftest import cli, tiny_model
 from hubserver import HubServer, use_endpoint
 
 REPO = "yoda-test/srdiff-tiny"
 
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def model_bytes(tmp_path: Path, seed: int) -> bytes:

@@ -17,14 +17,13 @@ import pytest
 import torch
 
 from yoda_sr import checkpoints
-from yoda_sr.cli import main
 from yoda_sr.convert import convert_file, sr3_janspiry, srdiff
 from yoda_sr.convert.pickles import UnsafeCheckpointError
 from yoda_sr.models import create_model_from_config, get_config
 from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
 from yoda_sr.schedules import ScheduleSpec
 
-from conftest import prepare, tiny_model
+from conftest import cli, prepare, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -93,13 +92,6 @@ def import_and_load(file: Path, name: str, capsys, *extra: str):
     assert name in out
     return checkpoints.load_denoiser(name)
 
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 SR3_CASES = {

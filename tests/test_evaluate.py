@@ -15,17 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from yoda_sr import checkpoints
 from yoda_sr.api import Settings, Upscaler, seed_for
-from yoda_sr.cli import main
 from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from yoda_sr.metrics import image_metrics, lpips_available
-from yoda_sr.models import create_model, get_config
 
-from conftest import photo
+from conftest import cli, photo, save_tiny_checkpoint
 
 STEPS = "2"
 CROPS = {
@@ -39,18 +35,7 @@ HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS | pixel updat
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("srdiff-tiny")
-    with torch.no_grad():
-        model.unet.final_conv[1].weight.mul_(0.05)
-    config = get_config("srdiff-tiny")
-    return checkpoints.save(
-        tmp_path_factory.mktemp("model") / "tiny.safetensors",
-        model.state_dict(),
-        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
-         "schedule": config.schedule.to_dict(), "sampling": {"steps": 20, "sampler": "ddpm"},
-         "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True}},
-    )
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def hr_crop(name: str) -> np.ndarray:
@@ -79,13 +64,6 @@ def run(tmp_path_factory, model_file, data) -> dict:
                    "--compare", "bicubic,plain,yoda", "--out", out)
     return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "out": out}
 
-
-def cli(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def expected_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
-from yoda_sr.cli import main
 
-from conftest import photo
+from conftest import cli, photo
 
 BASE = ["--model", "srdiff-tiny", "--hr-size", "32", "--lr", "2e-3", "--warmup", "5", "--attention", "edge"]
 
@@ -37,13 +36,6 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
 
-
-def cli(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def train_command(photos: Path, out: Path, *extra) -> list[str]:

@@ -16,41 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from yoda_sr import checkpoints
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.cli import main
-from yoda_sr.models import create_model, get_config
 
-from conftest import photo
+from conftest import cli, photo, save_tiny_checkpoint
 
 STEPS = "4"
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("srdiff-tiny")
-    with torch.no_grad():  # a small residual: outputs stay close to bicubic, like a trained model's
-        model.unet.final_conv[1].weight.mul_(0.05)
-    config = get_config("srdiff-tiny")
-    return checkpoints.save(
-        tmp_path_factory.mktemp("model") / "tiny.safetensors",
-        model.state_dict(),
-        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
-         "schedule": config.schedule.to_dict(), "sampling": {"steps": 20, "sampler": "ddpm"},
-         "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True}},
-    )
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
-
-def cli(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def run_subprocess(*args, env=None, timeout=300):
