@@ -16,9 +16,8 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +78,6 @@ class Result:
     lower_bound: float
     tile: int | None
     dtype: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _lr_multiple(size_multiple: int, scale: int) -> int:

@@ -216,14 +216,14 @@ def run(
     bar = tqdm(total=len(pending), unit="img", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
     for start in range(0, len(pending), batch_size):
         chunk = pending[start : start + batch_size]
-        failures += _process(chunk, upscaler, settings, out_scale, seed, seed_for, fmt, save_attention,
+        failures += _process(chunk, upscaler, settings, out_scale, seed, seed_for, save_attention,
                              json_output, quiet, max_pixels, debug, bar)
     bar.close()
     if failures:
         raise typer.Exit(1)
 
 
-def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, fmt, save_attention, json_output,
+def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, save_attention, json_output,
              quiet, max_pixels, debug, bar) -> int:
     """Read, upscale and write one chunk of jobs (same-size images share the sampler loop)."""
     from tqdm import tqdm

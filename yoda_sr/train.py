@@ -578,19 +578,27 @@ class Trainer:
             offset += grad.numel()
 
     def _count(self, batch: dict[str, Tensor]) -> Tensor:
-        """Active elements of a micro-batch (what its masked L1 divides by), without a forward pass."""
-        from .masking import activation_steps
+        """Active elements of a micro-batch (what its masked L1 divides by), without a forward pass.
 
-        channels = 3
+        The masks come from ``noise_batch`` with the same per-sample generators ``_loss_terms`` uses,
+        so they are exactly the masks of the loss (the state itself does not matter here).
+        """
+        from .training import noise_batch
+
         if self.config.attention == "none":
             return torch.tensor(float(batch["hr"].numel()))
+        attention = torch.where(batch["plain"].view(-1, 1, 1, 1), torch.ones_like(batch["attention"]), batch["attention"])
         total = 0.0
         for i, index in enumerate(batch["index"]):
-            generator = torch.Generator().manual_seed(_sample_seed(self.config.seed, int(index), "noise"))
-            t = int(torch.randint(1, self.schedule.train_steps + 1, (1,), generator=generator))
-            attention = torch.ones_like(batch["attention"][i]) if batch["plain"][i] else batch["attention"][i]
-            active = activation_steps(attention, self.config.lower_bound, self.schedule.train_steps) >= t
-            total += float(active.sum()) * channels
+            draw = noise_batch(
+                torch.zeros_like(batch["hr"][i : i + 1]),
+                self.schedule,
+                continuous=self.model.conditioning == "noise_level",
+                attention=attention[i : i + 1],
+                lower_bound=self.config.lower_bound,
+                generator=torch.Generator().manual_seed(_sample_seed(self.config.seed, int(index), "noise")),
+            )
+            total += float(draw.mask.sum()) * batch["hr"].shape[1]
         return torch.tensor(total)
 
     def _dump_gradients(self) -> None:
