@@ -58,13 +58,22 @@ def main() -> None:
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     start = time.perf_counter()
-                    result = sample(model, cond, schedule, sampler=sampler, attention=att,
-                                    lower_bound=0.2, generator=torch.Generator(device).manual_seed(0))
+                    result = sample(
+                        model,
+                        cond,
+                        schedule,
+                        sampler=sampler,
+                        attention=att,
+                        lower_bound=0.2,
+                        generator=torch.Generator(device).manual_seed(0),
+                    )
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     best = min(best, time.perf_counter() - start)
-                print(f"| {name} | {params / 1e6:.2f}M | {sampler} | {mode} | {best:.3f} | "
-                      f"{args.steps / best:.1f} | {result.update_fraction:.2f} |")
+                print(
+                    f"| {name} | {params / 1e6:.2f}M | {sampler} | {mode} | {best:.3f} | "
+                    f"{args.steps / best:.1f} | {result.update_fraction:.2f} |"
+                )
 
 
 if __name__ == "__main__":

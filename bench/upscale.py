@@ -37,10 +37,18 @@ def one(args: argparse.Namespace) -> dict:
         config = get_config(model)
         net = create_model(model)
         path = Path(tempfile.mkdtemp()) / f"{model}.safetensors"
-        checkpoints.save(path, net.state_dict(), {
-            "kind": "denoiser", "arch": config.arch, "hparams": net.config, "scale": net.info.scale,
-            "schedule": config.schedule.to_dict(), "sampling": {"steps": args.steps, "sampler": "ddpm"},
-        })
+        checkpoints.save(
+            path,
+            net.state_dict(),
+            {
+                "kind": "denoiser",
+                "arch": config.arch,
+                "hparams": net.config,
+                "scale": net.info.scale,
+                "schedule": config.schedule.to_dict(),
+                "sampling": {"steps": args.steps, "sampler": "ddpm"},
+            },
+        )
         model = str(path)
     upscaler = Upscaler.from_pretrained(model, device=args.device, dtype=args.dtype)
     from skimage import data
@@ -68,9 +76,18 @@ def one(args: argparse.Namespace) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_kind = "RSS"
     return {
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"),
-        "model": upscaler.name, "seconds": best, "steps_per_s": args.steps / best,
-        "updates": result.update_fraction, "peak_mib": peak, "peak_kind": peak_kind,
+        "device": str(device)
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f" ({torch.get_num_threads()} threads)"
+        ),
+        "model": upscaler.name,
+        "seconds": best,
+        "steps_per_s": args.steps / best,
+        "updates": result.update_fraction,
+        "peak_mib": peak,
+        "peak_kind": peak_kind,
     }
 
 
@@ -90,17 +107,35 @@ def main() -> None:
         return
     rows = []
     for mode, attention in (("plain", "none"), ("yoda", args.attention)):
-        command = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--dtype", args.dtype,
-                   "--steps", str(args.steps), "--repeats", str(args.repeats), "--one", attention]
+        command = [
+            sys.executable,
+            __file__,
+            "--model",
+            args.model,
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--steps",
+            str(args.steps),
+            "--repeats",
+            str(args.repeats),
+            "--one",
+            attention,
+        ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows.append((mode, attention, json.loads(output.strip().splitlines()[-1])))
-    print(f"device: {rows[0][2]['device']}; model {rows[0][2]['model']}; 128x128 -> 512x512; "
-          f"{args.steps} DDPM steps; best of {args.repeats}\n")
+    print(
+        f"device: {rows[0][2]['device']}; model {rows[0][2]['model']}; 128x128 -> 512x512; "
+        f"{args.steps} DDPM steps; best of {args.repeats}\n"
+    )
     print(f"| mode | attention | s / image | steps / s | pixel updates | peak MiB ({rows[0][2]['peak_kind']}) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for mode, attention, row in rows:
-        print(f"| {mode} | {attention} | {row['seconds']:.2f} | {row['steps_per_s']:.2f} | "
-              f"{row['updates']:.2f} | {row['peak_mib']:.0f} |")
+        print(
+            f"| {mode} | {attention} | {row['seconds']:.2f} | {row['steps_per_s']:.2f} | "
+            f"{row['updates']:.2f} | {row['peak_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

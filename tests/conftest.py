@@ -65,7 +65,13 @@ def save_tiny_checkpoint(path):
     return checkpoints.save(
         path,
         model.state_dict(),
-        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
-         "schedule": get_config("srdiff-tiny").schedule.to_dict(), "sampling": {"steps": 20, "sampler": "ddpm"},
-         "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True}},
+        {
+            "kind": "denoiser",
+            "arch": "srdiff",
+            "hparams": model.config,
+            "scale": 4,
+            "schedule": get_config("srdiff-tiny").schedule.to_dict(),
+            "sampling": {"steps": 20, "sampler": "ddpm"},
+            "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True},
+        },
     )

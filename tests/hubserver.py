@@ -271,8 +271,7 @@ class HubServer:
         return sum(
             1
             for record in self.requests
-            if (method is None or record.method == method.upper())
-            and (contains is None or contains in record.path)
+            if (method is None or record.method == method.upper()) and (contains is None or contains in record.path)
         )
 
     @property
@@ -413,9 +412,7 @@ def _content_reply(blob: _Blob, range_header: str | None, extra: dict[str, str])
         return _Reply(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, headers)
     first, last = span
     body = data[first : last + 1]
-    headers.update(
-        {"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(len(body))}
-    )
+    headers.update({"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(len(body))})
     return _Reply(HTTPStatus.PARTIAL_CONTENT, headers, body)
 
 
@@ -454,9 +451,7 @@ def _error(
     return _Reply(status, headers, body)
 
 
-def use_endpoint(
-    monkeypatch: pytest.MonkeyPatch, hub: HubServer, home: str | os.PathLike[str]
-) -> Path:
+def use_endpoint(monkeypatch: pytest.MonkeyPatch, hub: HubServer, home: str | os.PathLike[str]) -> Path:
     """Point ``huggingface_hub`` at ``hub`` for one test; return the hub cache directory.
 
     Sets the environment (for code that reads it later, e.g. subprocesses) and patches

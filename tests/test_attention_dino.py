@@ -111,7 +111,7 @@ def test_input_size_short_side_to_attention_size_rounded_to_multiple(
     assert size == expected
     assert all(side % multiple == 0 and side >= multiple for side in size)
     scale = attention_size / min(height, width)
-    for side, lr_side in zip(size, (height, width)):
+    for side, lr_side in zip(size, (height, width), strict=True):
         assert abs(side - lr_side * scale) <= multiple / 2 or side == multiple
 
 
@@ -119,7 +119,7 @@ def test_prepare_input_normalises_with_imagenet_statistics() -> None:
     grey = torch.zeros(1, 3, 20, 30)
     x = prepare_input(grey, 32, 16, torch.device("cpu"), torch.float64)
     assert x.shape == (1, 3, 32, 48) and x.dtype == torch.float64
-    expected = [(0.5 - mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    expected = [(0.5 - mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.tensor(expected, dtype=torch.float64))
 
 
@@ -223,9 +223,7 @@ def test_vit_rejects_other_patch_size_and_extra_keys(tmp_path: Path, vit16_weigh
         DinoViTAttention(14)
 
 
-def test_dino_backbone_loads_by_method_name(
-    tmp_path: Path, resnet_weights: Path, vit16_weights: Path
-) -> None:
+def test_dino_backbone_loads_by_method_name(tmp_path: Path, resnet_weights: Path, vit16_weights: Path) -> None:
     resnet = dino_backbone("dino-resnet50", resnet_weights, attention_size=224)
     assert isinstance(resnet, DinoResNet50Attention) and not resnet.training
     assert resnet.attention_size == 224

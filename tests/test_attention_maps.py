@@ -255,9 +255,7 @@ class FakeHeads(torch.nn.Module):
         return torch.cat([grey.roll(k, dims=-1) * (k + 1) for k in range(6)], dim=1)
 
 
-def test_dino_methods_aggregate_resize_and_load_once(
-    lr_pair: torch.Tensor, tmp_path: Path, monkeypatch
-) -> None:
+def test_dino_methods_aggregate_resize_and_load_once(lr_pair: torch.Tensor, tmp_path: Path, monkeypatch) -> None:
     loads = []
 
     def fake_backbone(method, weights, device):

@@ -24,9 +24,7 @@ def lightness(rgb: np.ndarray) -> np.ndarray:
     encoded = rgb.astype(np.float64) / 255.0
     linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
     luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
-    cube_root = np.where(
-        luminance > (6 / 29) ** 3, np.cbrt(luminance), luminance / (3 * (6 / 29) ** 2) + 4 / 29
-    )
+    cube_root = np.where(luminance > (6 / 29) ** 3, np.cbrt(luminance), luminance / (3 * (6 / 29) ** 2) + 4 / 29)
     return 116.0 * cube_root - 16.0
 
 

@@ -24,15 +24,19 @@ from hubserver import HubServer, use_endpoint
 REPO = "yoda-test/srdiff-tiny"
 
 
-
 def model_bytes(tmp_path: Path, seed: int) -> bytes:
     """A yoda-sr safetensors file of a tiny SRDiff (what a Hub-hosted yoda-sr model looks like)."""
     model = tiny_model("srdiff-tiny", seed=seed)
     path = checkpoints.save(
         tmp_path / f"model-{seed}.safetensors",
         model.state_dict(),
-        {"kind": "denoiser", "arch": "srdiff", "hparams": model.config, "scale": 4,
-         "schedule": {"kind": "cosine", "steps": 100, "start": 1e-6, "end": 0.03, "cosine_s": 0.008}},
+        {
+            "kind": "denoiser",
+            "arch": "srdiff",
+            "hparams": model.config,
+            "scale": 4,
+            "schedule": {"kind": "cosine", "steps": 100, "start": 1e-6, "end": 0.03, "cosine_s": 0.008},
+        },
     )
     return path.read_bytes()
 
@@ -200,8 +204,15 @@ def test_list_json_has_every_entry_with_source_page_and_licence(capsys, tmp_path
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
     assert cli("checkpoints", "list", "--json") == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
-    expected = {"dino-resnet50", "dino-vits8", "dino-vits16", "srdiff-celeba-8x", "srdiff-div2k-4x",
-                "sr3-face-16-128", "sr3-face-64-512"}
+    expected = {
+        "dino-resnet50",
+        "dino-vits8",
+        "dino-vits16",
+        "srdiff-celeba-8x",
+        "srdiff-div2k-4x",
+        "sr3-face-16-128",
+        "sr3-face-64-512",
+    }
     assert expected <= set(rows)
     for name in expected:
         assert rows[name]["page"].startswith("https://") and rows[name]["licence"]

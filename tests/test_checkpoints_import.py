@@ -93,13 +93,22 @@ def import_and_load(file: Path, name: str, capsys, *extra: str):
     return checkpoints.load_denoiser(name)
 
 
-
 SR3_CASES = {
     "registered": ("sr3-tiny", None),
     "custom": (
-        {"scale": 2, "in_channel": 6, "out_channel": 3, "inner_channel": 24, "norm_groups": 8,
-         "channel_mults": [1, 2, 3], "attn_res": [16], "res_blocks": 2, "dropout": 0.0,
-         "with_noise_level_emb": True, "image_size": 64},
+        {
+            "scale": 2,
+            "in_channel": 6,
+            "out_channel": 3,
+            "inner_channel": 24,
+            "norm_groups": 8,
+            "channel_mults": [1, 2, 3],
+            "attn_res": [16],
+            "res_blocks": 2,
+            "dropout": 0.0,
+            "with_noise_level_emb": True,
+            "image_size": 64,
+        },
         2,
     ),
 }

@@ -32,9 +32,7 @@ def run_cli(*args, cwd: Path, env: dict[str, str] | None = None, code: str | Non
         *map(str, args),
     ]
     environment = {**os.environ, "YODA_SR_HOME": str(cwd / "empty-home"), **(env or {})}
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=120, cwd=cwd, env=environment, check=False
-    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd, env=environment, check=False)
 
 
 def run_in_process(capsys, *args) -> tuple[int, str, str]:
@@ -68,10 +66,7 @@ def one_error_line(stderr: str) -> str:
 
 
 def test_attention_help_lists_methods_without_importing_torch(tmp_path):
-    code = (
-        "import sys; from yoda_sr.cli import main\ntry:\n    main()\n"
-        "finally:\n    print('torch' in sys.modules)"
-    )
+    code = "import sys; from yoda_sr.cli import main\ntry:\n    main()\nfinally:\n    print('torch' in sys.modules)"
     result = run_cli("attention", "--help", cwd=tmp_path, code=code)
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1] == "False"
@@ -84,9 +79,7 @@ def test_attention_help_lists_methods_without_importing_torch(tmp_path):
 
 def test_edge_map_is_a_png_of_the_image_size(astronaut):
     before = digest(astronaut)
-    result = run_cli(
-        "attention", astronaut.name, "--method", "edge", "--out", "map.png", cwd=astronaut.parent
-    )
+    result = run_cli("attention", astronaut.name, "--method", "edge", "--out", "map.png", cwd=astronaut.parent)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     with Image.open(astronaut.parent / "map.png") as heat:
@@ -133,9 +126,7 @@ def test_timeline_npy_and_scale_with_default_names(astronaut):
 def test_dino_without_weights_fails_in_one_line(astronaut):
     empty_home = astronaut.parent / "home"
     empty_home.mkdir()
-    result = run_cli(
-        "attention", astronaut.name, cwd=astronaut.parent, env={"YODA_SR_HOME": str(empty_home)}
-    )
+    result = run_cli("attention", astronaut.name, cwd=astronaut.parent, env={"YODA_SR_HOME": str(empty_home)})
     assert result.returncode == 1
     line = one_error_line(result.stderr)
     assert "weights" in line and "dino-resnet50" in line and "--method" in line
@@ -152,9 +143,7 @@ def test_folder_input_skips_non_images_and_keeps_going_past_failures(astronaut):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     inputs = {path: digest(path) for path in folder.rglob("*") if path.is_file()}
 
-    result = run_cli(
-        "attention", "photos", "--method", "gaussian", "--out", "maps", cwd=astronaut.parent
-    )
+    result = run_cli("attention", "photos", "--method", "gaussian", "--out", "maps", cwd=astronaut.parent)
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1 and "broken.png" in error_lines[0]
@@ -179,9 +168,7 @@ def test_folder_input_skips_non_images_and_keeps_going_past_failures(astronaut):
     assert {path: digest(path) for path in folder.rglob("*") if path.is_file()} == inputs
 
 
-def test_existing_output_is_skipped_unless_overwrite_and_input_never_overwritten(
-    astronaut, capsys, monkeypatch
-):
+def test_existing_output_is_skipped_unless_overwrite_and_input_never_overwritten(astronaut, capsys, monkeypatch):
     folder = astronaut.parent
     monkeypatch.chdir(folder)
     Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "map.png")
@@ -295,9 +282,7 @@ def test_load_rgb_converts_modes_to_rgb_uint8(tmp_path, mode):
 
 def test_load_rgb_drops_alpha_without_compositing(tmp_path):
     Image.new("RGBA", (3, 2), (10, 200, 30, 0)).save(tmp_path / "clear.png")
-    np.testing.assert_array_equal(
-        load_rgb(tmp_path / "clear.png"), np.full((2, 3, 3), (10, 200, 30))
-    )
+    np.testing.assert_array_equal(load_rgb(tmp_path / "clear.png"), np.full((2, 3, 3), (10, 200, 30)))
 
 
 def test_load_rgb_explains_unreadable_files(tmp_path):

@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """No network, nothing installed: an empty yoda-sr home and Hub cache, Hub offline."""
-    return {**os.environ, "YODA_SR_HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf"),
-            "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "YODA_SR_HOME": str(tmp_path / "home"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def test_registry_entry_is_embedded_verified_and_the_default():
@@ -43,11 +47,24 @@ def test_registry_entry_is_embedded_verified_and_the_default():
 def test_quick_start_upscales_the_sample_offline_with_no_model_argument(tmp_path):
     env = offline_env(tmp_path)
     sample = tmp_path / "sample.png"
-    result = subprocess.run([sys.executable, "-m", "yoda_sr", "sample", "-o", str(sample)], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "yoda_sr", "sample", "-o", str(sample)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    result = subprocess.run([sys.executable, "-m", "yoda_sr", "upscale", str(sample), "--scale", "4"], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "yoda_sr", "upscale", str(sample), "--scale", "4"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "yoda-srdiff-x4" in result.stderr
     with Image.open(tmp_path / "sample_x4.png") as output:
@@ -69,23 +86,46 @@ def test_beats_bicubic_on_a_held_out_photo_with_default_settings():
 def test_sample_command_refuses_to_overwrite(tmp_path):
     target = tmp_path / "s.png"
     target.write_bytes(b"mine")
-    result = subprocess.run([sys.executable, "-m", "yoda_sr", "sample", "-o", str(target)], capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "yoda_sr", "sample", "-o", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2 and target.read_bytes() == b"mine"
 
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").is_file(), reason="needs the source tree")
 def test_wheel_holds_the_weights_sample_and_registry_and_runs_from_them(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     wheel = next(tmp_path.glob("yoda_sr-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        for needed in ("yoda_sr/weights/yoda-srdiff-x4.safetensors", "yoda_sr/weights/README.md",
-                       "yoda_sr/samples/astronaut.png", "yoda_sr/checkpoints.toml"):
+        for needed in (
+            "yoda_sr/weights/yoda-srdiff-x4.safetensors",
+            "yoda_sr/weights/README.md",
+            "yoda_sr/samples/astronaut.png",
+            "yoda_sr/checkpoints.toml",
+        ):
             assert needed in names, needed
         archive.extractall(tmp_path / "site")
     # Run the unpacked wheel (not the source tree) from an empty folder, offline.
@@ -93,17 +133,32 @@ def test_wheel_holds_the_weights_sample_and_registry_and_runs_from_them(tmp_path
     work.mkdir()
     code = f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); from yoda_sr.cli import main; main()"
     env = {**offline_env(tmp_path), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", code, "sample"], cwd=work, env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "sample"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     small = work / "small.png"
     Image.open(work / "yoda-sr-sample.png").crop((32, 32, 96, 96)).save(small)
-    result = subprocess.run([sys.executable, "-c", code, "upscale", str(small), "--json"], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "upscale", str(small), "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     probe = f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); import yoda_sr; print(yoda_sr.__file__)"
-    which = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True,
-                           timeout=60, check=False)
+    which = subprocess.run(
+        [sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert which.stdout.strip().startswith(str(tmp_path / "site"))
     with Image.open(work / "small_x4.png") as output:
         assert output.size == (256, 256)

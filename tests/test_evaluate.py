@@ -60,10 +60,22 @@ def run(tmp_path_factory, model_file, data) -> dict:
     out = tmp_path_factory.mktemp("eval") / "out"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli("evaluate", "--model", model_file, "--data", data, "--steps", STEPS, "--device", "cpu",
-                   "--compare", "bicubic,plain,yoda", "--out", out)
+        code = cli(
+            "evaluate",
+            "--model",
+            model_file,
+            "--data",
+            data,
+            "--steps",
+            STEPS,
+            "--device",
+            "cpu",
+            "--compare",
+            "bicubic,plain,yoda",
+            "--out",
+            out,
+        )
     return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "out": out}
-
 
 
 def expected_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +150,9 @@ def test_summary_and_csv_agree(run, model_file):
 
 
 def test_bicubic_row_equals_metrics_computed_directly(run):
-    records = {record["image"]: record for record in read_csv(run["out"] / "per_image.csv")
-               if record["method"] == "bicubic"}
+    records = {
+        record["image"]: record for record in read_csv(run["out"] / "per_image.csv") if record["method"] == "bicubic"
+    }
     direct = []
     for name in CROPS:
         hr, lr = expected_inputs(name)
@@ -181,7 +194,9 @@ def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, ca
     code = cli("evaluate", "--model", model_file, "--data", data, "--compare", "bicubic,srgan", "--out", tmp_path / "o")
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip().splitlines() == ["yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, plain, yoda"]
+    assert err.strip().splitlines() == [
+        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, plain, yoda"
+    ]
     assert not (tmp_path / "o").exists()
 
 

@@ -53,9 +53,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def pil_float_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Pillow's BICUBIC on each channel as a 32-bit float image (no 8-bit rounding in between)."""
     channels = [
-        Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-            size[::-1], Image.Resampling.BICUBIC
-        )
+        Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(size[::-1], Image.Resampling.BICUBIC)
         for c in range(image.shape[2])
     ]
     return np.stack([np.asarray(channel) for channel in channels], axis=-1)
@@ -154,8 +152,12 @@ def test_dtypes_are_kept_and_agree() -> None:
 
 def test_scale_and_size_agree_and_antialias_matters() -> None:
     image = grey_levels(photo("rocket"))[..., :200, :300]
-    assert torch.equal(resize_bicubic(image, scale=0.5, value_range=None), resize_bicubic(image, size=(100, 150), value_range=None))
-    assert torch.equal(resize_bicubic(image, scale=3, value_range=None), resize_bicubic(image, size=(600, 900), value_range=None))
+    assert torch.equal(
+        resize_bicubic(image, scale=0.5, value_range=None), resize_bicubic(image, size=(100, 150), value_range=None)
+    )
+    assert torch.equal(
+        resize_bicubic(image, scale=3, value_range=None), resize_bicubic(image, size=(600, 900), value_range=None)
+    )
     assert resize_bicubic(image, scale=1 / 3, value_range=None).shape[-2:] == (67, 100)
     upscaled = resize_bicubic(image, scale=2, value_range=None)
     assert torch.equal(resize_bicubic(image, scale=2, antialias=False, value_range=None), upscaled)

@@ -94,14 +94,24 @@ def evaluate(model, schedule) -> dict[str, float]:
     with torch.no_grad():
         cond = model.prepare(lr_image, x_up)
         loss = diffusion_loss(
-            model, hr, cond, schedule, attention=attention, lower_bound=LOWER_BOUND,
+            model,
+            hr,
+            cond,
+            schedule,
+            attention=attention,
+            lower_bound=LOWER_BOUND,
             generator=torch.Generator().manual_seed(3),
         )
     results = {"loss": float(loss), "bicubic": psnr(x_up, hr)}
     respaced = schedule.respace(20)
     for label, att in (("plain", None), ("yoda", attention)):
         out = sample(
-            model, cond, respaced, sampler="ddpm", attention=att, lower_bound=LOWER_BOUND,
+            model,
+            cond,
+            respaced,
+            sampler="ddpm",
+            attention=att,
+            lower_bound=LOWER_BOUND,
             generator=torch.Generator().manual_seed(1),
         )
         results[label] = psnr(out.image, hr)
@@ -122,8 +132,13 @@ def train(model, schedule, steps: int, batch: int, crop: int, lr: float) -> None
         attention = gradient_attention(x_up)
         attention[: batch // 2] = 1.0
         loss = diffusion_loss(
-            model, hr, model.prepare(lr_image, x_up), schedule,
-            attention=attention, lower_bound=LOWER_BOUND, generator=generator,
+            model,
+            hr,
+            model.prepare(lr_image, x_up),
+            schedule,
+            attention=attention,
+            lower_bound=LOWER_BOUND,
+            generator=generator,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,7 +150,10 @@ def train(model, schedule, steps: int, batch: int, crop: int, lr: float) -> None
 RECIPES = {
     "srdiff-tiny": dict(schedule=None, steps=1200, batch=128, crop=16, lr=4e-3),
     "sr3-tiny": dict(
-        schedule=ScheduleSpec(kind="linear", steps=20, start=1e-3, end=0.015), steps=900, batch=16, crop=32,
+        schedule=ScheduleSpec(kind="linear", steps=20, start=1e-3, end=0.015),
+        steps=900,
+        batch=16,
+        crop=32,
         lr=2e-3,
     ),
 }

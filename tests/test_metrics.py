@@ -96,9 +96,7 @@ def test_y_channel_is_bt601_on_16_to_235_and_agrees_with_imaging():
     assert y_channel(image).dtype == np.float64
     np.testing.assert_allclose(y_channel(image), expected, atol=1e-12)
     corners = np.array([[[0, 0, 0], [255, 255, 255]], [[255, 0, 0], [0, 0, 255]]], dtype=np.uint8)
-    np.testing.assert_allclose(
-        y_channel(corners), [[16.0, 235.0], [16.0 + 65.481, 16.0 + 24.966]], atol=1e-9
-    )
+    np.testing.assert_allclose(y_channel(corners), [[16.0, 235.0], [16.0 + 65.481, 16.0 + 24.966]], atol=1e-9)
     np.testing.assert_allclose(y_channel(corners.astype(np.uint16) * 257), y_channel(corners), atol=1e-9)
     np.testing.assert_allclose(y_channel(corners / 255.0), y_channel(corners), atol=1e-9)
 

@@ -32,14 +32,25 @@ def test_masked_sampling_with_full_attention_is_plain_sampling(name, sampler, et
     ones = torch.ones(hr_crops.shape[0], 1, *hr_crops.shape[-2:])
     plain = sample(model, cond, schedule, sampler=sampler, eta=eta, generator=torch.Generator().manual_seed(7))
     masked = sample(
-        model, cond, schedule, sampler=sampler, eta=eta, attention=ones, lower_bound=0.2,
+        model,
+        cond,
+        schedule,
+        sampler=sampler,
+        eta=eta,
+        attention=ones,
+        lower_bound=0.2,
         generator=torch.Generator().manual_seed(7),
     )
     assert torch.equal(plain.image, masked.image)
     assert masked.update_fraction == 1.0
     # ...and a real map does change the result, so the comparison above is not vacuous.
     partial = sample(
-        model, cond, schedule, sampler=sampler, eta=eta, attention=random_attention(hr_crops),
+        model,
+        cond,
+        schedule,
+        sampler=sampler,
+        eta=eta,
+        attention=random_attention(hr_crops),
         generator=torch.Generator().manual_seed(7),
     )
     assert not torch.equal(plain.image, partial.image)
@@ -69,8 +80,17 @@ def test_outside_the_mask_the_state_is_the_known_region_forward_diffused(name, s
     noise = RecordingNoise(11)
     seen = []
     attention = random_attention(hr_crops)
-    sample(model, cond, schedule, sampler=sampler, eta=eta, attention=attention, lower_bound=0.1,
-           noise=noise, callback=lambda info: seen.append((info, len(noise.draws))))
+    sample(
+        model,
+        cond,
+        schedule,
+        sampler=sampler,
+        eta=eta,
+        attention=attention,
+        lower_bound=0.1,
+        noise=noise,
+        callback=lambda info: seen.append((info, len(noise.draws))),
+    )
     gammas = schedule.gammas
     checked = 0
     for info, draws_so_far in seen:
@@ -101,7 +121,13 @@ def test_the_model_sees_zeros_outside_the_mask(hr_crops):
         inputs.append((z.clone(), int(t[0])))
         return torch.zeros_like(z)
 
-    sample_z0(eps_fn, model.known_region(cond), schedule, activation=act, noise=make_noise_sampler(torch.Generator().manual_seed(0)))
+    sample_z0(
+        eps_fn,
+        model.known_region(cond),
+        schedule,
+        activation=act,
+        noise=make_noise_sampler(torch.Generator().manual_seed(0)),
+    )
     masked_steps = 0
     for z, t in inputs:
         outside = (act < t).expand_as(z)
@@ -151,7 +177,13 @@ def test_sampler_arguments_are_validated(hr_crops):
 def test_sampling_runs_in_bfloat16(name, hr_crops):
     model = tiny_model(name).to(torch.bfloat16)
     cond = prepare(model, hr_crops.to(torch.bfloat16))
-    result = sample(model, cond, schedule_for(name, 4), attention=random_attention(hr_crops), generator=torch.Generator().manual_seed(0))
+    result = sample(
+        model,
+        cond,
+        schedule_for(name, 4),
+        attention=random_attention(hr_crops),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert result.image.dtype == torch.float32
     assert torch.isfinite(result.image).all()
     assert result.image.abs().max() <= 1

@@ -33,7 +33,9 @@ def test_cosine_betas_are_clipped():
     assert betas[-1] == pytest.approx(0.999)
 
 
-@pytest.mark.parametrize("spec,num", [(ScheduleSpec(), 200), (ScheduleSpec(), 37), (ScheduleSpec(kind="cosine", steps=100), 10)])
+@pytest.mark.parametrize(
+    "spec,num", [(ScheduleSpec(), 200), (ScheduleSpec(), 37), (ScheduleSpec(kind="cosine", steps=100), 10)]
+)
 def test_respacing_keeps_gamma_at_kept_steps(spec, num):
     full = spec.build()
     respaced = full.respace(num)

@@ -37,20 +37,27 @@ def home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "home"
 
 
-
 def train_command(photos: Path, out: Path, *extra) -> list[str]:
     return [sys.executable, "-m", "yoda_sr", "train", "--data", str(photos), "--out", str(out), *BASE, *map(str, extra)]
 
 
 def test_short_real_run_learns_writes_everything_and_upscales(photos, tmp_path, capsys):
     out = tmp_path / "run"
-    code = cli("train", "--data", photos, "--out", out, *BASE, "--iterations", "240", "--batch-size", "16",
-               "--val-every", "60")
+    code = cli(
+        "train", "--data", photos, "--out", out, *BASE, "--iterations", "240", "--batch-size", "16", "--val-every", "60"
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "skipped" in err and "broken.png" in err  # a bad image is a warning, not a crash
-    for name in ("config.toml", "metrics.csv", "loss.png", "psnr.png", "state/last.pt",
-                 "weights/ema.safetensors", "weights/model.safetensors"):
+    for name in (
+        "config.toml",
+        "metrics.csv",
+        "loss.png",
+        "psnr.png",
+        "state/last.pt",
+        "weights/ema.safetensors",
+        "weights/model.safetensors",
+    ):
         assert (out / name).is_file(), name
     grids = sorted((out / "samples").glob("step_*.png"))
     assert [g.name for g in grids] == [f"step_{s:06d}.png" for s in (60, 120, 180, 240)]
@@ -79,13 +86,15 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def test_sigkill_and_resume_reaches_the_same_weights(photos, tmp_path):
     common = ["--iterations", "30", "--batch-size", "4", "--val-every", "10", "--save-every", "5"]
     reference = tmp_path / "reference"
-    result = subprocess.run(train_command(photos, reference, *common), capture_output=True, text=True,
-                            timeout=600, check=False)
+    result = subprocess.run(
+        train_command(photos, reference, *common), capture_output=True, text=True, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
     out = tmp_path / "interrupted"
-    process = subprocess.Popen(train_command(photos, out, *common), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        train_command(photos, out, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "metrics.csv").exists():  # step 10 validated and saved
         time.sleep(0.02)
@@ -93,8 +102,9 @@ def test_sigkill_and_resume_reaches_the_same_weights(photos, tmp_path):
     process.wait()
     state = torch.load(out / "state" / "last.pt", weights_only=True)
     assert 5 <= state["step"] < 30
-    result = subprocess.run(train_command(photos, out, *common, "--resume"), capture_output=True, text=True,
-                            timeout=600, check=False)
+    result = subprocess.run(
+        train_command(photos, out, *common, "--resume"), capture_output=True, text=True, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed {out} at step {state['step']}" in result.stderr
     for name in ("ema.safetensors", "model.safetensors"):
@@ -118,8 +128,9 @@ def test_refuses_to_overwrite_a_run_and_reports_bad_settings(photos, tmp_path, c
 
 def test_config_file_with_flag_overrides(photos, tmp_path, capsys):
     config = tmp_path / "recipe.toml"
-    config.write_text(f'data = "{photos}"\nmodel = "srdiff-tiny"\nhr_size = 32\niterations = 3\nbatch_size = 2\n'
-                      'attention = "none"\n')
+    config.write_text(
+        f'data = "{photos}"\nmodel = "srdiff-tiny"\nhr_size = 32\niterations = 3\nbatch_size = 2\nattention = "none"\n'
+    )
     out = tmp_path / "run"
     assert cli("train", "--config", config, "--out", out, "--iterations", "4") == 0
     assert "iterations = 4" in (out / "config.toml").read_text()
@@ -132,14 +143,38 @@ def test_config_file_with_flag_overrides(photos, tmp_path, capsys):
 def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(photos, tmp_path):
     single = tmp_path / "single.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "YODA_SR_DUMP_GRADIENTS": str(single)}
-    result = subprocess.run(train_command(photos, tmp_path / "a", "--iterations", "1", "--batch-size", "8"),
-                            capture_output=True, text=True, timeout=600, env=env, check=False)
+    result = subprocess.run(
+        train_command(photos, tmp_path / "a", "--iterations", "1", "--batch-size", "8"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     doubled = tmp_path / "ddp.safetensors"
     env["YODA_SR_DUMP_GRADIENTS"] = str(doubled)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-               "-m", "yoda_sr", "train", "--data", str(photos), "--out", str(tmp_path / "b"), *BASE,
-               "--iterations", "1", "--batch-size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "yoda_sr",
+        "train",
+        "--data",
+        str(photos),
+        "--out",
+        str(tmp_path / "b"),
+        *BASE,
+        "--iterations",
+        "1",
+        "--batch-size",
+        "4",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     ours, theirs = weights(doubled), weights(single)

@@ -40,7 +40,12 @@ def test_diffusion_loss_with_full_attention_equals_the_plain_loss(name, hr_crops
     half = ones.clone()
     half[..., : half.shape[-1] // 2] = 0  # left half active only for t <= 0.05 T
     partial = diffusion_loss(
-        model, hr_crops, cond, schedule, attention=half, lower_bound=0.05,
+        model,
+        hr_crops,
+        cond,
+        schedule,
+        attention=half,
+        lower_bound=0.05,
         generator=torch.Generator().manual_seed(5),
     )
     assert not torch.equal(plain, partial)
@@ -63,8 +68,14 @@ def test_noise_batch_follows_the_forward_process():
 def test_noise_batch_mask_is_the_time_dependent_mask():
     schedule = get_config("sr3-tiny").schedule.build()
     attention = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
-    batch = noise_batch(torch.zeros(16, 3, 6, 6), schedule, continuous=False, attention=attention,
-                        lower_bound=0.25, generator=torch.Generator().manual_seed(0))
+    batch = noise_batch(
+        torch.zeros(16, 3, 6, 6),
+        schedule,
+        continuous=False,
+        attention=attention,
+        lower_bound=0.25,
+        generator=torch.Generator().manual_seed(0),
+    )
     act = activation_steps(attention, 0.25, schedule.train_steps)
     for i in range(16):
         assert torch.equal(batch.mask[i], act[i] >= batch.t[i])

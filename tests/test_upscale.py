@@ -30,11 +30,14 @@ def model_file(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
-
 def run_subprocess(*args, env=None, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "yoda_sr", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -56,7 +59,7 @@ def test_mixed_folder_good_and_bad_images(tmp_path, model_file, capsys):
     rgba = np.dstack([rgb, np.linspace(0, 255, rgb.shape[1], dtype=np.uint8)[None].repeat(rgb.shape[0], 0)])
     Image.fromarray(rgba, "RGBA").save(src / "rgba.png")
     Image.fromarray(rgb).convert("L").save(src / "grey.png")
-    grey16 = (np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint16) * 257)
+    grey16 = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint16) * 257
     Image.fromarray(grey16).save(src / "grey16.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
@@ -87,9 +90,14 @@ def test_mixed_folder_good_and_bad_images(tmp_path, model_file, capsys):
     for bad in ("truncated.png", "empty.png", "notimage.png", "tiny.png", "huge.png"):
         assert sum(bad in line for line in error_lines) == 1, (bad, err)
     height, width = rgb.shape[:2]
-    expected = {"rgb.png": ("RGB", (4 * width, 4 * height)), "rgba.png": ("RGBA", (4 * width, 4 * height)),
-                "grey.png": ("L", (4 * width, 4 * height)), "grey16.png": ("I;16", (4 * width, 4 * height)),
-                "rotated.jpg": ("RGB", (4 * height, 4 * width)), "café 写真.png": ("RGB", (4 * width, 4 * height))}
+    expected = {
+        "rgb.png": ("RGB", (4 * width, 4 * height)),
+        "rgba.png": ("RGBA", (4 * width, 4 * height)),
+        "grey.png": ("L", (4 * width, 4 * height)),
+        "grey16.png": ("I;16", (4 * width, 4 * height)),
+        "rotated.jpg": ("RGB", (4 * height, 4 * width)),
+        "café 写真.png": ("RGB", (4 * width, 4 * height)),
+    }
     for name, (mode, size) in expected.items():
         with Image.open(out / name) as image:
             assert (image.mode, image.size) == (mode, size), name
@@ -128,9 +136,30 @@ def test_same_image_same_output_alone_in_batches_and_under_torchrun(tmp_path, mo
         assert np.array_equal(pixels(out / "img2.png"), reference), batch
     out = tmp_path / "torchrun"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-         "-m", "yoda_sr", "upscale", str(folder), "-o", str(out), "--model", str(model_file), "--steps", STEPS, "-q"],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            "-m",
+            "yoda_sr",
+            "upscale",
+            str(folder),
+            "-o",
+            str(out),
+            "--model",
+            str(model_file),
+            "--steps",
+            STEPS,
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -145,8 +174,20 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path, model_file):
     reference = tmp_path / "reference"
     assert cli("upscale", folder, "-o", reference, "--model", model_file, "--steps", STEPS, "-q") == 0
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "yoda_sr", "upscale", str(folder), "-o", str(out), "--model", str(model_file),
-               "--steps", STEPS, "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "yoda_sr",
+        "upscale",
+        str(folder),
+        "-o",
+        str(out),
+        "--model",
+        str(model_file),
+        "--steps",
+        STEPS,
+        "-q",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("img*.png"))) < 2:
@@ -186,8 +227,12 @@ def test_tiled_run_has_no_seam_and_matches_untiled(model_file):
 
 def test_scale_choices_and_usage_errors(tmp_path, model_file, capsys):
     image = make_folder(tmp_path / "in", 1)[0]
-    assert cli("upscale", image, "-o", tmp_path / "half.png", "--model", model_file, "--scale", "2",
-               "--steps", STEPS, "-q") == 0
+    assert (
+        cli(
+            "upscale", image, "-o", tmp_path / "half.png", "--model", model_file, "--scale", "2", "--steps", STEPS, "-q"
+        )
+        == 0
+    )
     with Image.open(tmp_path / "half.png") as result:
         assert result.size == (64, 48)
     capsys.readouterr()

@@ -172,7 +172,9 @@ class Upscaler:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 # ~ 4 feature maps of the widest first level, 4 bytes each, per HR pixel, times 8 for
                 # the rest of the UNet: a deliberately cautious estimate, halved again on OOM.
-                width_first = int(self.metadata["hparams"].get("hidden_size") or self.metadata["hparams"].get("inner_channel", 64))
+                width_first = int(
+                    self.metadata["hparams"].get("hidden_size") or self.metadata["hparams"].get("inner_channel", 64)
+                )
                 per_pixel = width_first * 4 * 4 * 8
                 side = int(math.sqrt(max(free * 0.6, 1) / per_pixel))
             else:
@@ -232,7 +234,7 @@ class Upscaler:
             return self.upscale_batch(images, seeds=seeds, scale=scale, settings=settings, progress=progress)
         except _NonFinite:
             results = self._run(images, seeds, scale, settings, torch.float32, progress)
-        for image, result in zip(images, results):
+        for image, result in zip(images, results, strict=True):
             if not result.image.any() and image.any():
                 raise YodaError("the model produced an all-black image; it was not written")
         elapsed = time.perf_counter() - start
@@ -323,7 +325,9 @@ class Upscaler:
         return [
             Result(
                 image=_to_image(sr[i : i + 1], bits_dtype),
-                attention=None if attention is None else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
+                attention=None
+                if attention is None
+                else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
                 update_fraction=fraction,
                 seconds=0.0,
                 steps=settings.steps,

@@ -335,9 +335,10 @@ def download_url(url: str, destination: Path, *, attempts: int = 3, progress: bo
                     have = 0  # the server ignored the range: start over
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
-                with open(partial, "ab" if have else "wb") as handle, _progress(
-                    total, have, destination.name, progress
-                ) as bar:
+                with (
+                    open(partial, "ab" if have else "wb") as handle,
+                    _progress(total, have, destination.name, progress) as bar,
+                ):
                     while chunk := response.read(_CHUNK):
                         handle.write(chunk)
                         bar.update(len(chunk))
@@ -363,19 +364,22 @@ def download_url(url: str, destination: Path, *, attempts: int = 3, progress: bo
             time.sleep(min(2.0**attempt * 0.2, 2.0))
     have = partial.stat().st_size if partial.exists() else 0
     reason = getattr(last_error, "reason", None) or last_error
-    raise YodaError(
-        f"download of {url} failed ({reason}); {have} bytes are kept in {partial} and the next run resumes"
-    )
+    raise YodaError(f"download of {url} failed ({reason}); {have} bytes are kept in {partial} and the next run resumes")
 
 
 def _offline(offline: bool) -> bool:
     from huggingface_hub import constants
 
-    return offline or bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in (
-        "1",
-        "ON",
-        "YES",
-        "TRUE",
+    return (
+        offline
+        or bool(constants.HF_HUB_OFFLINE)
+        or os.environ.get("HF_HUB_OFFLINE", "").upper()
+        in (
+            "1",
+            "ON",
+            "YES",
+            "TRUE",
+        )
     )
 
 
@@ -698,9 +702,7 @@ def _recorded_sha(path: Path) -> str:
     return sha256_file(path)
 
 
-def load_denoiser(
-    name_or_path: str | os.PathLike, *, device: Any = "cpu", dtype: Any = None
-) -> LoadedDenoiser:
+def load_denoiser(name_or_path: str | os.PathLike, *, device: Any = "cpu", dtype: Any = None) -> LoadedDenoiser:
     """Build and load a denoiser from a yoda-sr safetensors checkpoint (strict key and shape check)."""
     import torch
     from safetensors.torch import load_file

@@ -27,7 +27,6 @@ app = typer.Typer(
 )
 
 
-
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"yoda-sr {__version__}")
@@ -49,7 +48,10 @@ def upscale(
     ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", metavar="FILE|DIR",
+        None,
+        "--out",
+        "-o",
+        metavar="FILE|DIR",
         help="An image file (one input) or a folder (created; sub-folders mirrored). "
         "Default: beside each input, named <stem>_x<scale>.",
     ),
@@ -61,7 +63,9 @@ def upscale(
     sampler: str | None = typer.Option(None, "--sampler", metavar="ddpm|ddim", help="Default: the model's."),
     eta: float | None = typer.Option(None, "--eta", metavar="E", help="DDIM eta (0 = deterministic)."),
     attention: str = typer.Option(
-        "auto", "--attention", metavar="auto|METHOD",
+        "auto",
+        "--attention",
+        metavar="auto|METHOD",
         help="YODA attention map: the model's (auto), dino-resnet50, dino-vits8, dino-vits16, gaussian, "
         "edge, sift, or none (plain diffusion).",
     ),
@@ -86,8 +90,32 @@ def upscale(
     """Super-resolve images, folders of images and globs with YODA diffusion."""
     from .cli_upscale import run
 
-    run(ctx, inputs, out, scale, model, steps, sampler, eta, attention, lower_bound, seed, device, dtype, tile,
-        tile_overlap, batch_size, recursive, suffix, fmt, overwrite, save_attention, json_output, quiet, max_pixels)
+    run(
+        ctx,
+        inputs,
+        out,
+        scale,
+        model,
+        steps,
+        sampler,
+        eta,
+        attention,
+        lower_bound,
+        seed,
+        device,
+        dtype,
+        tile,
+        tile_overlap,
+        batch_size,
+        recursive,
+        suffix,
+        fmt,
+        overwrite,
+        save_attention,
+        json_output,
+        quiet,
+        max_pixels,
+    )
 
 
 _ATTENTION_SUFFIX = ".attention"
@@ -165,9 +193,7 @@ def attention(
         help="dino-resnet50 (default), dino-vits8, dino-vits16 (these need weights), "
         "or the weight-free gaussian, edge, sift, none.",
     ),
-    heads: str = typer.Option(
-        "max", "--heads", metavar="max|mean|K", help="How DINO heads combine."
-    ),
+    heads: str = typer.Option("max", "--heads", metavar="max|mean|K", help="How DINO heads combine."),
     weights: Path | None = typer.Option(
         None, "--weights", metavar="FILE", show_default=False, help="DINO weights (.safetensors)."
     ),
@@ -182,20 +208,12 @@ def attention(
         show_default=False,
         help="Also write <stem>.timeline.png: the mask M(t) at N steps and the active area vs t.",
     ),
-    lower_bound: float = typer.Option(
-        0.2, "--lower-bound", metavar="L", help="YODA's lower bound l, in [0, 1]."
-    ),
-    steps: int = typer.Option(
-        500, "--steps", metavar="T", help="Training steps T of the mask M(t)."
-    ),
-    npy: bool = typer.Option(
-        False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."
-    ),
+    lower_bound: float = typer.Option(0.2, "--lower-bound", metavar="L", help="YODA's lower bound l, in [0, 1]."),
+    steps: int = typer.Option(500, "--steps", metavar="T", help="Training steps T of the mask M(t)."),
+    npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    device: str = typer.Option(
-        "auto", "--device", metavar="auto|cpu|cuda", help="Where to compute."
-    ),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="Where to compute."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Compute YODA attention maps A and show the time-dependent mask M(t) as images.
@@ -370,10 +388,29 @@ def train(
     from .train import Trainer, load_config
 
     overrides = dict(
-        data=data, val=val, model=model, init_from=init_from, scale=scale, hr_size=hr_size, mode=mode,
-        attention=attention, lower_bound=lower_bound, iterations=iterations, batch_size=batch_size,
-        grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup, ema=ema, amp=amp,
-        num_workers=num_workers, seed=seed, out=out, resume=resume, val_every=val_every, save_every=save_every,
+        data=data,
+        val=val,
+        model=model,
+        init_from=init_from,
+        scale=scale,
+        hr_size=hr_size,
+        mode=mode,
+        attention=attention,
+        lower_bound=lower_bound,
+        iterations=iterations,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        ema=ema,
+        amp=amp,
+        num_workers=num_workers,
+        seed=seed,
+        out=out,
+        resume=resume,
+        val_every=val_every,
+        save_every=save_every,
         device=device,
     )
     settings = load_config(config, overrides)
@@ -385,7 +422,11 @@ def train(
 def evaluate(
     ctx: typer.Context,
     data: Path = typer.Option(
-        ..., "--data", "-d", metavar="DIR", show_default=False,
+        ...,
+        "--data",
+        "-d",
+        metavar="DIR",
+        show_default=False,
         help="Folder of ground-truth (HR) images; each is shrunk by the scale to make the LR input.",
     ),
     model: str | None = typer.Option(
@@ -398,7 +439,9 @@ def evaluate(
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     compare: str = typer.Option(
-        "bicubic,plain,yoda", "--compare", metavar="METHODS",
+        "bicubic,plain,yoda",
+        "--compare",
+        metavar="METHODS",
         help="Comma-separated methods: bicubic, plain (attention none), yoda.",
     ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
@@ -419,8 +462,24 @@ def evaluate(
     """
     from .evaluate import run
 
-    run(ctx, data, model, scale, steps, attention, lower_bound, compare, seed, device, dtype, limit, recursive,
-        out, overwrite, quiet)
+    run(
+        ctx,
+        data,
+        model,
+        scale,
+        steps,
+        attention,
+        lower_bound,
+        compare,
+        seed,
+        device,
+        dtype,
+        limit,
+        recursive,
+        out,
+        overwrite,
+        quiet,
+    )
 
 
 app.add_typer(checkpoints_app, name="checkpoints")

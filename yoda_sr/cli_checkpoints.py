@@ -43,20 +43,25 @@ def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON ins
     if json_output:
         rows = [{**entry.to_dict(), **_status(name)} for name, entry in registry.items()]
         rows += [
-            {"name": name, "kind": checkpoints.read_metadata(checkpoints.installed_path(name)).get("kind"),
-             "source": {"kind": "imported"}, **_status(name)}
+            {
+                "name": name,
+                "kind": checkpoints.read_metadata(checkpoints.installed_path(name)).get("kind"),
+                "source": {"kind": "imported"},
+                **_status(name),
+            }
             for name in imported
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
     lines = [("NAME", "KIND", "SOURCE", "INSTALLED", "DESCRIPTION")]
     for name, entry in registry.items():
-        lines.append((name, entry.kind, entry.source.kind, "yes" if checkpoints.is_installed(name) else "no",
-                      entry.description))
+        lines.append(
+            (name, entry.kind, entry.source.kind, "yes" if checkpoints.is_installed(name) else "no", entry.description)
+        )
     lines += [(name, "-", "imported", "yes", "imported with `checkpoints import`") for name in imported]
     widths = [max(len(row[column]) for row in lines) for column in range(4)]
     for row in lines:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4])
 
 
 @app.command()

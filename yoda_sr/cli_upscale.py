@@ -52,7 +52,11 @@ def _expand(arguments: list[Path]) -> list[Path]:
 def _shard() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     try:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+        return (
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
     except ValueError:
         raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
 
@@ -167,8 +171,15 @@ def run(
         raise UsageError(f"--scale {scale}: {upscaler.name} upscales by at most {native}{hint}")
     out_scale = scale or native
     settings = upscaler.resolve(
-        Settings(steps=steps, sampler=sampler, eta=eta, attention=attention, lower_bound=lower_bound,
-                 tile=tile_value, tile_overlap=tile_overlap)
+        Settings(
+            steps=steps,
+            sampler=sampler,
+            eta=eta,
+            attention=attention,
+            lower_bound=lower_bound,
+            tile=tile_value,
+            tile_overlap=tile_overlap,
+        )
     )
     if suffix is None:
         suffix = f"_x{out_scale}" if out is None else ""
@@ -196,7 +207,9 @@ def run(
         target = job.output.resolve()
         problem = None
         if target in inputs_resolved:
-            problem = f"{job.image}: its output {job.output} is an input image; refusing to overwrite it (use --suffix or -o)"
+            problem = (
+                f"{job.image}: its output {job.output} is an input image; refusing to overwrite it (use --suffix or -o)"
+            )
         elif target in claimed:
             problem = f"{job.image}: its output {job.output} is also that of {claimed[target]}; use --format or -o"
         claimed.setdefault(target, job.image)
@@ -216,15 +229,39 @@ def run(
     bar = tqdm(total=len(pending), unit="img", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
     for start in range(0, len(pending), batch_size):
         chunk = pending[start : start + batch_size]
-        failures += _process(chunk, upscaler, settings, out_scale, seed, seed_for, save_attention,
-                             json_output, quiet, max_pixels, debug, bar)
+        failures += _process(
+            chunk,
+            upscaler,
+            settings,
+            out_scale,
+            seed,
+            seed_for,
+            save_attention,
+            json_output,
+            quiet,
+            max_pixels,
+            debug,
+            bar,
+        )
     bar.close()
     if failures:
         raise typer.Exit(1)
 
 
-def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, save_attention, json_output,
-             quiet, max_pixels, debug, bar) -> int:
+def _process(
+    chunk,
+    upscaler,
+    settings,
+    out_scale,
+    base_seed,
+    seed_for,
+    save_attention,
+    json_output,
+    quiet,
+    max_pixels,
+    debug,
+    bar,
+) -> int:
     """Read, upscale and write one chunk of jobs (same-size images share the sampler loop)."""
     from tqdm import tqdm
 
@@ -240,7 +277,9 @@ def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, save_att
             if debug:
                 raise
             message = str(error)
-            typer.echo(f"yoda-sr: error: {message if str(job.image) in message else f'{job.image}: {message}'}", err=True)
+            typer.echo(
+                f"yoda-sr: error: {message if str(job.image) in message else f'{job.image}: {message}'}", err=True
+            )
             failures += 1
             bar.update(1)
     groups: dict[tuple, list] = {}
@@ -267,7 +306,7 @@ def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, save_att
             failures += len(group)
             bar.update(len(group))
             continue
-        for (job, picture), result, seed in zip(group, results, seeds):
+        for (job, picture), result, seed in zip(group, results, seeds, strict=True):
             try:
                 _save(job, picture, result, save_attention)
             except Exception as error:
@@ -303,8 +342,10 @@ def _process(chunk, upscaler, settings, out_scale, base_seed, seed_for, save_att
                 typer.echo(json.dumps(record, sort_keys=True))
             elif not quiet:
                 height, width = result.image.shape[:2]
-                typer.echo(f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
-                           f"pixel updates {result.update_fraction:.2f})")
+                typer.echo(
+                    f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
+                    f"pixel updates {result.update_fraction:.2f})"
+                )
             bar.update(1)
         if inner is not None:
             inner.close()
@@ -327,8 +368,15 @@ def _save(job: Job, picture, result, save_attention: bool) -> None:
         alpha = _resize_channel(picture.alpha, (height, width))
     pillow_format = _PILLOW_FORMATS.get(job.output.suffix.lower(), "PNG")
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    write_picture(job.output, image, alpha=alpha, grey=picture.grey, icc_profile=picture.icc_profile,
-                  exif=picture.exif, format=pillow_format)
+    write_picture(
+        job.output,
+        image,
+        alpha=alpha,
+        grey=picture.grey,
+        icc_profile=picture.icc_profile,
+        exif=picture.exif,
+        format=pillow_format,
+    )
     if save_attention and result.attention is not None:
         from .attention.render import heatmap, save_png
 

@@ -195,8 +195,12 @@ def markdown_table(means: dict[str, dict[str, float | None]]) -> list[str]:
     ]
     for method, entry in means.items():
         cells = [
-            _cell(entry["psnr_y"], 2), _cell(entry["ssim_y"], 4), _cell(entry["psnr_rgb"], 2),
-            _cell(entry["ssim_rgb"], 4), _cell(entry["lpips"], 4), _cell(entry["update_fraction"], 3),
+            _cell(entry["psnr_y"], 2),
+            _cell(entry["ssim_y"], 4),
+            _cell(entry["psnr_rgb"], 2),
+            _cell(entry["ssim_rgb"], 4),
+            _cell(entry["lpips"], 4),
+            _cell(entry["update_fraction"], 3),
             _cell(entry["seconds_per_image"], 2),
         ]
         lines.append(f"| {method} | {' | '.join(cells)} |")
@@ -320,7 +324,9 @@ def run(
         out = Path(f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', upscaler.name)}")
         _check_out(out, overwrite)
     results_folder = out.resolve()
-    found = [(image, relative) for image, relative in search.images if not image.resolve().is_relative_to(results_folder)]
+    found = [
+        (image, relative) for image, relative in search.images if not image.resolve().is_relative_to(results_folder)
+    ]
     found = found[:limit] if limit is not None else found
     if not found:
         raise YodaError(f"no images found in {data} outside --out {out}")
@@ -349,7 +355,7 @@ def run(
     grid: list[list[np.ndarray]] = []
     failures = 0
     start = time.perf_counter()
-    for index, ((path, _), key) in enumerate(zip(found, keys), start=1):
+    for index, ((path, _), key) in enumerate(zip(found, keys, strict=True), start=1):
         try:
             outcome = evaluation.image(read_picture(path).rgb, key)
             write_picture(out / "lr" / names[key], outcome.lr)
@@ -385,15 +391,23 @@ def run(
         "failed": failures,
         "compare": methods,
         "settings": {
-            "scale": scale, "steps": settings.steps, "sampler": settings.sampler, "eta": settings.eta,
-            "attention": settings.attention, "lower_bound": settings.lower_bound, "seed": seed,
-            "border": scale, "lr": "bicubic (a = -0.5, antialiased), 8-bit",
+            "scale": scale,
+            "steps": settings.steps,
+            "sampler": settings.sampler,
+            "eta": settings.eta,
+            "attention": settings.attention,
+            "lower_bound": settings.lower_bound,
+            "seed": seed,
+            "border": scale,
+            "lr": "bicubic (a = -0.5, antialiased), 8-bit",
         },
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
         "lpips": {"computed": lpips_model is not None, "note": lpips_note},
         "seconds_per_image": elapsed / evaluated,
-        "methods": {method: {name: _json_number(value) for name, value in entry.items()} for method, entry in means.items()},
+        "methods": {
+            method: {name: _json_number(value) for name, value in entry.items()} for method, entry in means.items()
+        },
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -88,9 +88,7 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return height, width
 
 
-def _output_size(
-    in_size: tuple[int, int], size: tuple[int, int] | None, scale: float | None
-) -> tuple[int, int]:
+def _output_size(in_size: tuple[int, int], size: tuple[int, int] | None, scale: float | None) -> tuple[int, int]:
     """Validate ``size``/``scale`` and return the output (height, width)."""
     if (size is None) == (scale is None):
         raise ValueError("resize_bicubic needs exactly one of size=(height, width) or scale")

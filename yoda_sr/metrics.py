@@ -124,7 +124,9 @@ def crop_border(x: np.ndarray, border: int) -> np.ndarray:
     if border < 0:
         raise ValueError(f"border must be >= 0, got {border}")
     if 2 * border >= min(x.shape[0], x.shape[1]):
-        raise ValueError(f"cropping {border} pixels from each side of a {x.shape[0]} x {x.shape[1]} image leaves nothing")
+        raise ValueError(
+            f"cropping {border} pixels from each side of a {x.shape[0]} x {x.shape[1]} image leaves nothing"
+        )
     return x[border : x.shape[0] - border, border : x.shape[1] - border]
 
 

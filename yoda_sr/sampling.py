@@ -54,10 +54,7 @@ def make_noise_sampler(generator: Generators = None) -> NoiseSampler:
         if len(generators) != like.shape[0]:
             raise ValueError(f"{len(generators)} generators for a batch of {like.shape[0]}")
         return torch.stack(
-            [
-                torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
-                for g in generators
-            ]
+            [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in generators]
         )
 
     return draw_per_item

@@ -27,7 +27,12 @@ class Tile:
     width: int
 
     def window(self) -> tuple[slice, slice, slice, slice]:
-        return (slice(None), slice(None), slice(self.top, self.top + self.height), slice(self.left, self.left + self.width))
+        return (
+            slice(None),
+            slice(None),
+            slice(self.top, self.top + self.height),
+            slice(self.left, self.left + self.width),
+        )
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -88,7 +93,7 @@ def tiled_eps_fn(
             return result
         total = torch.zeros_like(z, dtype=torch.float32)
         norm = torch.zeros_like(z[:, :1], dtype=torch.float32)
-        for tile, crop, weight in zip(tiles, crops, weights):
+        for tile, crop, weight in zip(tiles, crops, weights, strict=True):
             window = tile.window()
             eps = model(z[window].to(dtype), crop, t, level.to(dtype)).float()
             total[window] += eps * weight

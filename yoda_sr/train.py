@@ -463,13 +463,19 @@ class Trainer:
 
     def _write_weights(self) -> None:
         metadata = self._metadata()
-        checkpoints.save(self.out / "weights" / "ema.safetensors", self.ema.state_dict(), {**metadata, "weights": "ema"})
-        checkpoints.save(self.out / "weights" / "model.safetensors", self.model.state_dict(), {**metadata, "weights": "raw"})
+        checkpoints.save(
+            self.out / "weights" / "ema.safetensors", self.ema.state_dict(), {**metadata, "weights": "ema"}
+        )
+        checkpoints.save(
+            self.out / "weights" / "model.safetensors", self.model.state_dict(), {**metadata, "weights": "raw"}
+        )
 
     # -- steps --
 
     def _batches(self):
-        sampler = _Indices(self.state.step, self.config.batch_size, self.config.grad_accum, self.dist.rank, self.dist.world)
+        sampler = _Indices(
+            self.state.step, self.config.batch_size, self.config.grad_accum, self.dist.rank, self.dist.world
+        )
         loader = torch.utils.data.DataLoader(
             Samples(self.sources, self.config, self.scale),
             batch_size=self.config.batch_size,
@@ -559,9 +565,9 @@ class Trainer:
             self.optimizer.step()
         decay = _ema_decay(self.state.step, config.ema)
         with torch.no_grad():
-            for ema_param, param in zip(self.ema.parameters(), self.model.parameters()):
+            for ema_param, param in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                 ema_param.lerp_(param, 1 - decay)
-            for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers()):
+            for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
                 ema_buffer.copy_(buffer)
         self.state.step += 1
         return loss_value
@@ -587,7 +593,9 @@ class Trainer:
 
         if self.config.attention == "none":
             return torch.tensor(float(batch["hr"].numel()))
-        attention = torch.where(batch["plain"].view(-1, 1, 1, 1), torch.ones_like(batch["attention"]), batch["attention"])
+        attention = torch.where(
+            batch["plain"].view(-1, 1, 1, 1), torch.ones_like(batch["attention"]), batch["attention"]
+        )
         total = 0.0
         for i, index in enumerate(batch["index"]):
             draw = noise_batch(
@@ -608,7 +616,9 @@ class Trainer:
             return
         from safetensors.torch import save_file
 
-        grads = {name: p.grad.detach().cpu().contiguous() for name, p in self.model.named_parameters() if p.grad is not None}
+        grads = {
+            name: p.grad.detach().cpu().contiguous() for name, p in self.model.named_parameters() if p.grad is not None
+        }
         save_file(grads, target)
 
     # -- validation --
@@ -624,13 +634,21 @@ class Trainer:
             height, width = source.hr.shape[-2:]
             top, left = (height - size) // 2, (width - size) // 2
             hr.append(source.hr[:, top : top + size, left : left + size].float() / 127.5 - 1)
-            attention.append(torch.ones(1, size, size) if source.attention is None
-                             else source.attention[:, top : top + size, left : left + size].float())
+            attention.append(
+                torch.ones(1, size, size)
+                if source.attention is None
+                else source.attention[:, top : top + size, left : left + size].float()
+            )
         hr = torch.stack(hr)
         lr = resize_bicubic(hr, size=(size // self.scale, size // self.scale))
         count = hr.shape[0]
-        return {"hr": hr, "lr": lr, "attention": torch.stack(attention), "plain": torch.zeros(count, dtype=torch.bool),
-                "index": torch.arange(count) - 10**9}
+        return {
+            "hr": hr,
+            "lr": lr,
+            "attention": torch.stack(attention),
+            "plain": torch.zeros(count, dtype=torch.bool),
+            "index": torch.arange(count) - 10**9,
+        }
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -640,8 +658,10 @@ class Trainer:
 
         batch = self._val_batch()
         self.ema.eval()
-        totals = [self._loss_terms(self.ema, {key: value[i : i + 1] for key, value in batch.items()})
-                  for i in range(batch["hr"].shape[0])]
+        totals = [
+            self._loss_terms(self.ema, {key: value[i : i + 1] for key, value in batch.items()})
+            for i in range(batch["hr"].shape[0])
+        ]
         val_loss = float(sum(t for t, _, _ in totals) / sum(c for _, c, _ in totals))
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=hr.shape[-2:])
@@ -649,12 +669,16 @@ class Trainer:
         schedule = self.schedule.respace(min(self.config.val_steps, self.schedule.train_steps))
         attention = None if self.config.attention == "none" else batch["attention"].to(self.device)
         generators = [torch.Generator(device=self.device).manual_seed(1000 + i) for i in range(hr.shape[0])]
-        result = sample(self.ema, cond, schedule, attention=attention, lower_bound=self.config.lower_bound,
-                        generator=generators)
-        scores = [image_metrics(to_array(result.image[i : i + 1]), to_array(hr[i : i + 1]), self.scale)
-                  for i in range(hr.shape[0])]
-        bicubic = [image_metrics(to_array(x_up[i : i + 1]), to_array(hr[i : i + 1]), self.scale)
-                   for i in range(hr.shape[0])]
+        result = sample(
+            self.ema, cond, schedule, attention=attention, lower_bound=self.config.lower_bound, generator=generators
+        )
+        scores = [
+            image_metrics(to_array(result.image[i : i + 1]), to_array(hr[i : i + 1]), self.scale)
+            for i in range(hr.shape[0])
+        ]
+        bicubic = [
+            image_metrics(to_array(x_up[i : i + 1]), to_array(hr[i : i + 1]), self.scale) for i in range(hr.shape[0])
+        ]
         self._write_grid(lr, x_up, result.image, hr, batch["attention"])
         return {
             "val_loss": val_loss,
@@ -701,7 +725,9 @@ class Trainer:
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             if not config.resume and self._state_path().exists():
-                raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+                raise UsageError(
+                    f"{self.out} already holds a run; pass --resume to continue it or choose another --out"
+                )
         if config.resume:
             self._resume()
         if self.dist.main:
@@ -711,8 +737,14 @@ class Trainer:
             return self.out / "weights" / "ema.safetensors"
         from tqdm import tqdm
 
-        bar = tqdm(total=config.iterations, initial=self.state.step, unit="it", file=sys.stderr,
-                   disable=not self.dist.main or not sys.stderr.isatty(), dynamic_ncols=True)
+        bar = tqdm(
+            total=config.iterations,
+            initial=self.state.step,
+            unit="it",
+            file=sys.stderr,
+            disable=not self.dist.main or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
         batches = self._batches()
         start = time.perf_counter()
         running = []
@@ -723,14 +755,20 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}")
             step = self.state.step
             if step % self.val_every == 0 or step == config.iterations:
-                row = {"step": step, "loss": float(np.mean(running)), "lr": self.optimizer.param_groups[0]["lr"],
-                       "seconds": time.perf_counter() - start}
+                row = {
+                    "step": step,
+                    "loss": float(np.mean(running)),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - start,
+                }
                 running = []
                 if self.dist.main:
                     row.update(self.validate())
                     self._record(row)
-                    self.log(f"step {step}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                             f"val PSNR-Y {row['val_psnr']:.2f} dB (bicubic {row['bicubic_psnr']:.2f})")
+                    self.log(
+                        f"step {step}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                        f"val PSNR-Y {row['val_psnr']:.2f} dB (bicubic {row['bicubic_psnr']:.2f})"
+                    )
             if step % self.save_every == 0 or step == config.iterations:
                 if self.dist.main:
                     self._save_state()

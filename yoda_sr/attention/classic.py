@@ -78,9 +78,7 @@ def edge_map(image: np.ndarray) -> np.ndarray:
         return np.zeros(grey.shape)
     side = min(grey.shape)
     low, high = CANNY_QUANTILES
-    edges = canny(
-        grey, sigma=max(1.0, side / 512), low_threshold=low, high_threshold=high, use_quantiles=True
-    )
+    edges = canny(grey, sigma=max(1.0, side / 512), low_threshold=low, high_threshold=high, use_quantiles=True)
     dilation_radius = max(1, round(EDGE_DILATION_RADIUS * side))
     closing_radius = max(1, round(EDGE_CLOSING_RADIUS * side))
     regions = morphology.dilation(edges, _disk(dilation_radius))

@@ -28,15 +28,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _KEY_PREVIEW = 5
 
 
-def attention_input_size(
-    height: int, width: int, attention_size: int, multiple: int
-) -> tuple[int, int]:
+def attention_input_size(height: int, width: int, attention_size: int, multiple: int) -> tuple[int, int]:
     """Backbone input (height, width): short side scaled to ``attention_size`` (aspect kept), then
     each side rounded to the nearest multiple of ``multiple`` (half up), at least one multiple."""
     if attention_size < 1 or multiple < 1:
-        raise ValueError(
-            f"attention_size and multiple must be positive, got {attention_size} and {multiple}"
-        )
+        raise ValueError(f"attention_size and multiple must be positive, got {attention_size} and {multiple}")
     scale = attention_size / min(height, width)
 
     def round_side(side: int) -> int:
@@ -45,9 +41,7 @@ def attention_input_size(
     return round_side(height), round_side(width)
 
 
-def prepare_input(
-    lr: Tensor, attention_size: int, multiple: int, device: torch.device, dtype: torch.dtype
-) -> Tensor:
+def prepare_input(lr: Tensor, attention_size: int, multiple: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """LR N x 3 x h x w in [-1, 1] -> ImageNet-normalised backbone input (METHOD.md §4 step 1).
 
     Resized once with the MATLAB/PIL bicubic straight to ``attention_input_size``; computed in
@@ -188,9 +182,7 @@ class DinoViTAttention(nn.Module):
         x = prepare_input(lr, self.attention_size, self.patch_size, weight.device, weight.dtype)
         attention = self.backbone.blocks[-1].attn
         captured: list[Tensor] = []
-        handle = attention.attn_drop.register_forward_hook(
-            lambda _module, inputs, _output: captured.append(inputs[0])
-        )
+        handle = attention.attn_drop.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0]))
         try:
             self.backbone.forward_features(x)
         finally:

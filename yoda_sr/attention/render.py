@@ -77,12 +77,7 @@ def _catmull_rom(points: np.ndarray, position: np.ndarray) -> np.ndarray:
     segment = np.minimum(np.floor(position).astype(np.intp), len(points) - 2)
     u = (position - segment)[:, None]
     p0, p1, p2, p3 = (padded[segment + k] for k in range(4))
-    return 0.5 * (
-        2 * p1
-        + (p2 - p0) * u
-        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2
-        + (3 * p1 - p0 - 3 * p2 + p3) * u**3
-    )
+    return 0.5 * (2 * p1 + (p2 - p0) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2 + (3 * p1 - p0 - 3 * p2 + p3) * u**3)
 
 
 @lru_cache(maxsize=1)
@@ -248,9 +243,7 @@ def _nice_step(span: float, target_ticks: int) -> float:
     return 10.0 * magnitude
 
 
-def timeline(
-    attention: np.ndarray, lower_bound: float, train_steps: int, frames: int
-) -> Image.Image:
+def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames: int) -> Image.Image:
     """YODA's Figures 1 and 5: M(t) at ``frames`` steps from T to 1, above the active area versus t.
 
     Each panel shows the mask of eq. 9 at its step (active pixels bright, tinted by the heat map;
@@ -278,9 +271,7 @@ def timeline(
     panel_width = max(1, round(panel_height * width / height))
     if panel_width > 264:
         panel_width, panel_height = 264, max(1, round(264 * height / width))
-    fit = (_MAX_STRIP_WIDTH - 2 * margin - gap * (frames - 1)) / (
-        frames * max(panel_width, min_slot)
-    )
+    fit = (_MAX_STRIP_WIDTH - 2 * margin - gap * (frames - 1)) / (frames * max(panel_width, min_slot))
     if fit < 1.0:
         scale = max(fit, 24 / panel_width)
         panel_width, panel_height = (
@@ -322,9 +313,7 @@ def timeline(
     )
     # Label every panel where the labels fit, else every k-th one (always the first).
     pitch = slot_width + gap
-    caption_suffix = (
-        " active" if _text_size(draw, "100% active", small_font)[0] <= slot_width else ""
-    )
+    caption_suffix = " active" if _text_size(draw, "100% active", small_font)[0] <= slot_width else ""
     widest = max(
         _text_size(draw, f"t = {train_steps}", label_font)[0],
         _text_size(draw, f"100%{caption_suffix}", small_font)[0],
@@ -333,9 +322,7 @@ def timeline(
     for index, step in enumerate(steps):
         left = strip_left + index * pitch + (slot_width - panel_width) // 2
         canvas.paste(_mask_panel(grey, tint, activation_small >= step), (left, strip_top))
-        draw.rectangle(
-            (left - 1, strip_top - 1, left + panel_width, strip_top + panel_height), outline=_FAINT
-        )
+        draw.rectangle((left - 1, strip_top - 1, left + panel_width, strip_top + panel_height), outline=_FAINT)
         if index % label_every:
             continue
         centre = left + panel_width / 2
@@ -369,9 +356,7 @@ def timeline(
         draw.line((left_edge - 5, y, left_edge, y), fill=_INK)
         _draw_text(draw, (left_edge - 8, y), f"{percent}%", small_font, _INK, "rm")
     tick = _nice_step(train_steps, 8)
-    tick_values = sorted(
-        {*np.arange(0.0, train_steps + 0.5 * tick, tick).tolist(), float(train_steps)}
-    )
+    tick_values = sorted({*np.arange(0.0, train_steps + 0.5 * tick, tick).tolist(), float(train_steps)})
     tick_values = [value for value in tick_values if value <= train_steps]
     for value in tick_values:
         if value != train_steps and train_steps - value < 0.4 * tick:
@@ -383,9 +368,7 @@ def timeline(
 
     points = [(x_of(step), y_of(active_percent[step])) for step in range(train_steps, 0, -1)]
     points.append((x_of(0), y_of(active_percent[1])))
-    draw.polygon(
-        [(x_of(train_steps), bottom_edge), *points, (x_of(0), bottom_edge)], fill=_CURVE_FILL
-    )
+    draw.polygon([(x_of(train_steps), bottom_edge), *points, (x_of(0), bottom_edge)], fill=_CURVE_FILL)
     # Every pixel is active for t <= l*T (eq. 9): mark that boundary with a dashed line.
     all_active = int(np.floor(lower_bound * train_steps))
     if 0 < all_active < train_steps:
@@ -408,9 +391,7 @@ def timeline(
             under = (curve_x >= box[0] - 4) & (curve_x <= box[2] + 4)
             crosses = np.any((curve_y[under] >= box[1] - 4) & (curve_y[under] <= box[3] + 4))
             if inside and not crosses:
-                draw.multiline_text(
-                    xy, label, font=small_font, fill=_LABEL, anchor=anchor, align=align
-                )
+                draw.multiline_text(xy, label, font=small_font, fill=_LABEL, anchor=anchor, align=align)
                 break
     draw.line(points, fill=_CURVE, width=3)
     for step in steps:
@@ -438,8 +419,7 @@ def timeline(
     _draw_text(
         draw,
         (canvas_width / 2, bottom_edge + 50),
-        f"mean pixel-update fraction: mean(min(1, A + l)) = {100.0 * update:.1f}% "
-        "of plain diffusion's updates",
+        f"mean pixel-update fraction: mean(min(1, A + l)) = {100.0 * update:.1f}% of plain diffusion's updates",
         label_font,
         _CURVE,
         "mt",

@@ -92,15 +92,12 @@ def infer(ours: dict[str, Tensor], scale: int | None = None) -> tuple[dict[str, 
             return hparams, config.name
     if scale is None:
         raise YodaError(
-            "these SR3 weights match no known configuration and SR3's weights do not say the scale: "
-            "pass --scale"
+            "these SR3 weights match no known configuration and SR3's weights do not say the scale: pass --scale"
         )
     widths = [found["inner_channel"] * mult for mult in found["channel_mults"]]
     groups = next(g for g in (32, 16, 8, 4, 2, 1) if all(width % g == 0 for width in widths))
     image_size = 128
-    hparams = {
-        key: value for key, value in found.items() if key != "attention_levels"
-    } | {
+    hparams = {key: value for key, value in found.items() if key != "attention_levels"} | {
         "scale": scale,
         "norm_groups": groups,
         "attn_res": [image_size >> level for level in found["attention_levels"]],

@@ -42,7 +42,6 @@ UPSTREAM_PREFIX = "denoise_fn."
 """Prefix of the UNet's keys in an upstream ``*_gen.pth`` (the UNet is ``GaussianDiffusion.denoise_fn``)."""
 
 
-
 class NoiseLevelEncoding(nn.Module):
     """Sinusoidal encoding of the continuous noise level sqrt(gamma) (WaveGrad's formula).
 
@@ -92,16 +91,12 @@ class NormActConv(nn.Module):
 class ResidualUnit(nn.Module):
     """Two NormActConv layers with the noise embedding added between them, plus a skip path."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, embed_dim: int | None, groups: int, dropout: float
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, embed_dim: int | None, groups: int, dropout: float) -> None:
         super().__init__()
         self.noise_func = NoiseShift(embed_dim, out_channels) if embed_dim is not None else None
         self.block1 = NormActConv(in_channels, out_channels, groups)
         self.block2 = NormActConv(out_channels, out_channels, groups, dropout=dropout)
-        self.res_conv = (
-            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-        )
+        self.res_conv = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, embedding: Tensor | None) -> Tensor:
         h = self.block1(x)
@@ -217,9 +212,7 @@ class SR3UNet(SRDenoiser):
         if not channel_mults:
             raise ValueError("channel_mults needs at least one level")
         if in_channel <= out_channel:
-            raise ValueError(
-                f"in_channel ({in_channel}) must hold the condition and z ({out_channel} channels)"
-            )
+            raise ValueError(f"in_channel ({in_channel}) must hold the condition and z ({out_channel} channels)")
         self.config: dict[str, Any] = {
             "scale": int(scale),
             "in_channel": int(in_channel),
@@ -271,9 +264,7 @@ class SR3UNet(SRDenoiser):
                 resolution //= 2
         self.downs = nn.ModuleList(downs)
 
-        self.mid = nn.ModuleList(
-            [res_attn_block(channels, channels, True), res_attn_block(channels, channels, False)]
-        )
+        self.mid = nn.ModuleList([res_attn_block(channels, channels, True), res_attn_block(channels, channels, False)])
 
         ups: list[nn.Module] = []
         for level in reversed(range(len(channel_mults))):
