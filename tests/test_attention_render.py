@@ -1,4 +1,4 @@
-"""Pictures of attention maps: colour map, heat maps, overlays, the M(t) timeline, atomic writes."""
+"""Pictures of attention maps: colour map, heat maps, overlays, the M(t) timeline."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import torch
 from PIL import Image
 
 from yoda_sr.attention.render import (
-    atomic_write,
     colormap,
     heatmap,
     overlay,
-    save_png,
     timeline,
 )
 
@@ -149,35 +147,3 @@ def test_timeline_rejects_bad_arguments(arguments):
     lower_bound, train_steps, frames = arguments
     with pytest.raises(ValueError):
         timeline(np.zeros((8, 8)), lower_bound, train_steps, frames)
-
-
-def test_save_png_writes_a_readable_png(tmp_path):
-    target = tmp_path / "map.png"
-    colours = heatmap(np.random.default_rng(0).random((20, 30)))
-    assert save_png(colours, target) == target
-    with Image.open(target) as reread:
-        assert reread.format == "PNG" and reread.mode == "RGB"
-        np.testing.assert_array_equal(np.asarray(reread), colours)
-    assert [path.name for path in tmp_path.iterdir()] == ["map.png"]
-
-
-def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):
-    target = tmp_path / "out.bin"
-
-    def failing(handle):
-        handle.write(b"half a file")
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, failing)
-    assert list(tmp_path.iterdir()) == []
-
-    target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        atomic_write(target, failing)
-    assert target.read_bytes() == b"old"
-    assert [path.name for path in tmp_path.iterdir()] == ["out.bin"]
-
-    atomic_write(target, lambda handle: handle.write(b"new"))
-    assert target.read_bytes() == b"new"
-    assert [path.name for path in tmp_path.iterdir()] == ["out.bin"]

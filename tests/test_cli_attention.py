@@ -1,4 +1,4 @@
-"""`yoda-sr attention` on a real photo: maps, timelines, .npy, folders, errors; and load_rgb."""
+"""`yoda-sr attention` on a real photo: maps, timelines, .npy, folders, errors."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from PIL import Image
 from yoda_sr.attention import METHODS
 from yoda_sr.attention.render import heatmap
 from yoda_sr.cli import main
-from yoda_sr.errors import YodaError
-from yoda_sr.imaging import load_rgb
 
 from conftest import photo
 
@@ -247,49 +245,3 @@ def test_missing_input_and_empty_folder_fail_in_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_in_process(capsys, "attention", tmp_path / "empty", "--method", "edge")
     assert code == 1 and "no images" in one_error_line(err)
-
-
-# --- load_rgb -------------------------------------------------------------------------------------
-
-
-def test_load_rgb_applies_exif_orientation(tmp_path):
-    picture = Image.fromarray(photo("astronaut")[:40, :60])
-    exif = picture.getexif()
-    exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
-    picture.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    assert load_rgb(tmp_path / "rotated.jpg").shape == (60, 40, 3)
-
-
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16", "1"])
-def test_load_rgb_converts_modes_to_rgb_uint8(tmp_path, mode):
-    rgb = photo("astronaut")[:32, :48]
-    source = Image.fromarray(rgb)
-    if mode == "I;16":
-        grey = np.asarray(source.convert("L"), dtype=np.uint16) * 257
-        picture = Image.fromarray(grey)
-        assert picture.mode == "I;16"
-    else:
-        picture = source.convert(mode)
-    suffix = ".tif" if mode == "CMYK" else ".png"
-    picture.save(tmp_path / f"image{suffix}")
-    loaded = load_rgb(tmp_path / f"image{suffix}")
-    assert loaded.shape == (32, 48, 3) and loaded.dtype == np.uint8
-    if mode == "I;16":
-        np.testing.assert_array_equal(loaded[..., 0], np.asarray(source.convert("L")))
-    if mode == "RGBA":
-        np.testing.assert_array_equal(loaded, rgb)
-
-
-def test_load_rgb_drops_alpha_without_compositing(tmp_path):
-    Image.new("RGBA", (3, 2), (10, 200, 30, 0)).save(tmp_path / "clear.png")
-    np.testing.assert_array_equal(load_rgb(tmp_path / "clear.png"), np.full((2, 3, 3), (10, 200, 30)))
-
-
-def test_load_rgb_explains_unreadable_files(tmp_path):
-    (tmp_path / "fake.png").write_text("hello")
-    data = tmp_path / "real.png"
-    Image.fromarray(photo("astronaut")[:64, :64]).save(data)
-    (tmp_path / "cut.png").write_bytes(data.read_bytes()[:300])
-    for name in ("fake.png", "cut.png", "missing.png"):
-        with pytest.raises(YodaError, match=name):
-            load_rgb(tmp_path / name)

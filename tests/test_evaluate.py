@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yoda_sr.api import Settings, Upscaler, seed_for
+from yoda_sr.api import Settings, Upscaler
 from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from yoda_sr.metrics import image_metrics, lpips_available
+from yoda_sr.seeds import derive_seed
 
 from conftest import cli, photo, save_tiny_checkpoint
 
@@ -174,7 +175,7 @@ def test_plain_and_yoda_get_the_same_lr_and_seed(run, model_file):
     for name in CROPS:
         hr, lr = expected_inputs(name)
         assert np.array_equal(pixels(out / "lr" / name), lr)
-        seed = seed_for(0, name)
+        seed = derive_seed(0, name)
         for method, attention in (("plain", "none"), ("yoda", "auto")):
             result = upscaler.upscale(lr, seed=seed, settings=Settings(steps=2, attention=attention))
             assert result.image.shape == hr.shape

@@ -12,7 +12,6 @@ how inputs are sharded across processes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,12 +30,6 @@ DEFAULT_MODEL = "yoda-srdiff-x4"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CPU_AUTO_TILE = 512
 """HR tile side ``--tile auto`` uses on the CPU for images with a side above 1.5 x this."""
-
-
-def seed_for(base_seed: int, key: str) -> int:
-    """A 63-bit seed for one image from the run's base seed and the image's relative path."""
-    digest = hashlib.sha256(f"{base_seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +39,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import UsageError, YodaError
+from .fsutil import atomic_save, atomic_write_bytes, temporary_path
 
 try:  # Python 3.11+
     import tomllib
@@ -224,15 +224,8 @@ def _updating_lock() -> Iterator[dict[str, dict[str, Any]]]:
     """Read the lock, let the caller change it, write it back atomically."""
     lock = read_lock()
     yield lock
-    _atomic_write_bytes(_lock_path(), json.dumps(lock, indent=2, sort_keys=True).encode() + b"\n")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-        temporary = Path(handle.name)
-    os.replace(temporary, path)
+    _lock_path().parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(_lock_path(), json.dumps(lock, indent=2, sort_keys=True).encode() + b"\n")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -273,15 +266,8 @@ def save(path: str | Path, tensors: dict[str, Any], metadata: dict[str, Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {"format_version": FORMAT_VERSION, "yoda_sr_version": __version__, **metadata}
     contiguous = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
-        save_file(contiguous, str(temporary), metadata={METADATA_KEY: json.dumps(full, sort_keys=True)})
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    header = {METADATA_KEY: json.dumps(full, sort_keys=True)}
+    return atomic_save(path, lambda temporary: save_file(contiguous, str(temporary), metadata=header))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -427,8 +413,7 @@ def _remove_hf_file(path: Path) -> None:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
+    temporary = temporary_path(target)
     try:
         os.link(source.resolve(), temporary)
     except OSError:

@@ -228,11 +228,13 @@ def attention(
         MissingWeightsError,
         compute_attention,
     )
-    from .attention.render import atomic_write, heatmap, save_png
+    from .attention.render import heatmap
     from .attention.render import overlay as overlay_heatmap
     from .attention.render import timeline as mask_timeline
     from .devices import resolve_device
-    from .imaging import load_rgb, resize_bicubic, scaled_size, to_array, to_tensor
+    from .fsutil import atomic_write
+    from .imageio import read_picture, save_png
+    from .imaging import resize_bicubic, scaled_size, to_array, to_tensor
     from .masking import expected_update_fraction
 
     method = DEFAULT_METHOD if method is None else method.strip().lower()
@@ -263,8 +265,8 @@ def attention(
 
     def render(image: Path, primary: Path, pending: list[Path]) -> tuple[tuple[int, int], float]:
         """Compute one image's map, render what ``pending`` asks for, write it; (size, fraction)."""
-        rgb = load_rgb(image)
-        lr = to_tensor(rgb)
+        lr = to_tensor(read_picture(image).rgb)
+        rgb = to_array(lr)
         map_size = scaled_size(rgb.shape[:2], scale)
         maps = compute_attention(
             lr.to(torch_device),
@@ -497,12 +499,12 @@ def sample(
     """Write the bundled sample photo (public domain) to a file, to try `yoda-sr upscale` on."""
     from importlib import resources
 
-    from .attention.render import atomic_write
+    from .fsutil import atomic_write_bytes
 
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite or choose another --out")
     data = (resources.files("yoda_sr") / SAMPLE).read_bytes()
-    atomic_write(out, lambda handle: handle.write(data))
+    atomic_write_bytes(out, data)
     typer.echo(str(out))
 
 

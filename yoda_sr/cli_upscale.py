@@ -139,7 +139,8 @@ def run(
     max_pixels: int | None,
 ) -> None:
     """The body of `yoda-sr upscale` (see cli.upscale for the options)."""
-    from .api import Settings, Upscaler, seed_for
+    from .api import Settings, Upscaler
+    from .seeds import derive_seed
 
     debug = bool(ctx.find_root().params.get("debug"))
     fmt = fmt.strip().lower()
@@ -235,7 +236,7 @@ def run(
             settings,
             out_scale,
             seed,
-            seed_for,
+            derive_seed,
             save_attention,
             json_output,
             quiet,
@@ -378,7 +379,8 @@ def _save(job: Job, picture, result, save_attention: bool) -> None:
         format=pillow_format,
     )
     if save_attention and result.attention is not None:
-        from .attention.render import heatmap, save_png
+        from .attention.render import heatmap
+        from .imageio import save_png
 
         save_png(heatmap(result.attention), job.output.with_name(f"{job.output.stem}.attention.png"))
 

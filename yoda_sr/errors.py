@@ -13,3 +13,14 @@ class UsageError(YodaError):
     """The command line asks for something impossible (exit code 2)."""
 
     exit_code = 2
+
+
+class SettingError(YodaError, ValueError):
+    """A setting's value is out of range. ``setting`` names it (``"steps"``, ``"tile_overlap"``), so
+    the CLI can name its flag; the message is in the library's words and does not name a flag."""
+
+    exit_code = 2
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting

@@ -3,7 +3,7 @@
 Each ground-truth (HR) image is read, made 8-bit RGB, cropped top-left to a multiple of the scale and
 shrunk with the project's bicubic (``imaging.bicubic_degrade``); the LR is rounded to 8 bits, as a
 user's LR file would be. Every compared method gets that same LR, and the diffusion methods the same
-per-image seed (``api.seed_for`` of the base seed and the image's relative path):
+per-image seed (``seeds.derive_seed`` of the base seed and the image's relative path):
 
 - ``bicubic``: the LR enlarged with the project's bicubic;
 - ``plain``: the model with attention ``none`` (every pixel diffused at every step);
@@ -31,12 +31,13 @@ import numpy as np
 import typer
 
 from ._version import __version__
-from .api import Settings, Upscaler, seed_for
+from .api import Settings, Upscaler
 from .errors import UsageError, YodaError
 from .files import find_images
 from .imageio import read_picture, write_picture
 from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
+from .seeds import derive_seed
 
 METHODS = ("bicubic", "plain", "yoda")
 """Methods ``--compare`` can name, in the order they are reported by default."""
@@ -139,7 +140,7 @@ class Evaluation:
             height, width = rgb.shape[:2]
             raise YodaError(f"is {width}x{height}; evaluating at x{self.scale} needs at least {smallest} pixels a side")
         lr = degrade(hr, self.scale)
-        seed = seed_for(self.seed, key)
+        seed = derive_seed(self.seed, key)
         results: dict[str, np.ndarray] = {}
         records = []
         for method in self.methods:
@@ -264,9 +265,9 @@ def _output_names(keys: list[str]) -> dict[str, Path]:
 
 def _write_text(path: Path, text: str) -> None:
     """Write a UTF-8 text file atomically."""
-    from .attention.render import atomic_write
+    from .fsutil import atomic_write_bytes
 
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import struct
 import sys
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from .errors import UsageError, YodaError
+from .fsutil import atomic_write
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 """Largest input read without --max-pixels (67 MP): more than 8K frames and full-frame cameras, below
@@ -376,34 +376,28 @@ def _channels(rgb: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarr
     return np.concatenate([colour, alpha[:, :, None]], axis=2)
 
 
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a hidden temporary file in the target's folder, fsync it, then rename it over."""
+def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``fsutil.atomic_write`` with a refusal to write an empty file and errors as one line."""
+
+    def write_nonempty(handle: BinaryIO) -> None:
+        write(handle)
+        handle.flush()
+        if handle.tell() == 0:
+            raise YodaError(f"{target}: the encoder wrote nothing; no file was written")
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            temporary = target.with_name(f".{target.name[:40]}.{secrets.token_hex(4)}.tmp")
-            try:
-                descriptor = os.open(
-                    temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-                )
-                break
-            except FileExistsError:
-                continue
-    except OSError as error:
-        raise YodaError(f"{target}: cannot write it ({error.strerror or error})") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            if handle.tell() == 0:
-                raise YodaError(f"{target}: the encoder wrote nothing; no file was written")
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, (OSError, ValueError, RuntimeError)):
-            raise YodaError(f"{target}: cannot write it ({getattr(error, 'strerror', None) or error})") from None
-        raise
+        atomic_write(target, write_nonempty)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise YodaError(f"{target}: cannot write it ({getattr(error, 'strerror', None) or error})") from None
+
+
+def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Save a picture we drew (PIL image or H x W [x 3] uint8 array) as a PNG, atomically."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    target = Path(path)
+    _write_atomically(target, lambda handle: picture.save(handle, format="PNG"))
+    return target
 
 
 def _encode_png16(handle: BinaryIO, samples: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> None:

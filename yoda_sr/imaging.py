@@ -9,15 +9,12 @@ not PyTorch's default ``F.interpolate(mode="bicubic")``, which uses a = -0.75 wi
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor
-
-from .errors import YodaError
 
 CUBIC_A = -0.5
 CUBIC_SUPPORT = 2.0
@@ -213,46 +210,3 @@ def rgb_to_y(x: Tensor) -> Tensor:
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     weights = torch.tensor(BT601_Y_WEIGHTS, dtype=compute_dtype, device=x.device).view(3, 1, 1)
     return (x.to(compute_dtype) * weights).sum(dim=-3, keepdim=True) + BT601_Y_OFFSET
-
-
-_SIXTEEN_BIT_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as H x W x 3 uint8 RGB, upright (EXIF orientation applied).
-
-    Alpha is dropped, palette, greyscale and CMYK images are converted, 16-bit greyscale is scaled
-    to 8 bits, and only the first frame of an animation is read. Unreadable files raise YodaError.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in _SIXTEEN_BIT_GREY_MODES:
-                grey = np.asarray(image).astype(np.float64)
-                if image.mode == "I" and grey.max(initial=0.0) <= 255.0:
-                    levels = grey
-                else:
-                    levels = grey / 257.0
-                grey8 = np.clip(np.round(levels), 0, 255).astype(np.uint8)
-                return np.repeat(grey8[:, :, None], 3, axis=2)
-            if image.mode == "F":
-                grey = np.asarray(image).astype(np.float64)
-                scale = 255.0 if grey.max(initial=0.0) <= 1.0 else 1.0
-                grey8 = np.clip(np.round(np.nan_to_num(grey) * scale), 0, 255).astype(np.uint8)
-                return np.repeat(grey8[:, :, None], 3, axis=2)
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise YodaError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise YodaError(f"{path}: is a folder, not an image") from None
-    except UnidentifiedImageError:
-        raise YodaError(f"{path}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as error:
-        raise YodaError(f"{path}: {error}") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise YodaError(f"{path}: cannot read the image ({error})") from None

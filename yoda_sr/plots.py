@@ -26,7 +26,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def line_plot(series: dict[str, list[tuple[float, float]]], path: str | Path, ylabel: str) -> Path:
     """Draw each named series of (x, y) points as a line, with axes, ticks and a legend; write a PNG."""
-    from .attention.render import save_png
+    from .imageio import save_png
 
     image = Image.new("RGB", _SIZE, "white")
     draw = ImageDraw.Draw(image)

@@ -35,6 +35,8 @@ from torch import Tensor
 from . import checkpoints
 from ._version import __version__
 from .errors import UsageError, YodaError
+from .fsutil import atomic_save, atomic_write
+from .seeds import derive_seed
 
 try:  # Python 3.11+
     import tomllib
@@ -136,11 +138,6 @@ def _validate(config: TrainConfig) -> None:
 # --- data -----------------------------------------------------------------------------------------
 
 
-def _sample_seed(seed: int, index: int, purpose: str) -> int:
-    digest = hashlib.sha256(f"{seed}/{index}/{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 @dataclass
 class Source:
     """One training image, kept in memory with its attention map at the same (HR) size."""
@@ -173,10 +170,7 @@ def _source_attention(hr: Tensor, digest: str, method: str, scale: int) -> Tenso
     full[: maps.shape[0], : maps.shape[1]] = maps
     array = full.to(torch.float16).numpy()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.replace(temporary, cache)
+    atomic_write(cache, lambda handle: np.save(handle, array, allow_pickle=False))
     return torch.from_numpy(array).unsqueeze(0)
 
 
@@ -232,7 +226,7 @@ class Samples(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         from .imaging import resize_bicubic
 
-        generator = torch.Generator().manual_seed(_sample_seed(self.config.seed, index, "data"))
+        generator = torch.Generator().manual_seed(derive_seed(self.config.seed, index, "data"))
         source = self.sources[int(torch.randint(len(self.sources), (1,), generator=generator))]
         size = self.config.hr_size
         height, width = source.hr.shape[-2:]
@@ -359,13 +353,6 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
@@ -420,7 +407,9 @@ class Trainer:
             "history": json.dumps(self.state.history),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         }
-        _atomic_torch_save(state, self._state_path())
+        path = self._state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, lambda temporary: torch.save(state, temporary))
         self._write_weights()
 
     def _resume(self) -> None:
@@ -509,7 +498,7 @@ class Trainer:
                     continuous=module.conditioning == "noise_level",
                     attention=None if self.config.attention == "none" else attention[i : i + 1],
                     lower_bound=self.config.lower_bound,
-                    generator=torch.Generator().manual_seed(_sample_seed(self.config.seed, int(index), "noise")),
+                    generator=torch.Generator().manual_seed(derive_seed(self.config.seed, int(index), "noise")),
                 )
                 for i, index in enumerate(batch["index"])
             ]
@@ -604,7 +593,7 @@ class Trainer:
                 continuous=self.model.conditioning == "noise_level",
                 attention=attention[i : i + 1],
                 lower_bound=self.config.lower_bound,
-                generator=torch.Generator().manual_seed(_sample_seed(self.config.seed, int(index), "noise")),
+                generator=torch.Generator().manual_seed(derive_seed(self.config.seed, int(index), "noise")),
             )
             total += float(draw.mask.sum()) * batch["hr"].shape[1]
         return torch.tensor(total)
@@ -688,7 +677,8 @@ class Trainer:
         }
 
     def _write_grid(self, lr: Tensor, x_up: Tensor, sr: Tensor, hr: Tensor, attention: Tensor) -> None:
-        from .attention.render import heatmap, save_png
+        from .attention.render import heatmap
+        from .imageio import save_png
         from .imaging import to_array
 
         lr_big = torch.nn.functional.interpolate(lr, size=hr.shape[-2:], mode="nearest")

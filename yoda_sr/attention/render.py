@@ -2,18 +2,12 @@
 
 Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with our own perceptual
 colour map, ``overlay`` blends it over a photo, and ``timeline`` draws the paper's Figures 1 and 5:
-M(t) at a few steps above a plot of the active-area fraction versus t. ``save_png`` and
-``atomic_write`` write files whole or not at all.
+M(t) at a few steps above a plot of the active-area fraction versus t.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -425,41 +419,3 @@ def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames
         "mt",
     )
     return canvas
-
-
-# --- writing files whole --------------------------------------------------------------------------
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file whole or not at all: ``write`` fills a temporary file beside ``path``, which
-    then replaces ``path`` in one step. On any error the temporary file is removed."""
-    target = Path(path)
-    temporary: Path | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
-        ) as handle:
-            temporary = Path(handle.name)
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, target)
-    except BaseException:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
-    """Save an image (PIL or H x W [x 3] uint8 array) as a PNG at ``path``, atomically."""
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
