@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -24,7 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import checkpoints
-from .errors import UsageError, YodaError
+from .errors import SettingError, YodaError
+
+if TYPE_CHECKING:
+    from .models.base import SRDenoiser
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -38,9 +42,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if value == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if value not in DTYPES:
-        raise UsageError(f"--dtype must be auto, fp32, fp16 or bf16, got {name!r}")
+        raise SettingError("dtype", f"must be auto, fp32, fp16 or bf16, got {name!r}")
     if value == "fp16" and device.type == "cpu":
-        raise UsageError("--dtype fp16 is not supported on the CPU; use fp32 or bf16")
+        raise SettingError("dtype", "fp16 is not supported on the CPU; use fp32 or bf16")
     return DTYPES[value]
 
 
@@ -132,29 +136,32 @@ class Upscaler:
         from .attention import METHODS
         from .masking import validate_lower_bound
 
+        defaults = self.defaults
         merged = Settings(
-            steps=settings.steps or self.defaults.steps,
-            sampler=(settings.sampler or self.defaults.sampler).lower(),
-            eta=self.defaults.eta if settings.eta is None else settings.eta,
-            attention=(settings.attention if settings.attention not in (None, "auto") else self.defaults.attention),
-            lower_bound=self.defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
+            steps=defaults.steps if settings.steps is None else settings.steps,
+            sampler=(settings.sampler or defaults.sampler or "ddpm").lower(),
+            eta=defaults.eta if settings.eta is None else settings.eta,
+            attention=settings.attention if settings.attention not in (None, "auto") else defaults.attention,
+            lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
         )
-        if not 1 <= merged.steps <= self.schedule_spec.steps:
-            raise UsageError(f"--steps must be 1..{self.schedule_spec.steps} for this model, got {merged.steps}")
+        steps, eta, lower_bound = merged.steps, merged.eta, merged.lower_bound
+        assert steps is not None and eta is not None and lower_bound is not None
+        if not 1 <= steps <= self.schedule_spec.steps:
+            raise SettingError("steps", f"must be 1..{self.schedule_spec.steps} for this model, got {steps}")
         if merged.sampler not in ("ddpm", "ddim"):
-            raise UsageError(f"--sampler must be ddpm or ddim, got {merged.sampler!r}")
-        if merged.eta < 0:
-            raise UsageError(f"--eta must be >= 0, got {merged.eta}")
+            raise SettingError("sampler", f"must be ddpm or ddim, got {merged.sampler!r}")
+        if not eta >= 0:
+            raise SettingError("eta", f"must be >= 0, got {eta}")
         if merged.attention not in METHODS:
-            raise UsageError(f"--attention must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
+            raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
         try:
-            validate_lower_bound(merged.lower_bound)
+            validate_lower_bound(lower_bound)
         except ValueError as error:
-            raise UsageError(f"--lower-bound: {error}") from None
+            raise SettingError("lower_bound", str(error)) from None
         if merged.tile_overlap < 0:
-            raise UsageError(f"--tile-overlap must be >= 0, got {merged.tile_overlap}")
+            raise SettingError("tile_overlap", f"must be >= 0, got {merged.tile_overlap}")
         return merged
 
     def _tile_side(self, tile: int | str, height: int, width: int) -> int | None:
@@ -179,7 +186,7 @@ class Upscaler:
         if side == 0 or max(height, width) <= side:
             return None
         if side < 2 * multiple:
-            raise UsageError(f"--tile must be 0 (off), auto, or at least {2 * multiple} px for this model")
+            raise SettingError("tile", f"must be 0 (off), auto, or at least {2 * multiple} px for this model")
         return side - side % multiple
 
     def upscale(
@@ -207,7 +214,7 @@ class Upscaler:
         settings = self.resolve(settings or Settings())
         scale = self.scale if scale is None else int(scale)
         if scale < 1 or scale > self.scale:
-            raise UsageError(f"--scale {scale}: this model upscales by {self.scale} (or less)")
+            raise SettingError("scale", f"{scale}: this model upscales by {self.scale} (or less)")
         shapes = {image.shape for image in images}
         if len(shapes) != 1 or len(seeds) != len(images):
             raise ValueError("upscale_batch takes images of one shape and one seed per image")
@@ -235,23 +242,34 @@ class Upscaler:
             result.seconds = elapsed / len(results)
         return results
 
-    def _model_in(self, dtype: torch.dtype) -> torch.nn.Module:
+    def _model_in(self, dtype: torch.dtype) -> SRDenoiser:
+        """The denoiser in ``dtype`` (a float32 copy is made once for retries of fp16/bf16 runs)."""
         if dtype == self.dtype:
-            return self.model
+            return cast("SRDenoiser", self.model)
         if self._float_model is None:
             import copy
 
             self._float_model = copy.deepcopy(self.model).to(dtype=dtype)
-        return self._float_model
+        return cast("SRDenoiser", self._float_model)
 
     @torch.inference_mode()
-    def _run(self, images, seeds, scale, settings: Settings, dtype, progress) -> list[Result]:
+    def _run(
+        self,
+        images: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        scale: int,
+        settings: Settings,
+        dtype: torch.dtype,
+        progress: Callable[[int, int], None] | None,
+    ) -> list[Result]:
+        """Prepare the condition and attention once, then sample through ``sampling.sample``."""
         from .attention import compute_attention
         from .imaging import resize_bicubic, to_tensor
-        from .masking import activation_steps, update_fraction
-        from .sampling import sample_z0
+        from .sampling import sample
         from .tiling import plan_tiles, tiled_eps_fn
 
+        assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
+        assert settings.eta is not None and settings.lower_bound is not None
         model = self._model_in(dtype)
         info = model.info
         bits_dtype = images[0].dtype
@@ -264,24 +282,13 @@ class Upscaler:
         x_up = resize_bicubic(lr, size=hr_size)
         cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
         cond.x_up = x_up
-
-        schedule = self.schedule_spec.build().respace(settings.steps)
-        activation = None
         attention = None
-        fraction = 1.0
         if settings.attention != "none":
             attention = compute_attention(lr, settings.attention, hr_size=hr_size)
-            activation = activation_steps(attention, settings.lower_bound, schedule.train_steps)
-            fraction = update_fraction(activation, schedule.steps)
 
+        schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
         tiles = plan_tiles(*hr_size, tile or max(hr_size), settings.tile_overlap, info.size_multiple)
-        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        device = self.device
-
-        def noise(like: Tensor) -> Tensor:
-            return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generators]).to(device)
-
         total = schedule.num_steps * len(tiles) * len(images)
         done = 0
 
@@ -298,21 +305,23 @@ class Upscaler:
         def eps_fn(z: Tensor, t: Tensor, level: Tensor) -> Tensor:
             return torch.cat([fn(z[i : i + 1], t[i : i + 1], level[i : i + 1]) for i, fn in enumerate(per_image)])
 
-        z0 = sample_z0(
-            eps_fn,
-            model.known_region(cond).float(),
+        sampled = sample(
+            model,
+            cond,
             schedule,
-            sampler=settings.sampler,
+            sampler=settings.sampler,  # type: ignore[arg-type]
             eta=settings.eta,
-            activation=activation,
+            attention=attention,
+            lower_bound=settings.lower_bound,
             mask_input=self.mask_input,
-            noise=noise,
+            generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
+            eps_fn=eps_fn,
         )
-        sr = model.from_diffusion_space(z0, cond)[..., : height * self.scale, : width * self.scale]
-        if not torch.isfinite(z0).all():
+        if not torch.isfinite(sampled.image).all():
             if dtype != torch.float32:
                 raise _NonFinite
             raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
+        sr = sampled.image[..., : height * self.scale, : width * self.scale]
         if scale != self.scale:
             sr = resize_bicubic(sr, size=(height * scale, width * scale))
         return [
@@ -321,7 +330,7 @@ class Upscaler:
                 attention=None
                 if attention is None
                 else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
-                update_fraction=fraction,
+                update_fraction=sampled.update_fraction,
                 seconds=0.0,
                 steps=settings.steps,
                 sampler=settings.sampler,

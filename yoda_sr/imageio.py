@@ -12,12 +12,8 @@ an interrupted run never leaves a partial or empty output. Problems with a file 
 from __future__ import annotations
 
 import os
-import re
-import struct
-import sys
 import threading
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +21,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError, features
+from PIL import Image, ImageFile, UnidentifiedImageError, features
 
 from .errors import UsageError, YodaError
 from .fsutil import atomic_write
+from .png16 import EXIF_PREFIX, encode_png16, tile_rawmodes, wide_samples
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 """Largest input read without --max-pixels (67 MP): more than 8K frames and full-frame cameras, below
@@ -36,11 +33,8 @@ Pillow's 89 MP bomb warning; a x4 result of it is already a gigapixel."""
 MIN_SIDE = 4
 """Smallest width or height read: the upscaler has nothing to work with below a few pixels."""
 _ORIENTATION = 0x0112
-_EXIF_PREFIX = b"Exif\x00\x00"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "tiff": ("TIFF", ".tif")}
 _NAMES = {"jpeg": "jpg", "jpe": "jpg", "mpo": "jpg", "tif": "tiff"}
-_HIGH_BYTES = re.compile(r"(RGBA?);16([BLN])")
 _PILLOW_LIMIT = threading.Lock()
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     2: lambda a: a[:, ::-1],
@@ -118,9 +112,9 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
                 Image.MAX_IMAGE_PIXELS = None
             else:
                 Image.MAX_IMAGE_PIXELS = max(pillow_max, max_pixels)
-            rawmodes = {_rawmode(tile[3]) for tile in image.tile}
+            rawmodes = tile_rawmodes(image)
             image.load()
-            colour, alpha = _wide_samples(source, image, rawmodes) or _samples(image)
+            colour, alpha = wide_samples(source, image, rawmodes) or _samples(image)
             picture_format = "JPEG" if image.format == "MPO" else str(image.format)
             icc_profile, exif, orientation = _metadata(image)
     except FileNotFoundError:
@@ -151,7 +145,7 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
 
 
 @contextmanager
-def _open(source: Path) -> Iterator[Image.Image]:
+def _open(source: Path) -> Iterator[ImageFile.ImageFile]:
     """``Image.open`` without Pillow's size limit (the caller checks the size); only the header is read."""
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -203,46 +197,6 @@ def _samples(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return array, None
 
 
-def _wide_samples(source: Path, image: Image.Image, rawmodes: set[str]) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Full 16-bit samples of 16-bit colour or grey+alpha images that Pillow decodes to 8 bits, else None.
-
-    Decoding again with the opposite byte order gives the low bytes; 16-bit grey+alpha PNGs decode in
-    one pass as RGBA bytes (grey high, grey low, alpha high, alpha low).
-    """
-    match = _HIGH_BYTES.fullmatch(next(iter(rawmodes))) if len(rawmodes) == 1 else None
-    try:
-        if rawmodes == {"LA;16B"}:
-            both = _decode_as(source, "RGBA").astype(np.uint16)
-            return (both[:, :, 0:1] << 8) | both[:, :, 1:2], (both[:, :, 2] << 8) | both[:, :, 3]
-        if match is None:
-            return None
-        order = {"N": "L" if sys.byteorder == "little" else "B"}.get(match[2], match[2])
-        low = _decode_as(source, f"{match[1]};16{'B' if order == 'L' else 'L'}")
-    except (OSError, ValueError):
-        return None
-    full = (np.asarray(image).astype(np.uint16) << 8) | low
-    return (full[:, :, :3], full[:, :, 3]) if full.shape[2] == 4 else (full, None)
-
-
-def _rawmode(args: object) -> str:
-    """The raw mode in a tile's decoder arguments, or "" if it has none."""
-    if isinstance(args, tuple) and args:
-        args = args[0]
-    return args if isinstance(args, str) else ""
-
-
-def _decode_as(source: Path, rawmode: str) -> np.ndarray:
-    """Decode the first frame of ``source`` again, unpacking its data with ``rawmode``."""
-    with Image.open(source) as image:
-        tiles = []
-        for tile in image.tile:
-            args = (rawmode, *tile[3][1:]) if isinstance(tile[3], tuple) else rawmode
-            tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
-        image.tile = tiles
-        image.load()
-        return np.asarray(image)
-
-
 def _metadata(image: Image.Image) -> tuple[bytes | None, bytes | None, int]:
     """(ICC profile, EXIF with Orientation 1, orientation to apply) of a loaded image."""
     icc_profile = image.info.get("icc_profile") or None
@@ -257,7 +211,7 @@ def _metadata(image: Image.Image) -> tuple[bytes | None, bytes | None, int]:
         data = exif.tobytes()
     else:
         data = image.info.get("exif") or exif.tobytes()
-    return icc_profile, data if data.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + data, orientation
+    return icc_profile, data if data.startswith(EXIF_PREFIX) else EXIF_PREFIX + data, orientation
 
 
 def _profile_space(icc_profile: bytes) -> str:
@@ -340,10 +294,10 @@ def write_picture(
         icc_profile = None
     if pillow_format == "TIFF":
         exif = None
-    elif exif is not None and not exif.startswith(_EXIF_PREFIX):
-        exif = _EXIF_PREFIX + exif
+    elif exif is not None and not exif.startswith(EXIF_PREFIX):
+        exif = EXIF_PREFIX + exif
     if pillow_format == "PNG" and samples.dtype == np.uint16:
-        _write_atomically(target, lambda handle: _encode_png16(handle, samples, icc_profile, exif))
+        _write_atomically(target, lambda handle: encode_png16(handle, samples, icc_profile, exif))
         return target
     image = Image.fromarray(samples[:, :, 0] if samples.shape[2] == 1 else samples)
     options: dict[str, object] = {"icc_profile": icc_profile, "exif": exif}
@@ -398,37 +352,3 @@ def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> P
     target = Path(path)
     _write_atomically(target, lambda handle: picture.save(handle, format="PNG"))
     return target
-
-
-def _encode_png16(handle: BinaryIO, samples: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> None:
-    """Write H x W x C uint16 ``samples`` (C = 1 to 4: grey, grey+alpha, RGB, RGBA) as a 16-bit PNG.
-
-    Every row uses the Sub filter (each byte minus the same byte of the previous pixel), which makes
-    photos compress much better than no filter; IDAT is written in pieces of about 1 MiB.
-    """
-
-    def chunk(kind: bytes, data: bytes) -> None:
-        handle.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
-
-    height, width, channels = samples.shape
-    handle.write(_PNG_SIGNATURE)
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, (0, 4, 2, 6)[channels - 1], 0, 0, 0))
-    if icc_profile:
-        chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
-    if exif:
-        chunk(b"eXIf", exif.removeprefix(_EXIF_PREFIX))
-    step = channels * 2
-    compressor = zlib.compressobj(6)
-    pending = b""
-    for top in range(0, height, 64):
-        rows = np.ascontiguousarray(samples[top : top + 64], dtype=">u2").view(np.uint8).reshape(-1, width * step)
-        lines = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
-        lines[:, 0] = 1
-        lines[:, 1 : step + 1] = rows[:, :step]
-        np.subtract(rows[:, step:], rows[:, :-step], out=lines[:, step + 1 :])
-        pending += compressor.compress(lines.tobytes())
-        if len(pending) >= 1 << 20:
-            chunk(b"IDAT", pending)
-            pending = b""
-    chunk(b"IDAT", pending + compressor.flush())
-    chunk(b"IEND", b"")

@@ -96,6 +96,7 @@ def _output_size(in_size: tuple[int, int], size: tuple[int, int] | None, scale: 
         if height != size[0] or width != size[1] or height < 1 or width < 1:
             raise ValueError(f"size must be two positive integers, got {size!r}")
         return height, width
+    assert scale is not None
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
     return scaled_size(in_size, scale)

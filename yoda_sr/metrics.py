@@ -1,18 +1,17 @@
 """Image quality metrics as the super-resolution literature reports them: PSNR, SSIM and LPIPS.
 
-PSNR and SSIM are computed in float64 on 0..255 values, on the BT.601 luma channel (Y in [16, 235],
-as MATLAB's ``rgb2ycbcr``) and on RGB, after cropping ``scale`` pixels from every border. SSIM is
-Wang et al.'s (2004) Gaussian-window SSIM with the conventions of scikit-image's
-``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``: an 11 x 11
-window (sigma 1.5, truncated at 3.5 sigma), K1 = 0.01, K2 = 0.03, population (co)variances, mirrored
-("reflect") borders, and the mean of the SSIM map without its outer 5 pixels. LPIPS (AlexNet, v0.1)
-needs the optional ``lpips`` package and torchvision's AlexNet weights; it is never downloaded here.
+PSNR and SSIM are scikit-image's, computed in float64 on 0..255 values, on the BT.601 luma channel
+(Y in [16, 235], as MATLAB's ``rgb2ycbcr``) and on RGB, after cropping ``scale`` pixels from every
+border. SSIM uses the conventions SR papers use: ``structural_similarity(gaussian_weights=True,
+sigma=1.5, use_sample_covariance=False)``, i.e. an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01,
+K2 = 0.03, population (co)variances, mirrored borders, and the mean of the SSIM map without its outer
+5 pixels. LPIPS (AlexNet, v0.1) needs the optional ``lpips`` package and torchvision's AlexNet
+weights; it is never downloaded here.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,11 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
-"""Half-width of the SSIM window (5: an 11 x 11 window), rounded as ``scipy.ndimage`` does."""
+SSIM_RADIUS = 5
+"""Half-width of the SSIM window: 11 x 11 for sigma 1.5 (scikit-image truncates at 3.5 sigma)."""
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,44 +38,12 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Peak signal-to-noise ratio in dB, from the mean squared error over all pixels (and channels).
+    """Peak signal-to-noise ratio in dB over all pixels (and channels); identical images give ``inf``."""
+    from skimage.metrics import peak_signal_noise_ratio
 
-    Identical images give ``inf``.
-    """
     first, second = _pair(a, b)
-    mse = float(np.mean((first - second) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return float(10.0 * np.log10(data_range**2 / mse))
-
-
-def _gaussian_window() -> np.ndarray:
-    """The normalised 1-D Gaussian taps of the SSIM window."""
-    offsets = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
-    return taps / taps.sum()
-
-
-def _blur(x: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Separable Gaussian filter of a 2-D array, rows then columns, with mirrored borders."""
-    from scipy.ndimage import correlate1d
-
-    return correlate1d(correlate1d(x, window, axis=0, mode="reflect"), window, axis=1, mode="reflect")
-
-
-def _ssim_channel(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
-    """Mean SSIM of two 2-D float64 arrays, over the map without its outer ``SSIM_RADIUS`` pixels."""
-    window = _gaussian_window()
-    mean_x, mean_y = _blur(x, window), _blur(y, window)
-    var_x = _blur(x * x, window) - mean_x * mean_x
-    var_y = _blur(y * y, window) - mean_y * mean_y
-    cov_xy = _blur(x * y, window) - mean_x * mean_y
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    numerator = (2.0 * mean_x * mean_y + c1) * (2.0 * cov_xy + c2)
-    denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
-    ssim_map = numerator / denominator
-    inner = ssim_map[SSIM_RADIUS:-SSIM_RADIUS, SSIM_RADIUS:-SSIM_RADIUS]
-    return float(inner.mean(dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(first, second, data_range=data_range))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
@@ -87,13 +51,23 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
 
     Both sides must be at least 11 pixels (the window).
     """
+    from skimage.metrics import structural_similarity
+
     first, second = _pair(a, b)
     window_side = 2 * SSIM_RADIUS + 1
     if min(first.shape[:2]) < window_side:
         raise ValueError(f"SSIM needs images of at least {window_side} x {window_side} pixels, got {first.shape[:2]}")
-    if first.ndim == 2:
-        return _ssim_channel(first, second, data_range)
-    return float(np.mean([_ssim_channel(first[..., c], second[..., c], data_range) for c in range(first.shape[2])]))
+    return float(
+        structural_similarity(
+            first,
+            second,
+            gaussian_weights=True,
+            sigma=SSIM_SIGMA,
+            use_sample_covariance=False,
+            data_range=data_range,
+            channel_axis=None if first.ndim == 2 else 2,
+        )
+    )
 
 
 def y_channel(rgb: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .masking import activation_steps, update_fraction
+from .masking import activation_steps, time_mask, update_fraction
 from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
 
@@ -39,12 +39,23 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 def make_noise_sampler(generator: Generators = None) -> NoiseSampler:
     """Noise from one generator, or from one generator per batch item.
 
-    With one generator per item an image's noise does not depend on what else is in its batch.
+    Noise is drawn on the generator's device and moved to the state's, so a CPU generator gives the
+    same noise whatever device samples. With one generator per item an image's noise does not
+    depend on what else is in its batch.
     """
-    if generator is None or isinstance(generator, torch.Generator):
+    if generator is None:
+
+        def draw_here(like: Tensor) -> Tensor:
+            return torch.randn(like.shape, device=like.device, dtype=like.dtype)
+
+        return draw_here
+
+    if isinstance(generator, torch.Generator):
+        single = generator
 
         def draw(like: Tensor) -> Tensor:
-            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+            noise = torch.randn(like.shape, generator=single, device=single.device, dtype=like.dtype)
+            return noise.to(like.device)
 
         return draw
 
@@ -53,9 +64,8 @@ def make_noise_sampler(generator: Generators = None) -> NoiseSampler:
     def draw_per_item(like: Tensor) -> Tensor:
         if len(generators) != like.shape[0]:
             raise ValueError(f"{len(generators)} generators for a batch of {like.shape[0]}")
-        return torch.stack(
-            [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in generators]
-        )
+        items = [torch.randn(like.shape[1:], generator=g, device=g.device, dtype=like.dtype) for g in generators]
+        return torch.stack(items).to(like.device)
 
     return draw_per_item
 
@@ -127,9 +137,9 @@ def sample_z0(
     g_start = plan[0].gamma
     z = math.sqrt(g_start) * known + math.sqrt(1 - g_start) * noise(known)
     for step in plan:
-        masked = step.t > always_active
-        active = activation >= step.t if masked else None
-        z_in = z * active if masked and mask_input else z
+        masked = activation is not None and step.t > always_active
+        active = time_mask(activation, step.t) if activation is not None and masked else None
+        z_in = z * active if active is not None and mask_input else z
         t = steps_on_device[step.index].expand(batch)
         eps = eps_fn(z_in, t, levels_on_device[step.index].expand(batch))
 
@@ -142,7 +152,7 @@ def sample_z0(
         if step.sigma > 0 and step.gamma_prev < 1:
             z_next = z_next + step.sigma * noise(z)
 
-        if masked:
+        if active is not None:
             g_prev = step.gamma_prev
             z_known = math.sqrt(g_prev) * known + math.sqrt(1 - g_prev) * noise(z)
             z_next = torch.where(active, z_next, z_known)
@@ -186,12 +196,15 @@ def sample(
     mask_input: bool = True,
     generator: Generators = None,
     noise: NoiseSampler | None = None,
+    eps_fn: EpsFunction | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> SampleResult:
     """Super-resolve a prepared condition; YODA-masked when an ``attention`` map (N x 1 x H x W) is given.
 
     ``schedule`` is the model's training schedule, respaced to the number of sampling steps.
     ``mask_input=False`` feeds the whole z_t to a model trained without YODA (METHOD.md §7).
+    ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
+    (``tiling.tiled_eps_fn``) for images larger than memory allows.
     """
     known = model.known_region(cond)
     activation = None
@@ -205,7 +218,7 @@ def sample(
         activation = activation_steps(attention, lower_bound, schedule.train_steps)
         fraction = update_fraction(activation, schedule.steps)
     z0 = sample_z0(
-        model_eps_fn(model, cond),
+        eps_fn or model_eps_fn(model, cond),
         known,
         schedule,
         sampler=sampler,

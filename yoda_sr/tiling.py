@@ -78,6 +78,7 @@ def tiled_eps_fn(
     """An epsilon function over the whole state that runs ``model`` tile by tile and blends."""
     dtype = dtype or next(model.parameters()).dtype
     cond = cond.to(dtype)
+    weights: list[Tensor | None]
     if len(tiles) == 1 and (tiles[0].height, tiles[0].width) == tuple(cond.x_up.shape[-2:]):
         crops = [cond]
         weights = [None]
@@ -94,6 +95,7 @@ def tiled_eps_fn(
         total = torch.zeros_like(z, dtype=torch.float32)
         norm = torch.zeros_like(z[:, :1], dtype=torch.float32)
         for tile, crop, weight in zip(tiles, crops, weights, strict=True):
+            assert weight is not None
             window = tile.window()
             eps = model(z[window].to(dtype), crop, t, level.to(dtype)).float()
             total[window] += eps * weight

@@ -93,7 +93,8 @@ def aggregate_heads(heads: Tensor, mode: str | int) -> Tensor:
     elif mode == "mean":
         combined = normalised.mean(dim=1, keepdim=True)
     else:
-        combined = normalised[:, mode : mode + 1]
+        index = int(mode)
+        combined = normalised[:, index : index + 1]
     return normalise_per_image(combined)
 
 

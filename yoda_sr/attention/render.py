@@ -1,8 +1,8 @@
 """Pictures of attention maps and of YODA's time-dependent mask M(t) (METHOD.md §4-5).
 
-Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with our own perceptual
-colour map, ``overlay`` blends it over a photo, and ``timeline`` draws the paper's Figures 1 and 5:
-M(t) at a few steps above a plot of the active-area fraction versus t.
+Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with viridis
+(``attention.colormap``), ``overlay`` blends it over a photo, and ``timeline`` draws the paper's
+Figures 1 and 5: M(t) at a few steps above a plot of the active-area fraction versus t.
 """
 
 from __future__ import annotations
@@ -12,124 +12,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# Anchors of the colour map in CIELAB (L*, a*, b*), dark blue-violet -> blue -> teal -> green ->
-# yellow. L* rises linearly along the map; a* and b* follow a Catmull-Rom spline through the
-# anchors, and colours outside sRGB lose chroma (never lightness) until they fit.
-COLORMAP_ANCHORS_LAB = (
-    (14.0, 32.0, -38.0),
-    (33.0, 14.0, -46.0),
-    (52.0, -26.0, -12.0),
-    (72.0, -52.0, 42.0),
-    (91.0, -10.0, 84.0),
-)
+from .colormap import colormap
+
 COLORMAP_SIZE = 256
-_MIN_LIGHTNESS_STEP = 0.1  # L* units between neighbouring entries of the quantised table
-
-_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
-_XYZ_TO_LINEAR_SRGB = np.array(
-    [
-        [3.2404542, -1.5371385, -0.4985314],
-        [-0.9692660, 1.8760108, 0.0415560],
-        [0.0556434, -0.2040259, 1.0572252],
-    ]
-)
-_LAB_EPSILON = 6.0 / 29.0
-
-
-def _lab_to_linear_srgb(lab: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) -> linear sRGB, unclipped; ``lab`` is ... x 3."""
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
-    xyz = np.where(f > _LAB_EPSILON, f**3, 3.0 * _LAB_EPSILON**2 * (f - 4.0 / 29.0)) * _D65_WHITE
-    return xyz @ _XYZ_TO_LINEAR_SRGB.T
-
-
-def _encode_srgb(linear: np.ndarray) -> np.ndarray:
-    """Linear sRGB in [0, 1] -> gamma-encoded sRGB in [0, 1]."""
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1.0 / 2.4) - 0.055)
-
-
-def _fit_chroma_into_srgb(lab: np.ndarray, iterations: int = 40) -> np.ndarray:
-    """Scale a* and b* of each colour towards grey, keeping L*, until it lies inside sRGB."""
-    low, high = np.zeros(len(lab)), np.ones(len(lab))
-    for _ in range(iterations):
-        middle = (low + high) / 2.0
-        trial = lab.copy()
-        trial[:, 1:] *= middle[:, None]
-        linear = _lab_to_linear_srgb(trial)
-        inside = np.all((linear >= 0.0) & (linear <= 1.0), axis=-1)
-        low, high = np.where(inside, middle, low), np.where(inside, high, middle)
-    fitted = lab.copy()
-    fitted[:, 1:] *= low[:, None]
-    return fitted
-
-
-def _catmull_rom(points: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Uniform Catmull-Rom spline through ``points`` (K x D) at ``position`` in [0, K - 1]."""
-    padded = np.concatenate([2 * points[:1] - points[1:2], points, 2 * points[-1:] - points[-2:-1]])
-    segment = np.minimum(np.floor(position).astype(np.intp), len(points) - 2)
-    u = (position - segment)[:, None]
-    p0, p1, p2, p3 = (padded[segment + k] for k in range(4))
-    return 0.5 * (2 * p1 + (p2 - p0) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2 + (3 * p1 - p0 - 3 * p2 + p3) * u**3)
-
-
-@lru_cache(maxsize=1)
-def colormap() -> np.ndarray:
-    """The 256 x 3 uint8 colour table used by ``heatmap``: dark blue-violet to yellow, L* rising."""
-    anchors = np.array(COLORMAP_ANCHORS_LAB)
-    position = np.linspace(0.0, len(anchors) - 1.0, COLORMAP_SIZE)
-    lightness = np.interp(position, np.arange(len(anchors)), anchors[:, 0])
-    lab = np.concatenate([lightness[:, None], _catmull_rom(anchors[:, 1:], position)], axis=-1)
-    lab = _fit_chroma_into_srgb(lab)
-    table = _quantise_keeping_lightness_rising(lab, _encode_srgb(_lab_to_linear_srgb(lab)) * 255.0)
-    table.setflags(write=False)
-    return table
-
-
-def _srgb8_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB levels 0..255 (... x 3) -> CIELAB (D65)."""
-    encoded = rgb / 255.0
-    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ np.linalg.inv(_XYZ_TO_LINEAR_SRGB).T / _D65_WHITE
-    f = np.where(xyz > _LAB_EPSILON**3, np.cbrt(xyz), xyz / (3 * _LAB_EPSILON**2) + 4.0 / 29.0)
-    return np.stack(
-        [
-            116.0 * f[..., 1] - 16.0,
-            500.0 * (f[..., 0] - f[..., 1]),
-            200.0 * (f[..., 1] - f[..., 2]),
-        ],
-        axis=-1,
-    )
-
-
-def _quantise_keeping_lightness_rising(lab: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Round float sRGB ``levels`` to uint8 so that L* still rises strictly along the table.
-
-    Each entry takes one of the levels floor - 1 .. floor + 2 per channel; a dynamic programme picks
-    the sequence nearest the CIELAB targets (total distance) whose L* rises by at least
-    ``_MIN_LIGHTNESS_STEP`` per entry (plain rounding can make neighbours tie or fall by ~0.05 L*).
-    """
-    offsets = np.array(np.meshgrid(*[(-1.0, 0.0, 1.0, 2.0)] * 3, indexing="ij")).reshape(3, -1).T
-    candidates = np.clip(np.floor(levels)[:, None, :] + offsets[None], 0.0, 255.0)  # K x 64 x 3
-    count = len(offsets)
-    candidate_lab = _srgb8_to_lab(candidates)
-    distance = np.linalg.norm(candidate_lab - lab[:, None, :], axis=-1)
-    lightness = candidate_lab[..., 0]
-    cost = distance[0].copy()
-    choice = np.zeros((len(levels), count), dtype=np.intp)
-    for index in range(1, len(levels)):
-        rising = lightness[index][:, None] >= lightness[index - 1][None, :] + _MIN_LIGHTNESS_STEP
-        paths = np.where(rising, cost[None, :], np.inf)
-        choice[index] = np.argmin(paths, axis=1)
-        cost = paths[np.arange(count), choice[index]] + distance[index]
-    if not np.isfinite(cost.min()):
-        raise ValueError("the colour-map anchors leave too little lightness between entries")
-    picked = np.empty(len(levels), dtype=np.intp)
-    picked[-1] = int(np.argmin(cost))
-    for index in range(len(levels) - 1, 0, -1):
-        picked[index - 1] = choice[index, picked[index]]
-    return candidates[np.arange(len(levels)), picked].astype(np.uint8)
 
 
 def _as_map(attention: object) -> np.ndarray:

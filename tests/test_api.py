@@ -1,0 +1,74 @@
+"""The library façade samples through `sampling.sample`: one path from the CLI to the maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yoda_sr.api import Settings, Upscaler
+from yoda_sr.attention import compute_attention
+from yoda_sr.errors import SettingError
+from yoda_sr.imaging import resize_bicubic, to_array, to_tensor
+from yoda_sr.sampling import sample
+
+from conftest import photo, save_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def upscaler(tmp_path_factory) -> Upscaler:
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    return Upscaler.from_pretrained(path, device="cpu")
+
+
+@pytest.mark.parametrize("attention,sampler", [("edge", "ddpm"), ("none", "ddim")])
+def test_upscaler_output_is_sampling_sample_output_for_the_same_seed(upscaler, attention, sampler):
+    lr_image = photo("astronaut")[200:232, 180:228]
+    settings = Settings(steps=6, sampler=sampler, attention=attention, lower_bound=0.2)
+    result = upscaler.upscale(lr_image, seed=11, settings=settings)
+
+    model = upscaler.model
+    lr = to_tensor(lr_image)
+    x_up = resize_bicubic(lr, size=(lr.shape[-2] * 4, lr.shape[-1] * 4))
+    with torch.inference_mode():
+        cond = model.prepare(lr, x_up)
+    maps = None if attention == "none" else compute_attention(lr, attention, hr_size=tuple(x_up.shape[-2:]))
+    schedule = upscaler.schedule_spec.build().respace(6)
+    direct = sample(
+        model,
+        cond,
+        schedule,
+        sampler=sampler,
+        attention=maps,
+        lower_bound=0.2,
+        generator=torch.Generator().manual_seed(11),
+    )
+    np.testing.assert_array_equal(result.image, to_array(direct.image))
+    assert result.update_fraction == direct.update_fraction
+    assert (result.update_fraction < 1.0) == (attention != "none")
+
+
+@pytest.mark.parametrize(
+    "settings,setting",
+    [
+        (Settings(steps=0), "steps"),
+        (Settings(steps=10**6), "steps"),
+        (Settings(sampler="euler"), "sampler"),
+        (Settings(eta=-1.0), "eta"),
+        (Settings(eta=float("nan")), "eta"),
+        (Settings(lower_bound=1.5), "lower_bound"),
+        (Settings(attention="nope"), "attention"),
+        (Settings(tile_overlap=-1), "tile_overlap"),
+    ],
+)
+def test_settings_are_refused_in_the_librarys_own_words(upscaler, settings, setting):
+    with pytest.raises(SettingError) as caught:
+        upscaler.resolve(settings)
+    assert caught.value.setting == setting
+    assert "--" not in str(caught.value)
+
+
+def test_zero_steps_is_refused_not_taken_as_the_default(upscaler):
+    assert upscaler.resolve(Settings()).steps == upscaler.defaults.steps
+    with pytest.raises(SettingError, match="got 0"):
+        upscaler.resolve(Settings(steps=0))
