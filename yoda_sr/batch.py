@@ -164,7 +164,7 @@ class Batch(Generic[ItemT]):
             if target in inputs:
                 hint = _parenthesized(self.hints.input)
                 return f"{item.image}: its output {output} is an input image; refusing to overwrite it{hint}"
-            if target in claimed and claimed[target] != item.image:
+            if target in claimed:
                 hint = f"; {self.hints.collision}" if self.hints.collision else ""
                 return f"{item.image}: its output {output} is also that of {claimed[target]}{hint}"
         return None
