@@ -1,10 +1,10 @@
-"""Choosing the compute device from a user's `--device` value."""
+"""Choosing the compute device from a user's device choice (``--device``)."""
 
 from __future__ import annotations
 
 import torch
 
-from .errors import UsageError
+from .errors import SettingError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -20,11 +20,11 @@ def resolve_device(name: str) -> torch.device:
     except (RuntimeError, ValueError):
         chosen = None
     if chosen is None or chosen.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+        raise SettingError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine")
+        raise SettingError("device", f"{name}: CUDA is not available on this machine")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise SettingError("device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if chosen.type == "mps" and not mps_available:
-        raise UsageError("--device mps: Apple MPS is not available on this machine")
+        raise SettingError("device", f"{name}: Apple MPS is not available on this machine")
     return chosen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,3 +57,17 @@ def find_images(
                 continue
             found.images.append((entry, relative.parent))
     return found
+
+
+def expand_globs(arguments: Iterable[Path]) -> list[Path]:
+    """Expand glob patterns the shell left alone (quoted, or on Windows); a pattern matching
+    nothing stays as it is (and is then reported missing)."""
+    expanded: list[Path] = []
+    for argument in arguments:
+        text = str(argument)
+        matches = sorted(glob.glob(text, recursive=True)) if any(char in text for char in "*?[") else []
+        if matches and not argument.exists():
+            expanded.extend(Path(match) for match in matches)
+        else:
+            expanded.append(argument)
+    return expanded

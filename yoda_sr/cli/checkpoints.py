@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from .errors import YodaError
+from ..errors import YodaError
+from .common import debugging, report_error
 
 app = typer.Typer(
     name="checkpoints",
@@ -22,12 +23,8 @@ app = typer.Typer(
 )
 
 
-def _debugging(ctx: typer.Context) -> bool:
-    return bool(ctx.find_root().params.get("debug"))
-
-
 def _status(name: str) -> dict:
-    from . import checkpoints
+    from .. import checkpoints
 
     installed = checkpoints.is_installed(name)
     return {"installed": installed, "path": str(checkpoints.installed_path(name)) if installed else None}
@@ -36,7 +33,7 @@ def _status(name: str) -> dict:
 @app.command("list")
 def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Every named checkpoint, with its source and whether it is installed here."""
-    from . import checkpoints
+    from .. import checkpoints
 
     registry = checkpoints.load_registry()
     imported = [name for name in checkpoints.installed_names() if name not in registry]
@@ -70,7 +67,7 @@ def info(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Everything known about one checkpoint: source, licence, hash, local file."""
-    from . import checkpoints
+    from .. import checkpoints
 
     registry = checkpoints.load_registry()
     if name in registry:
@@ -103,16 +100,16 @@ def download(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download, verify (sha256) and install checkpoints; already installed ones are kept."""
-    from . import checkpoints
+    from .. import checkpoints
 
     failures = 0
     for name in names:
         try:
             path = checkpoints.download(name, offline=offline, force=force, progress=not quiet)
         except YodaError as error:
-            if _debugging(ctx):
+            if debugging(ctx):
                 raise
-            typer.echo(f"yoda-sr: error: {error}", err=True)
+            report_error(str(error))
             failures += 1
             continue
         typer.echo(f"{name}: {path}")
@@ -123,7 +120,7 @@ def download(
 @app.command()
 def verify(names: list[str] = typer.Argument(None, metavar="[NAME...]", help="Default: all installed.")) -> None:
     """Re-hash installed checkpoints; a damaged file is removed. Exit 1 if any check fails."""
-    from . import checkpoints
+    from .. import checkpoints
 
     results = checkpoints.verify(names or None)
     if not results:
@@ -143,7 +140,7 @@ def import_(
     force: bool = typer.Option(False, "--force", help="Replace an installed checkpoint of that name."),
 ) -> None:
     """Convert an upstream checkpoint into yoda-sr's safetensors format, usable by name."""
-    from . import checkpoints
+    from .. import checkpoints
 
     if not file.is_file():
         raise YodaError(f"{file} does not exist")
@@ -158,7 +155,7 @@ def import_(
 @app.command()
 def path(name: str = typer.Argument(..., help="A checkpoint name.")) -> None:
     """Print the local file of an installed checkpoint (exit 1 if it is not installed)."""
-    from . import checkpoints
+    from .. import checkpoints
 
     typer.echo(str(checkpoints.require(name)))
 
@@ -166,7 +163,7 @@ def path(name: str = typer.Argument(..., help="A checkpoint name.")) -> None:
 @app.command()
 def remove(names: list[str] = typer.Argument(..., metavar="NAME...", help="Checkpoint names.")) -> None:
     """Delete installed checkpoints from the local store (recorded hashes are kept)."""
-    from . import checkpoints
+    from .. import checkpoints
 
     for name in names:
         removed = checkpoints.remove(name)

@@ -1,0 +1,36 @@
+"""What every command shares: the root --debug flag, and remarks and failure lines on stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+
+def debugging(ctx: typer.Context) -> bool:
+    """Whether the root `--debug` flag is set (failures then raise with their traceback)."""
+    return bool(ctx.find_root().params.get("debug"))
+
+
+def note(message: str) -> None:
+    """A remark on stderr (skipped files and the like)."""
+    typer.echo(f"yoda-sr: {message}", err=True)
+
+
+def notes(quiet: bool) -> Callable[[str], None]:
+    """Where a command's remarks go: stderr, or nowhere under --quiet."""
+    return _silent if quiet else note
+
+
+def report_error(message: str) -> None:
+    """One `yoda-sr: error: ...` line on stderr, for a failure the run goes on past."""
+    typer.echo(f"yoda-sr: error: {message}", err=True)
+
+
+def flag(setting: str) -> str:
+    """The option that sets a library setting: ``tile_overlap`` -> ``--tile-overlap``."""
+    return "--" + setting.replace("_", "-")
+
+
+def _silent(_: str) -> None:
+    pass

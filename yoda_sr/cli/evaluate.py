@@ -1,0 +1,80 @@
+"""`yoda-sr evaluate`: options in, a results table out; the work is ``evaluation.evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import debugging, notes, report_error
+
+
+def evaluate(
+    ctx: typer.Context,
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        metavar="DIR",
+        show_default=False,
+        help="Folder of ground-truth (HR) images; each is shrunk by the scale to make the LR input.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", metavar="NAME|PATH", help="Checkpoint name, .safetensors file or training run folder."
+    ),
+    scale: int | None = typer.Option(None, "--scale", "-s", metavar="S", help="Upscale factor (default: the model's)."),
+    steps: int | None = typer.Option(None, "--steps", metavar="N", help="Sampling steps (default: the model's)."),
+    attention: str = typer.Option(
+        "auto", "--attention", metavar="auto|METHOD", help="Attention map of the yoda method (auto: the model's)."
+    ),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    compare: str = typer.Option(
+        "bicubic,plain,yoda",
+        "--compare",
+        metavar="METHODS",
+        help="Comma-separated methods: bicubic, plain (attention none), yoda.",
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
+    limit: int | None = typer.Option(None, "--limit", metavar="N", help="Evaluate only the first N images."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Results folder (default: ./eval_<model name>)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the results table."),
+) -> None:
+    """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion on HR images.
+
+    Prints a Markdown table (one row per method) and writes per_image.csv, summary.json, grid.png
+    and every method's results to --out.
+    """
+    from ..evaluation import evaluate as run_evaluation
+    from ..evaluation import markdown_table
+
+    summary = run_evaluation(
+        data,
+        model=model,
+        scale=scale,
+        steps=steps,
+        attention=attention,
+        lower_bound=lower_bound,
+        compare=compare,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        limit=limit,
+        recursive=recursive,
+        out=out,
+        overwrite=overwrite,
+        note=notes(quiet),
+        report=report_error,
+        reraise=debugging(ctx),
+    )
+    for line in markdown_table(summary.means):
+        typer.echo(line)
+    if summary.lpips_note is not None:
+        typer.echo(summary.lpips_note)
+    if summary.failed:
+        raise typer.Exit(1)

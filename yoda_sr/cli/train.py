@@ -1,0 +1,72 @@
+"""`yoda-sr train`: flags and a TOML file become a training config; the work is ``training.Trainer``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import note
+
+
+def train(
+    data: str | None = typer.Option(None, "--data", metavar="DIR", help="Folder of training images (recursive)."),
+    val: str | None = typer.Option(None, "--val", metavar="DIR", help="Validation images (default: training crops)."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="CONFIG|NAME|PATH", help="Architecture config to train, or weights to fine-tune."
+    ),
+    init_from: str | None = typer.Option(None, "--init-from", metavar="NAME|PATH", help="Start from these weights."),
+    scale: int | None = typer.Option(None, "--scale", metavar="S", help="Check the model's scale."),
+    hr_size: int | None = typer.Option(None, "--hr-size", metavar="PX", help="HR crop (patches) or face size."),
+    mode: str | None = typer.Option(None, "--mode", metavar="patches|faces", help="Random crops, or whole faces."),
+    attention: str | None = typer.Option(None, "--attention", metavar="METHOD", help="YODA map, or none (plain)."),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", metavar="L", help="YODA's lower bound l."),
+    iterations: int | None = typer.Option(None, "--iterations", metavar="N", help="Optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", metavar="B", help="Samples per process per step."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", metavar="K", help="Micro-batches per step."),
+    lr: float | None = typer.Option(None, "--lr", metavar="LR", help="AdamW learning rate (default 5e-5)."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", metavar="WD", help="AdamW weight decay."),
+    warmup: int | None = typer.Option(None, "--warmup", metavar="N", help="Linear warm-up steps."),
+    ema: float | None = typer.Option(None, "--ema", metavar="D", help="EMA decay of the saved weights."),
+    amp: str | None = typer.Option(None, "--amp", metavar="bf16|fp16|no", help="Mixed precision."),
+    num_workers: int | None = typer.Option(None, "--num-workers", metavar="W", help="Data loader workers."),
+    seed: int | None = typer.Option(None, "--seed", metavar="N", help="Seed of weights, data and noise."),
+    out: str | None = typer.Option(None, "--out", metavar="RUN_DIR", help="Run folder (weights, state, metrics)."),
+    resume: bool | None = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
+    val_every: int | None = typer.Option(None, "--val-every", metavar="N", help="Validate every N steps."),
+    save_every: int | None = typer.Option(None, "--save-every", metavar="N", help="Checkpoint every N steps."),
+    device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
+    config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
+) -> None:
+    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun)."""
+    from ..training import Trainer, load_config
+
+    overrides = dict(
+        data=data,
+        val=val,
+        model=model,
+        init_from=init_from,
+        scale=scale,
+        hr_size=hr_size,
+        mode=mode,
+        attention=attention,
+        lower_bound=lower_bound,
+        iterations=iterations,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        ema=ema,
+        amp=amp,
+        num_workers=num_workers,
+        seed=seed,
+        out=out,
+        resume=resume,
+        val_every=val_every,
+        save_every=save_every,
+        device=device,
+    )
+    settings = load_config(config, overrides)
+    weights = Trainer(settings, log=note).run()
+    typer.echo(f"weights: {weights} (use --model {Path(settings.out)})")

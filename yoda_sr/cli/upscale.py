@@ -1,0 +1,157 @@
+"""`yoda-sr upscale`: options in, one line (or JSON object) per image out; the work is ``upscaling``.
+
+Outputs are written atomically, existing ones are skipped (so re-running an interrupted batch
+finishes it), inputs are never overwritten, and a failing image costs one line while the batch goes
+on (``batch.Batch``). Under ``torchrun`` each rank takes every WORLD_SIZE-th image.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from ..errors import UsageError
+from .common import debugging, note, notes, report_error
+
+if TYPE_CHECKING:
+    from ..upscaling import Job, Upscaled
+
+
+def upscale(
+    ctx: typer.Context,
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        metavar="FILE|DIR",
+        help="An image file (one input) or a folder (created; sub-folders mirrored). "
+        "Default: beside each input, named <stem>_x<scale>.",
+    ),
+    scale: int | None = typer.Option(None, "--scale", "-s", metavar="S", help="Upscale factor (default: the model's)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", metavar="NAME|PATH", help="Checkpoint name, .safetensors file or training run folder."
+    ),
+    steps: int | None = typer.Option(None, "--steps", metavar="N", help="Sampling steps (default: the model's)."),
+    sampler: str | None = typer.Option(None, "--sampler", metavar="ddpm|ddim", help="Default: the model's."),
+    eta: float | None = typer.Option(None, "--eta", metavar="E", help="DDIM eta (0 = deterministic)."),
+    attention: str = typer.Option(
+        "auto",
+        "--attention",
+        metavar="auto|METHOD",
+        help="YODA attention map: the model's (auto), dino-resnet50, dino-vits8, dino-vits16, gaussian, "
+        "edge, sift, or none (plain diffusion).",
+    ),
+    lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
+    tile: str = typer.Option("auto", "--tile", metavar="auto|0|PX", help="HR tile side for large images (0: off)."),
+    tile_overlap: int = typer.Option(32, "--tile-overlap", metavar="PX", help="Overlap between tiles."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", metavar="B", help="Images of one size sampled together."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (mirrored under --out)."),
+    suffix: str | None = typer.Option(None, "--suffix", metavar="S", help="Appended to output names."),
+    fmt: str = typer.Option("auto", "--format", metavar="auto|png|jpg|webp|tiff", help="Output format."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+    save_attention: bool = typer.Option(False, "--save-attention", help="Also write <output>.attention.png."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object per image on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", metavar="N", help="Largest input (width x height) to decode; raises the bomb guard."
+    ),
+) -> None:
+    """Super-resolve images, folders of images and globs with YODA diffusion."""
+    import json
+
+    from ..api import Settings
+    from ..batch import Batch, Hints
+    from ..upscaling import UpscaleJobs, default_suffix, ignored_endings, load, output_format, parse_tile, plan_jobs
+    from ..upscaling import shard as torchrun_shard
+
+    fmt = output_format(fmt)
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    wanted = Settings(
+        steps=steps,
+        sampler=sampler,
+        eta=eta,
+        attention=attention,
+        lower_bound=lower_bound,
+        tile=parse_tile(tile),
+        tile_overlap=tile_overlap,
+    )
+    rank, world, local_rank = torchrun_shard()
+    upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
+    suffix = default_suffix(out_scale, out) if suffix is None else suffix
+    hints = Hints(exists="use --overwrite", input="use --suffix or -o", collision="use --format or -o")
+    batch: Batch[Job] = Batch(
+        overwrite=overwrite,
+        report=report_error,
+        note=notes(quiet),
+        hints=hints,
+        reraise=debugging(ctx),
+        shard=(rank, world),
+    )
+    found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix))
+    jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
+    if not quiet and rank == 0:
+        lower = f" (l = {settings.lower_bound:g})" if settings.attention != "none" else ""
+        note(
+            f"{upscaler.name} on {upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}), "
+            f"{out_scale}x, {settings.steps} {settings.sampler} steps, attention {settings.attention}{lower}"
+        )
+
+    def show(job: Job, done: Upscaled) -> None:
+        if json_output:
+            typer.echo(json.dumps(done.record, sort_keys=True))
+        elif not quiet:
+            result = done.result
+            height, width = result.image.shape[:2]
+            typer.echo(
+                f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
+                f"pixel updates {result.update_fraction:.2f})"
+            )
+
+    with progress_bars(len(jobs), disable=quiet) as (images, steps_bar):
+        work = UpscaleJobs(
+            upscaler,
+            settings,
+            out_scale,
+            seed,
+            save_attention=save_attention,
+            max_pixels=max_pixels,
+            progress=steps_bar,
+        )
+        tally = batch.run(jobs, work, chunk=batch_size, done=show, progress=images)
+    if tally.failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def progress_bars(
+    total: int, disable: bool
+) -> Iterator[tuple[Callable[[int], None], Callable[[int, int], None] | None]]:
+    """Progress bars on a terminal's stderr: images finished, and the sampler's steps of the current group."""
+    if disable or not sys.stderr.isatty():
+        yield (lambda _: None), None
+        return
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    images = tqdm(total=total, unit="img", file=sys.stderr, leave=False)
+    steps = tqdm(total=0, unit="step", file=sys.stderr, leave=False, position=1)
+
+    def step(done: int, of: int) -> None:
+        if done < steps.n or steps.total != of:
+            steps.reset(total=of)
+        steps.update(done - steps.n)
+
+    try:
+        yield images.update, step
+    finally:
+        steps.close()
+        images.close()

@@ -1,0 +1,321 @@
+"""Evaluation: PSNR, SSIM and LPIPS of a model against bicubic and plain diffusion (`yoda-sr evaluate`).
+
+Each ground-truth (HR) image is read, made 8-bit RGB, cropped top-left to a multiple of the scale and
+shrunk with the project's bicubic (``imaging.bicubic_degrade``); the LR is rounded to 8 bits, as a
+user's LR file would be. Every compared method gets that same LR, and the diffusion methods the same
+per-image seed (``seeds.derive_seed`` of the base seed and the image's relative path):
+
+- ``bicubic``: the LR enlarged with the project's bicubic;
+- ``plain``: the model with attention ``none`` (every pixel diffused at every step);
+- ``yoda``: the model with its own attention method, or the one asked for.
+
+Metrics (``metrics.image_metrics``, and LPIPS when available) leave out a border of ``scale`` pixels;
+the reported numbers are means over images.
+The output folder gets per_image.csv, summary.json, grid.png, the LR inputs (lr/) and every method's
+results (<method>/), all PNG; stdout gets a Markdown table with one row per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .api import Settings, Upscaler
+from .batch import Batch, Item, each
+from .errors import SettingError, YodaError
+from .evaluation_results import (
+    GRID_ROWS,
+    Outcome,
+    Record,
+    grid_row,
+    json_number,
+    make_grid,
+    markdown_table,
+    per_image_csv,
+    summarize,
+)
+from .imageio import read_picture, write_picture
+from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
+from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
+from .seeds import derive_seed
+
+METHODS = ("bicubic", "plain", "yoda")
+"""Methods a comparison can name, in the order they are reported by default."""
+__all__ = ["METHODS", "Evaluation", "Summary", "evaluate", "markdown_table", "parse_compare"]
+
+
+def parse_compare(text: str) -> list[str]:
+    """The methods of a comparison (comma-separated names), in order and without repeats."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise SettingError("compare", f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not names:
+        raise SettingError("compare", f"needs at least one of {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def ground_truth(rgb: np.ndarray, scale: int) -> np.ndarray:
+    """An H x W x 3 uint8/uint16 image as uint8, cropped top-left to sides that are multiples of ``scale``."""
+    if rgb.dtype == np.uint16:
+        rgb = ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    height, width = rgb.shape[0] // scale * scale, rgb.shape[1] // scale * scale
+    return np.ascontiguousarray(rgb[:height, :width])
+
+
+def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The uint8 LR input of a uint8 HR image: the project's bicubic downscale, rounded to 8 bits."""
+    _, lr = bicubic_degrade(to_tensor(hr), scale)
+    return to_array(lr)
+
+
+def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The bicubic baseline: a uint8 LR image enlarged to ``size`` (height, width)."""
+    return to_array(resize_bicubic(to_tensor(lr), size=size))
+
+
+class Evaluation:
+    """Runs the compared methods on HR images, one image at a time.
+
+    ``settings`` are the yoda method's, resolved (``Upscaler.resolve``); plain uses them with attention none.
+    """
+
+    def __init__(
+        self,
+        upscaler: Upscaler,
+        methods: list[str],
+        settings: Settings,
+        scale: int,
+        seed: int = 0,
+        lpips: Lpips | None = None,
+    ) -> None:
+        self.upscaler = upscaler
+        self.methods = methods
+        self.scale = scale
+        self.seed = seed
+        self.lpips = lpips
+        self.settings = {
+            "plain": dataclasses.replace(settings, attention="none"),
+            "yoda": settings,
+        }
+
+    def image(self, rgb: np.ndarray, key: str) -> Outcome:
+        """Evaluate every method on one HR image; ``key`` (its relative path) names it and seeds it."""
+        hr = ground_truth(rgb, self.scale)
+        smallest = 2 * SSIM_RADIUS + 1 + 2 * self.scale
+        if min(hr.shape[:2]) < smallest:
+            height, width = rgb.shape[:2]
+            raise YodaError(f"is {width}x{height}; evaluating at x{self.scale} needs at least {smallest} pixels a side")
+        lr = degrade(hr, self.scale)
+        seed = derive_seed(self.seed, key)
+        results: dict[str, np.ndarray] = {}
+        records = []
+        for method in self.methods:
+            if method == "bicubic":
+                start = time.perf_counter()
+                image = bicubic_upscale(lr, hr.shape[:2])
+                seconds, fraction = time.perf_counter() - start, None
+            else:
+                result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
+                image, seconds, fraction = result.image, result.seconds, result.update_fraction
+            scores = image_metrics(image, hr, self.scale)
+            distance = None
+            if self.lpips is not None:
+                distance = self.lpips(crop_border(image, self.scale), crop_border(hr, self.scale))
+            results[method] = image
+            records.append(Record(key, method, **scores, lpips=distance, update_fraction=fraction, seconds=seconds))
+        return Outcome(hr, lr, results, records)
+
+
+def _output_names(keys: list[str]) -> dict[str, Path]:
+    """Relative PNG path of each image's outputs: its key with .png, or key + .png where stems collide."""
+    names: dict[str, Path] = {}
+    taken: set[Path] = set()
+    for key in keys:
+        name = Path(key).with_suffix(".png")
+        if name in taken:
+            name = Path(f"{key}.png")
+        taken.add(name)
+        names[key] = name
+    return names
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    from .fsutil import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a results folder that is a file, or that is not empty (unless ``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise SettingError("out", f"{out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SettingError(
+            "out", f"{out} is not empty; allow overwriting to replace its results, or choose another folder"
+        )
+
+
+def default_out(model_name: str) -> Path:
+    """The results folder when none is given: ./eval_<model name>."""
+    return Path(f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', model_name)}")
+
+
+def _ignore(_: str) -> None:
+    pass
+
+
+@dataclass
+class Summary:
+    """What :func:`evaluate` wrote: summary.json's content and the mean metrics per method."""
+
+    content: dict[str, Any]
+    means: dict[str, dict[str, float | None]]
+    lpips_note: str | None
+    """Why LPIPS was not computed (None when it was)."""
+    failed: int
+
+
+def evaluate(
+    data: Path,
+    *,
+    model: str | None = None,
+    scale: int | None = None,
+    steps: int | None = None,
+    attention: str = "auto",
+    lower_bound: float | None = None,
+    compare: str | Sequence[str] = METHODS,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    limit: int | None = None,
+    recursive: bool = False,
+    out: Path | None = None,
+    overwrite: bool = False,
+    note: Callable[[str], None] = _ignore,
+    report: Callable[[str], None] = _ignore,
+    reraise: bool = False,
+) -> Summary:
+    """Evaluate a model on the HR images of ``data`` and write the results folder ``out``.
+
+    ``note`` gets remarks and one progress line per image, ``report`` one line per image that
+    failed (the others go on); ``reraise`` lets such a failure propagate instead.
+    """
+    from .attention import MissingWeightsError
+
+    methods = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
+    if scale is not None and scale < 1:
+        raise SettingError("scale", f"must be a positive integer, got {scale}")
+    if limit is not None and limit < 1:
+        raise SettingError("limit", f"must be at least 1, got {limit}")
+    if not data.exists():
+        raise YodaError(f"{data}: no such folder")
+    batch: Batch[Item] = Batch(overwrite=True, report=report, note=note, reraise=reraise, fatal=(MissingWeightsError,))
+    search = batch.find([data], recursive)
+    if out is not None:
+        check_out(out, overwrite)
+
+    upscaler = Upscaler.from_pretrained(model, device=device, dtype=dtype)
+    scale = upscaler.scale if scale is None else scale
+    if scale > upscaler.scale:
+        raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
+    settings = upscaler.resolve(Settings(steps=steps, attention=attention, lower_bound=lower_bound))
+    if out is None:
+        out = default_out(upscaler.name)
+        check_out(out, overwrite)
+    results_folder = out.resolve()
+    found = [(image, folder) for image, folder in search.images if not image.resolve().is_relative_to(results_folder)]
+    found = found[:limit] if limit is not None else found
+    if not found:
+        raise YodaError(f"no images found in {data} outside the results folder {out}")
+
+    lpips_model = None
+    lpips_ok, lpips_note = lpips_available()
+    if lpips_ok:
+        try:
+            lpips_model = Lpips(upscaler.device)
+        except YodaError as error:
+            lpips_note = str(error)
+    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_model)
+    note(
+        f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
+        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
+        f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
+    )
+    if "yoda" in methods and settings.attention == "none":
+        note("note: the yoda method uses attention none here, so it equals plain")
+
+    keys = [(folder / image.name).as_posix() for image, folder in found]
+    names = _output_names(keys)
+    items = [
+        Item(image, key, [out / folder / names[key] for folder in ("lr", *methods)])
+        for (image, _), key in zip(found, keys, strict=True)
+    ]
+    position = {key: index for index, key in enumerate(keys, start=1)}
+    records: list[Record] = []
+    grid: list[list[np.ndarray]] = []
+
+    def run_one(item: Item) -> Outcome:
+        outcome = evaluation.image(read_picture(item.image).rgb, item.key)
+        write_picture(out / "lr" / names[item.key], outcome.lr)
+        for method, image in outcome.results.items():
+            write_picture(out / method / names[item.key], image)
+        return outcome
+
+    def finished(item: Item, outcome: Outcome) -> None:
+        records.extend(outcome.records)
+        if len(grid) < GRID_ROWS:
+            grid.append(grid_row(outcome, scale))
+        scores = ", ".join(f"{r.method} {r.psnr_y:.2f} dB / {r.ssim_y:.4f}" for r in outcome.records)
+        note(f"[{position[item.key]}/{len(found)}] {item.key}: PSNR-Y / SSIM-Y {scores}")
+
+    start = time.perf_counter()
+    tally = batch.run(batch.plan(items), each(run_one), done=finished)
+    elapsed = time.perf_counter() - start
+    if not tally.done:
+        raise YodaError(f"none of the {len(found)} image(s) could be evaluated")
+
+    means = summarize(records, methods)
+    content = {
+        "model": upscaler.name,
+        "model_sha256": upscaler.loaded.sha256,
+        "yoda_sr_version": __version__,
+        "data": str(data),
+        "images": tally.done,
+        "failed": tally.failed,
+        "compare": methods,
+        "settings": {
+            "scale": scale,
+            "steps": settings.steps,
+            "sampler": settings.sampler,
+            "eta": settings.eta,
+            "attention": settings.attention,
+            "lower_bound": settings.lower_bound,
+            "seed": seed,
+            "border": scale,
+            "lr": "bicubic (a = -0.5, antialiased), 8-bit",
+        },
+        "device": str(upscaler.device),
+        "dtype": str(upscaler.dtype).removeprefix("torch."),
+        "lpips": {"computed": lpips_model is not None, "note": lpips_note},
+        "seconds_per_image": elapsed / tally.done,
+        "methods": {
+            method: {name: json_number(value) for name, value in entry.items()} for method, entry in means.items()
+        },
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "per_image.csv", per_image_csv(records))
+    _write_text(out / "summary.json", json.dumps(content, indent=2, allow_nan=False) + "\n")
+    write_picture(out / "grid.png", make_grid(grid))
+    return Summary(content, means, None if lpips_model is not None else lpips_note, tally.failed)

@@ -1,0 +1,282 @@
+"""Upscaling image files: output names and formats, torchrun sharding, the run log, batched sampling.
+
+The work is ``api.Upscaler``; the loop (plan, refuse, skip, go on past failures) is ``batch.Batch``.
+Outputs are written atomically with the input's alpha, grey, ICC profile and EXIF, so re-running an
+interrupted batch finishes it. Under ``torchrun`` each rank takes every WORLD_SIZE-th image (in
+sorted order) on its own device. Each written image appends one JSON line to ``yoda-sr-upscale.jsonl``
+in its output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .batch import Item
+from .errors import SettingError, UsageError
+from .files import IMAGE_EXTENSIONS, FoundImages
+
+if TYPE_CHECKING:
+    from .api import Result, Settings, Upscaler
+    from .imageio import Picture
+
+RUN_LOG = "yoda-sr-upscale.jsonl"
+PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+"""Output extensions and the format each is written in (anything else becomes PNG)."""
+FORMATS = ("auto", "png", "jpg", "webp", "tiff")
+_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+OWN_ENDINGS = (".attention.png",)
+"""Names a folder's images may end with that are outputs of an earlier run, not inputs."""
+
+
+def output_format(fmt: str) -> str:
+    """A format choice (auto, png, jpg or jpeg, webp, tiff), normalized."""
+    value = fmt.strip().lower()
+    value = "jpg" if value == "jpeg" else value
+    if value not in FORMATS:
+        raise SettingError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return value
+
+
+def parse_tile(tile: str) -> int | str:
+    """A tile choice: "auto", or a side in pixels (0: no tiling)."""
+    value = tile.strip().lower()
+    if value == "auto":
+        return value
+    if not value.isdecimal():
+        raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
+    return int(value)
+
+
+def shard() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    try:
+        return (
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    except ValueError:
+        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+
+
+def models_for_scale(scale: int) -> list[str]:
+    """Registered denoisers that upscale by ``scale`` or more."""
+    from . import checkpoints
+
+    names = []
+    for name, entry in checkpoints.load_registry().items():
+        if entry.kind == "denoiser" and (entry.scale or 0) >= scale:
+            names.append(name)
+    return names
+
+
+def load(
+    model: str | None, device: str, dtype: str, scale: int | None, settings: Settings, local_rank: int, world: int
+) -> tuple[Upscaler, Settings, int]:
+    """The upscaler (on this rank's device), its resolved settings and the output scale."""
+    from .api import Upscaler
+
+    if scale is not None and scale < 1:
+        raise SettingError("scale", f"must be a positive integer, got {scale}")
+    if world > 1 and device == "auto":
+        import torch
+
+        device = f"cuda:{local_rank % max(torch.cuda.device_count(), 1)}" if torch.cuda.is_available() else "cpu"
+    upscaler = Upscaler.from_pretrained(model, device=device, dtype=dtype)
+    if scale is not None and scale > upscaler.scale:
+        others = [name for name in models_for_scale(scale) if name != upscaler.name]
+        hint = f"; models that do: {', '.join(others)}" if others else "; no registered model does"
+        raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}{hint}")
+    return upscaler, upscaler.resolve(settings), scale or upscaler.scale
+
+
+@dataclass
+class Job(Item):
+    """One image to upscale; ``outputs`` holds its one output."""
+
+    log_dir: Path = Path()
+    """Where its run log line goes: the output folder (or the input's folder by default)."""
+
+    @property
+    def output(self) -> Path:
+        return self.outputs[0]
+
+
+def default_suffix(scale: int, out: Path | None) -> str:
+    """Appended to output names: ``_x<scale>`` beside the inputs, nothing in an output folder."""
+    return f"_x{scale}" if out is None else ""
+
+
+def ignored_endings(suffix: str) -> tuple[str, ...]:
+    """Names in input folders that are this run's own outputs (so a re-run does not upscale them)."""
+    own = tuple(f"{suffix}{extension}" for extension in IMAGE_EXTENSIONS) if suffix else ()
+    return (*own, *OWN_ENDINGS)
+
+
+def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> list[Job]:
+    """A job per image found, in the order ranks share them: by output folder, then relative path.
+
+    ``out`` is None (beside each input), an image file name (one input) or a folder (mirrored).
+    """
+    out_is_file = out is not None and not out.is_dir() and out.suffix.lower() in IMAGE_EXTENSIONS
+    if out is not None and out_is_file and len(found.images) + len(found.missing) > 1:
+        raise SettingError("out", f"{out} is a file name, but there are several images; give a folder")
+    jobs = []
+    for image, relative in found.images:
+        if fmt != "auto":
+            extension = _EXTENSIONS[fmt]
+        else:
+            extension = image.suffix.lower() if image.suffix.lower() in PILLOW_FORMATS else ".png"
+        name = f"{image.stem}{suffix}{extension}"
+        if out is not None and out_is_file:
+            output, log_dir = out, out.parent
+        elif out is None:
+            output, log_dir = image.with_name(name), image.parent
+        else:
+            output, log_dir = out / relative / name, out
+        jobs.append(Job(image, (relative / image.name).as_posix(), [output], log_dir=log_dir))
+    return sorted(jobs, key=lambda job: (str(job.log_dir), job.key))
+
+
+def write_log(log_dir: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to the run log (a single O_APPEND write, safe across ranks)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    descriptor = os.open(log_dir / RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
+
+
+@dataclass
+class Upscaled:
+    """One written output: the sampler's result and the run log's record of it."""
+
+    result: Result
+    record: dict[str, Any]
+
+
+class UpscaleJobs:
+    """Batch work (``batch.Batch.run``): reads a chunk of jobs, samples same-size images together,
+    writes each output and its run log line. ``progress(done, total)`` follows the sampler's steps."""
+
+    def __init__(
+        self,
+        upscaler: Upscaler,
+        settings: Settings,
+        scale: int,
+        seed: int,
+        *,
+        save_attention: bool = False,
+        max_pixels: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.upscaler = upscaler
+        self.settings = settings
+        self.scale = scale
+        self.seed = seed
+        self.save_attention = save_attention
+        self.max_pixels = max_pixels
+        self.progress = progress
+
+    def __call__(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Upscaled | BaseException]]:
+        from .imageio import read_picture
+        from .seeds import derive_seed
+
+        groups: dict[tuple[object, ...], list[tuple[Job, Picture]]] = {}
+        for job in jobs:
+            try:
+                kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
+                picture = read_picture(job.image, **kwargs)
+            except Exception as error:
+                yield job, error
+                continue
+            groups.setdefault((*picture.rgb.shape, str(picture.rgb.dtype)), []).append((job, picture))
+        for group in groups.values():
+            seeds = [derive_seed(self.seed, job.key) for job, _ in group]
+            try:
+                results = self.upscaler.upscale_batch(
+                    [picture.rgb for _, picture in group],
+                    seeds=seeds,
+                    scale=self.scale,
+                    settings=self.settings,
+                    progress=self.progress,
+                )
+            except Exception as error:
+                for job, _ in group:
+                    yield job, error
+                continue
+            for (job, picture), result, seed in zip(group, results, seeds, strict=True):
+                try:
+                    save(job.output, picture, result, self.save_attention)
+                    record = self.record(job, result, seed)
+                    write_log(job.log_dir, record)
+                except Exception as error:
+                    yield job, error
+                    continue
+                yield job, Upscaled(result, record)
+
+    def record(self, job: Job, result: Result, seed: int) -> dict[str, Any]:
+        """The run log's line for one output."""
+        upscaler = self.upscaler
+        return {
+            "input": str(job.image),
+            "output": str(job.output),
+            "model": upscaler.name,
+            "model_sha256": upscaler.loaded.sha256,
+            "seed": seed,
+            "base_seed": self.seed,
+            "scale": self.scale,
+            "steps": result.steps,
+            "sampler": result.sampler,
+            "eta": self.settings.eta,
+            "attention": result.attention_method,
+            "lower_bound": result.lower_bound,
+            "tile": result.tile,
+            "device": str(upscaler.device),
+            "dtype": result.dtype,
+            "update_fraction": round(result.update_fraction, 4),
+            "seconds": round(result.seconds, 3),
+            "size": [int(result.image.shape[1]), int(result.image.shape[0])],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def save(output: Path, picture: Picture, result: Result, save_attention: bool) -> None:
+    """Write the output (and its attention map) atomically, restoring alpha, grey, ICC and EXIF."""
+    from .imageio import save_png, write_picture
+
+    image = result.image
+    alpha = None
+    if picture.alpha is not None:
+        alpha = resize_channel(picture.alpha, image.shape[:2])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_picture(
+        output,
+        image,
+        alpha=alpha,
+        grey=picture.grey,
+        icc_profile=picture.icc_profile,
+        exif=picture.exif,
+        format=PILLOW_FORMATS.get(output.suffix.lower(), "PNG"),
+    )
+    if save_attention and result.attention is not None:
+        from .attention.render import heatmap
+
+        save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))
+
+
+def resize_channel(channel: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Upscale an alpha channel with the project's bicubic (kept in its dtype)."""
+    from .imaging import resize_bicubic, to_array, to_tensor
+
+    return to_array(resize_bicubic(to_tensor(channel), size=(int(size[0]), int(size[1]))), channel.dtype)
