@@ -140,7 +140,7 @@ def progress_bars(
     if disable or not sys.stderr.isatty():
         yield (lambda _: None), None
         return
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     images = tqdm(total=total, unit="img", file=sys.stderr, leave=False)
     steps = tqdm(total=0, unit="step", file=sys.stderr, leave=False, position=1)
