@@ -72,3 +72,27 @@ def test_zero_steps_is_refused_not_taken_as_the_default(upscaler):
     assert upscaler.resolve(Settings()).steps == upscaler.defaults.steps
     with pytest.raises(SettingError, match="got 0"):
         upscaler.resolve(Settings(steps=0))
+
+
+@pytest.mark.parametrize(
+    "tile,overlap,setting",
+    [
+        (1, 0, "tile"),
+        ("just below two size multiples", 0, "tile"),
+        (64, 63, "tile_overlap"),
+        ("auto", 10_000, "tile_overlap"),
+        (0, -1, "tile_overlap"),
+    ],
+)
+def test_tile_settings_are_checked_before_any_image(upscaler, tile, overlap, setting):
+    if tile == "just below two size multiples":
+        tile = 2 * upscaler.model.info.size_multiple - 1
+    with pytest.raises(SettingError) as caught:
+        upscaler.resolve(Settings(tile=tile, tile_overlap=overlap))
+    assert caught.value.setting == setting
+
+
+def test_tiny_images_need_no_tiles_whatever_the_overlap(upscaler):
+    tiny = photo("astronaut")[100:104, 100:104]
+    result = upscaler.upscale(tiny, settings=Settings(steps=2, tile_overlap=256))
+    assert result.image.shape == (16, 16, 3) and result.tile is None

@@ -160,9 +160,23 @@ class Upscaler:
             validate_lower_bound(lower_bound)
         except ValueError as error:
             raise SettingError("lower_bound", str(error)) from None
-        if merged.tile_overlap < 0:
-            raise SettingError("tile_overlap", f"must be >= 0, got {merged.tile_overlap}")
+        self._check_tiles(merged.tile, merged.tile_overlap)
         return merged
+
+    def _check_tiles(self, tile: int | str, overlap: int) -> None:
+        """A tile side is auto, 0 (off) or at least two of the model's size multiples; the overlap is
+        at most half a tile (more would evaluate most pixels four times or more)."""
+        multiple = self.model.info.size_multiple
+        if tile != "auto" and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 0):
+            raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
+        if isinstance(tile, int) and 0 < tile < 2 * multiple:
+            raise SettingError("tile", f"must be 0 (off), auto, or at least {2 * multiple} px for this model")
+        if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
+            raise SettingError("tile_overlap", f"must be a whole number of pixels >= 0, got {overlap!r}")
+        side = CPU_AUTO_TILE if tile == "auto" else int(tile)
+        if side and overlap > side // 2:
+            which = "the automatic tile" if tile == "auto" else "the tile"
+            raise SettingError("tile_overlap", f"must be at most half {which} ({side // 2} px), got {overlap}")
 
     def _tile_side(self, tile: int | str, height: int, width: int) -> int | None:
         """HR tile side, or None for no tiling."""
@@ -176,7 +190,7 @@ class Upscaler:
                     self.metadata["hparams"].get("hidden_size") or self.metadata["hparams"].get("inner_channel", 64)
                 )
                 per_pixel = width_first * 4 * 4 * 8
-                side = int(math.sqrt(max(free * 0.6, 1) / per_pixel))
+                side = max(int(math.sqrt(max(free * 0.6, 1) / per_pixel)), CPU_AUTO_TILE)
             else:
                 side = CPU_AUTO_TILE
             if max(height, width) <= side * 1.5:
@@ -185,8 +199,6 @@ class Upscaler:
         side = int(tile)
         if side == 0 or max(height, width) <= side:
             return None
-        if side < 2 * multiple:
-            raise SettingError("tile", f"must be 0 (off), auto, or at least {2 * multiple} px for this model")
         return side - side % multiple
 
     def upscale(

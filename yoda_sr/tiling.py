@@ -51,6 +51,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int =
     of ``multiple``: the caller pads the image to that).
     """
     tile = max(multiple, tile - tile % multiple)
+    if height <= tile and width <= tile:
+        return [Tile(0, 0, height, width)]
     if overlap >= tile:
         raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile})")
     rows = [(top, min(tile, height)) for top in _starts(height, tile, overlap)]
