@@ -3,7 +3,9 @@
 A :class:`Batch` finds the images of files, folders and globs (``files.find_images``), plans each
 one's outputs with the caller's planner, refuses outputs that would overwrite an input or another
 image's output, skips images whose outputs all exist (unless ``overwrite``), runs the rest, and
-reports one line per failure while going on. Its :class:`Tally` says how many were done, skipped
+reports one line per failure while going on. Before computing an item it claims its outputs (a
+hidden claim file beside each), so concurrent runs into one folder split the work; temporary files
+that a killed run left in the output folders are removed first. Its :class:`Tally` says how many were done, skipped
 and failed; a command exits 1 when some failed. Under ``torchrun`` each rank takes every
 ``world``-th item of the planned order (``shard``).
 
@@ -20,6 +22,7 @@ from typing import Generic, TypeVar
 
 from .errors import YodaError
 from .files import FoundImages, expand_globs, find_images
+from .fsutil import claim, release, remove_stale_temporaries
 
 
 @dataclass
@@ -111,13 +114,18 @@ class Batch(Generic[ItemT]):
         self.tally.failed += 1
 
     def find(
-        self, arguments: Sequence[Path], recursive: bool = False, ignore_endings: tuple[str, ...] = ()
+        self,
+        arguments: Sequence[Path],
+        recursive: bool = False,
+        ignore_endings: tuple[str, ...] = (),
+        exclude: Sequence[Path] = (),
     ) -> FoundImages:
         """The images of files, folders and globs; notes are passed on, missing arguments are failures.
 
+        Nothing inside an ``exclude`` folder (the output folder) is taken from a folder argument.
         Raises :class:`YodaError` when there is nothing at all to work on.
         """
-        found = find_images(expand_globs(arguments), recursive, ignore_endings=ignore_endings)
+        found = find_images(expand_globs(arguments), recursive, ignore_endings=ignore_endings, exclude=exclude)
         for text in found.notes:
             self.note(text)
         for path in found.missing:
@@ -133,6 +141,9 @@ class Batch(Generic[ItemT]):
         ranks agree); a conflict fails the item, reported by the rank it belongs to.
         """
         items = list(items)
+        for folder in sorted({output.parent for item in items for output in item.outputs}):
+            for removed in remove_stale_temporaries(folder):
+                self.note(f"removed {removed}, left by a run that was stopped")
         inputs = {item.image.resolve() for item in items}
         claimed: dict[Path, Path] = {}
         mine: list[ItemT] = []
@@ -182,9 +193,11 @@ class Batch(Generic[ItemT]):
         its error. If ``work`` raises, the chunk's items it has not yielded fail with that error.
         ``done`` gets each success, ``progress`` the number of items finished (done or failed)."""
         for start in range(0, len(items), chunk):
-            group = list(items[start : start + chunk])
+            group, claims = self._claim(items[start : start + chunk])
             finished: set[int] = set()
             try:
+                if not group:
+                    continue
                 for item, outcome in work(group):
                     finished.add(id(item))
                     self._settle(item, outcome, done)
@@ -200,7 +213,39 @@ class Batch(Generic[ItemT]):
                     self.fail(error_message(item.image, error))
                 if progress is not None and left:
                     progress(len(left))
+            finally:
+                for path in claims:
+                    release(path)
         return self.tally
+
+    def _claim(self, items: Sequence[ItemT]) -> tuple[list[ItemT], list[Path]]:
+        """The items whose pending outputs this run claimed (another run may be writing the others,
+        or may have finished them since the plan), and the claim files to release afterwards."""
+        claimed: list[ItemT] = []
+        held: list[Path] = []
+        for item in items:
+            mine: list[Path] = []
+            for output in item.pending:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                path = claim(output)
+                if path is None:
+                    break
+                mine.append(path)
+            if len(mine) < len(item.pending):
+                for path in mine:
+                    release(path)
+                self.note(f"skipped {item.image}: another run is writing its output")
+                self.tally.skipped += 1
+                continue
+            held.extend(mine)
+            if not self.overwrite:
+                item.pending = [output for output in item.pending if not output.exists()]
+                if not item.pending:
+                    self.note(f"skipped {item.image}: another run wrote its output meanwhile")
+                    self.tally.skipped += 1
+                    continue
+            claimed.append(item)
+        return claimed, held
 
     def _settle(
         self, item: ItemT, outcome: ResultT | BaseException, done: Callable[[ItemT, ResultT], None] | None

@@ -26,15 +26,21 @@ class FoundImages:
 
 
 def find_images(
-    arguments: Iterable[Path], recursive: bool = False, ignore_endings: tuple[str, ...] = ()
+    arguments: Iterable[Path],
+    recursive: bool = False,
+    ignore_endings: tuple[str, ...] = (),
+    exclude: Iterable[Path] = (),
 ) -> FoundImages:
     """Expand command-line paths into images.
 
     Named files are taken whatever their extension (their content decides later). In folders only
     image extensions are taken, in sorted order; other files get a note, hidden entries and names
-    ending in ``ignore_endings`` (a command's own outputs) are skipped silently.
+    ending in ``ignore_endings`` (a command's own outputs) are skipped silently, and so is anything
+    inside an ``exclude`` folder (a command's output folder). Folders reached twice through symbolic
+    links are listed once, with a note.
     """
     found = FoundImages()
+    excluded = [folder.resolve() for folder in exclude]
     for argument in arguments:
         if argument.is_file():
             found.images.append((argument, Path()))
@@ -42,21 +48,49 @@ def find_images(
         if not argument.is_dir():
             found.missing.append(argument)
             continue
-        for entry in sorted(argument.rglob("*") if recursive else argument.iterdir()):
-            relative = entry.relative_to(argument)
-            if any(part.startswith(".") for part in relative.parts):
-                continue
-            if entry.is_dir():
-                if not recursive:
-                    found.notes.append(f"skipped folder {entry} (use --recursive)")
-                continue
+        for entry in _walk(argument, recursive, excluded, found.notes):
             if entry.name.lower().endswith(ignore_endings):
                 continue
             if entry.suffix.lower() not in IMAGE_EXTENSIONS:
                 found.notes.append(f"skipped {entry}: not an image")
                 continue
-            found.images.append((entry, relative.parent))
+            found.images.append((entry, entry.parent.relative_to(argument)))
     return found
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == folder or folder in resolved.parents for folder in folders)
+
+
+def _walk(top: Path, recursive: bool, excluded: list[Path], notes: list[str]) -> list[Path]:
+    """The non-hidden files below ``top`` (sorted), descending into sub-folders if ``recursive``."""
+    files: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        try:
+            status = folder.stat()
+            entries = sorted(folder.iterdir())
+        except OSError as error:
+            notes.append(f"skipped folder {folder}: cannot list it ({error.strerror or error})")
+            continue
+        if (status.st_dev, status.st_ino) in visited:
+            notes.append(f"skipped folder {folder}: already listed (a symbolic link loops back)")
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        for entry in entries:
+            if entry.name.startswith(".") or (excluded and _inside(entry, excluded)):
+                continue
+            if entry.is_dir():
+                if recursive:
+                    pending.append(entry)
+                else:
+                    notes.append(f"skipped folder {entry} (use --recursive)")
+                continue
+            files.append(entry)
+    return sorted(files)
 
 
 def expand_globs(arguments: Iterable[Path]) -> list[Path]:

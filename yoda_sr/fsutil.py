@@ -4,13 +4,17 @@ Every file yoda-sr writes (images, weights, training state, logs' siblings, the 
 goes through ``atomic_write``: the content is written to a hidden temporary file beside the target,
 flushed to disk, then renamed over the target in one step, so a reader (or a rerun after a kill)
 sees the old file or the new one, never a part. Temporary files carry ``TEMP_MARK`` and the
-writer's process id in their name, which is how a later run recognises its own debris.
+writer's process id in their name, which is how a later run recognises its own debris
+(``remove_stale_temporaries``). ``claim`` lets concurrent runs split one folder's outputs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -71,3 +75,79 @@ def atomic_save(path: str | os.PathLike[str], save: Callable[[Path], object]) ->
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(TEMP_MARK) + "$")
+CLAIM_MARK = ".yoda-claim"
+"""A claim file ``.<output>.yoda-claim`` holds "<host> <pid>" of the run computing that output."""
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers on this machine left when they were killed: only files
+    named by ``temporary_path`` whose process is gone. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or int(match[1]) == os.getpid() or _running(int(match[1])):
+            continue
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def claim_path(target: Path) -> Path:
+    """Where the claim on ``target`` lives: a hidden file beside it."""
+    return target.with_name(f".{target.name[:60]}{CLAIM_MARK}")
+
+
+def claim(target: Path) -> Path | None:
+    """Claim ``target`` for this process by creating its claim file atomically; None if another live
+    process holds it. A claim left by a process on this machine that is gone is taken over."""
+    path = claim_path(target)
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except FileExistsError:
+            if not _claim_is_stale(path, host):
+                return None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{host} {os.getpid()}\n")
+        return path
+    return None
+
+
+def _claim_is_stale(path: Path, host: str) -> bool:
+    """A claim is stale when its process (on this machine) is gone, or it is unreadable and old."""
+    try:
+        text = path.read_text(errors="replace") if not path.is_symlink() else ""
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    fields = text.split()
+    if len(fields) == 2 and fields[1].isdecimal():
+        return fields[0] == host and not _running(int(fields[1]))
+    return age > 60
+
+
+def release(path: Path) -> None:
+    """Give up a claim made by ``claim``."""
+    path.unlink(missing_ok=True)

@@ -75,6 +75,9 @@ def _pillow_limit() -> Iterator[int | None]:
     """Hold the lock that lets a read change ``Image.MAX_IMAGE_PIXELS``; yields and restores its value."""
     with _PILLOW_LIMIT, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns about damaged metadata ("Corrupt EXIF data") on stderr; the pixels still
+        # decode, and what is unusable of the metadata is dropped.
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
         previous = Image.MAX_IMAGE_PIXELS
         try:
             yield previous

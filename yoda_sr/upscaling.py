@@ -9,6 +9,7 @@ in its output folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .batch import Item
-from .errors import SettingError, UsageError
+from .errors import SettingError, UsageError, YodaError
 from .files import IMAGE_EXTENSIONS, FoundImages
 
 if TYPE_CHECKING:
@@ -118,7 +119,38 @@ def default_suffix(scale: int, out: Path | None) -> str:
 def ignored_endings(suffix: str) -> tuple[str, ...]:
     """Names in input folders that are this run's own outputs (so a re-run does not upscale them)."""
     own = tuple(f"{suffix}{extension}" for extension in IMAGE_EXTENSIONS) if suffix else ()
-    return (*own, *OWN_ENDINGS)
+    return (*own, *OWN_ENDINGS, RUN_LOG)
+
+
+def output_folder(out: Path | None) -> Path | None:
+    """The folder ``-o`` names (None for outputs beside the inputs or a single output file)."""
+    if out is None or (not out.is_dir() and out.suffix.lower() in IMAGE_EXTENSIONS):
+        return None
+    return out
+
+
+def check_out(out: Path | None) -> None:
+    """Refuse an output that cannot work before any image is computed: a file that is not an image
+    name, an image format we cannot write, or a folder we cannot write into."""
+    from .fsutil import temporary_path
+
+    if out is None:
+        return
+    if out.exists() and not out.is_dir() and out.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise SettingError("out", f"{out} is a file that is not an image; give an image name or a folder")
+    folder = out if output_folder(out) is not None else out.parent
+    if folder is not out and out.suffix.lower() not in PILLOW_FORMATS:
+        writable = ", ".join(sorted(PILLOW_FORMATS))
+        raise SettingError("out", f"{out}: cannot write {out.suffix} files; name it with one of {writable}")
+    if (folder / RUN_LOG).is_symlink():
+        raise SettingError("out", f"{folder / RUN_LOG} is a symbolic link; remove it (the run log is never followed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_path(folder / "probe")
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as error:
+        raise SettingError("out", f"{folder}: cannot write there ({error.strerror or error})") from None
 
 
 def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> list[Job]:
@@ -150,7 +182,13 @@ def write_log(log_dir: Path, record: dict[str, Any]) -> None:
     """Append one JSON line to the run log (a single O_APPEND write, safe across ranks)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    descriptor = os.open(log_dir / RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = log_dir / RUN_LOG
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise YodaError(f"{path} is a symbolic link; remove it (the run log is never followed)") from None
+        raise
     try:
         os.write(descriptor, line)
     finally:

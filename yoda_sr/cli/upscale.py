@@ -70,7 +70,17 @@ def upscale(
 
     from ..api import Settings
     from ..batch import Batch, Hints
-    from ..upscaling import UpscaleJobs, default_suffix, ignored_endings, load, output_format, parse_tile, plan_jobs
+    from ..upscaling import (
+        UpscaleJobs,
+        check_out,
+        default_suffix,
+        ignored_endings,
+        load,
+        output_folder,
+        output_format,
+        parse_tile,
+        plan_jobs,
+    )
     from ..upscaling import shard as torchrun_shard
 
     fmt = output_format(fmt)
@@ -97,7 +107,9 @@ def upscale(
         reraise=debugging(ctx),
         shard=(rank, world),
     )
-    found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix))
+    check_out(out)
+    folder = output_folder(out)
+    found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix), exclude=[folder] if folder else [])
     jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
     if not quiet and rank == 0:
         lower = f" (l = {settings.lower_bound:g})" if settings.attention != "none" else ""
