@@ -238,7 +238,7 @@ class Batch(Generic[ItemT]):
                 self.tally.skipped += 1
                 continue
             held.extend(mine)
-            if not self.overwrite:
+            if mine and not self.overwrite:
                 item.pending = [output for output in item.pending if not output.exists()]
                 if not item.pending:
                     self.note(f"skipped {item.image}: another run wrote its output meanwhile")
