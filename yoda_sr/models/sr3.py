@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..schedules import ScheduleSpec
-from . import ModelConfig, register_arch, register_config
+from ._registry import ModelConfig, register_arch, register_config
 from .base import Condition, ModelInfo, SRDenoiser
 
 UPSTREAM_PREFIX = "denoise_fn."

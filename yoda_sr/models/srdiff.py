@@ -15,14 +15,14 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..schedules import ScheduleSpec
-from . import ModelConfig, register_arch, register_config
+from ._registry import ModelConfig, register_arch, register_config
 from .base import Condition, ModelInfo, SRDenoiser
 from .rrdb import SUPPORTED_SCALES, RRDBNet
 
@@ -240,7 +240,8 @@ class SRDiffUNet(nn.Module):
         """Epsilon for ``x`` at upstream's 0-indexed step ``time``, given the projected conditions."""
         time_emb = self.mlp(self.time_pos_emb(time).to(x.dtype))
         skips: list[Tensor] = []
-        for level, (resnet, resnet2, downsample) in enumerate(self.downs):
+        for level, stage in enumerate(self.downs):
+            resnet, resnet2, downsample = cast(nn.ModuleList, stage)
             x = resnet(x, time_emb)
             x = resnet2(x, time_emb)
             if level == 0:
@@ -255,7 +256,8 @@ class SRDiffUNet(nn.Module):
             x = self.mid_attn(x)
         x = self.mid_block2(x, time_emb)
 
-        for resnet, resnet2, upsample in self.ups:
+        for stage in self.ups:
+            resnet, resnet2, upsample = cast(nn.ModuleList, stage)
             x = torch.cat((x, skips.pop()), dim=1)
             x = resnet(x, time_emb)
             x = resnet2(x, time_emb)
@@ -331,7 +333,8 @@ class SRDiff(SRDenoiser):
         self.encoder = RRDBNet(3, 3, rrdb_num_feat, rrdb_num_block, growth, scale=sr_scale)
         if residual_base == "bicubic+rrdb":  # the correction starts at zero: the base starts as bicubic
             nn.init.zeros_(self.encoder.conv_last.weight)
-            nn.init.zeros_(self.encoder.conv_last.bias)
+            if self.encoder.conv_last.bias is not None:
+                nn.init.zeros_(self.encoder.conv_last.bias)
         num_selected = len(range(2, self.encoder.num_features, 3))
         self.unet = SRDiffUNet(
             hidden_size,
