@@ -2,15 +2,15 @@
 
 ``create_model("sr3-16-128")`` builds a randomly initialised model from a registered config;
 ``create_model_from_config(arch, hparams)`` rebuilds one from checkpoint metadata. Each architecture
-module registers its class and its named configs in ``_registry`` on import; importing this package
-imports them all.
+module registers its class, and ``configs`` the named configurations, in ``_registry`` on import;
+importing this package imports them all.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import sr3, srdiff  # noqa: F401 - importing an architecture module registers it
+from . import configs, sr3, srdiff  # noqa: F401 - importing these modules registers what they define
 from ._registry import ARCHS, CONFIGS, ModelConfig, register_arch, register_config
 from .base import Condition, ModelInfo, SRDenoiser
 

@@ -1,7 +1,7 @@
 """The tables architecture modules register into: classes by ``arch`` name, configs by name.
 
-A leaf of ``yoda_sr.models``: ``sr3`` and ``srdiff`` import it to register themselves, and the
-package's ``__init__`` (which imports both) reads it. Callers use ``yoda_sr.models``.
+A leaf of ``yoda_sr.models``: ``sr3`` and ``srdiff`` register their classes here, ``configs`` the
+named configurations, and the package's ``__init__`` (which imports all three) reads it.
 """
 
 from __future__ import annotations
