@@ -242,7 +242,7 @@ def dino_backbone(
     weights: str | os.PathLike,
     device: torch.device | str = "cpu",
     attention_size: int = DEFAULT_ATTENTION_SIZE,
-) -> nn.Module:
+) -> DinoResNet50Attention | DinoViTAttention:
     """A loaded, eval-mode DINO attention module: dino-resnet50 | dino-vits8 | dino-vits16."""
     if method not in METHODS:
         known = ", ".join(METHODS)
