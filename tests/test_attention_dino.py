@@ -17,10 +17,12 @@ from yoda_sr.attention.dino import (
     ATTENTION_HEADS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    METHODS,
     DinoResNet50Attention,
     DinoViTAttention,
     attention_input_size,
     attention_pooling,
+    build_attention_module,
     dino_backbone,
     prepare_input,
 )
@@ -234,6 +236,15 @@ def test_dino_backbone_loads_by_method_name(tmp_path: Path, resnet_weights: Path
         dino_backbone("dino-vits8", tmp_path / "absent.safetensors")
     with pytest.raises(ValueError, match="unknown DINO attention method"):
         dino_backbone("dino-vitb16", vit16_weights)
+
+
+def test_build_attention_module_by_method_name() -> None:
+    """The public builder the converters use: one untrained module per method, ValueError otherwise."""
+    assert METHODS == ("dino-resnet50", "dino-vits8", "dino-vits16")
+    vit = build_attention_module("dino-vits8", attention_size=224)
+    assert isinstance(vit, DinoViTAttention) and vit.patch_size == 8 and vit.attention_size == 224
+    with pytest.raises(ValueError, match="unknown DINO attention method 'dino-vitb16'"):
+        build_attention_module("dino-vitb16")
 
 
 @pytest.mark.parametrize("method", ["dino-resnet50", "dino-vits8", "dino-vits16"])

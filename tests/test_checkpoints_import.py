@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,3 +264,18 @@ def test_imported_names_are_listed_and_removed(tmp_path, capsys):
     assert not checkpoints.installed_path("my-model").exists()
     assert cli("checkpoints", "path", "my-model") == 2
     assert os.listdir(checkpoints.home() / "checkpoints") == []
+
+
+def test_layers_import_only_what_they_need() -> None:
+    """weights_file is a leaf (only _version, errors, fsutil); the checkpoint store imports no torch."""
+    probe = (
+        "import sys, yoda_sr.weights_file; print(sorted(m for m in sys.modules if m.startswith('yoda_sr')));"
+        "import yoda_sr.checkpoints; print('torch' in sys.modules, 'yoda_sr.convert' in sys.modules)"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert lines == [
+        "['yoda_sr', 'yoda_sr._version', 'yoda_sr.errors', 'yoda_sr.fsutil', 'yoda_sr.weights_file']",
+        "False False",
+    ]

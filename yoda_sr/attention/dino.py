@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models.resnet import ResNet
+from timm.models.vision_transformer import Attention, VisionTransformer
 from torch import Tensor, nn
 
 from ..imaging import resize_bicubic
@@ -26,6 +28,10 @@ VIT_PATCH_SIZES = (8, 16)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _KEY_PREVIEW = 5
+_VIT_METHODS = {"dino-vits8": 8, "dino-vits16": 16}
+METHODS = ("dino-resnet50", *_VIT_METHODS)
+"""The DINO attention methods, by the names ``--method`` and the checkpoint registry use."""
+_Model = TypeVar("_Model", bound=nn.Module)
 
 
 def attention_input_size(height: int, width: int, attention_size: int, multiple: int) -> tuple[int, int]:
@@ -74,6 +80,20 @@ def attention_pooling(features: Tensor, heads: int = ATTENTION_HEADS) -> Tensor:
     return torch.stack(maps, dim=1).unflatten(2, features.shape[-2:])
 
 
+def _timm_model(name: str, kind: type[_Model], **kwargs: Any) -> _Model:
+    """``timm.create_model(name)`` without pretrained weights, checked to be the class used below."""
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if not isinstance(model, kind):
+        raise TypeError(f"timm built a {type(model).__name__} for {name}, not a {kind.__name__}")
+    return model
+
+
+def _placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of a module's weights (its first parameter's)."""
+    weight = next(module.parameters())
+    return weight.device, weight.dtype
+
+
 def _preview(keys: list[str]) -> str:
     """The first few of ``keys`` for an error message, with a count of the rest."""
     shown = ", ".join(keys[:_KEY_PREVIEW])
@@ -113,9 +133,7 @@ class DinoResNet50Attention(nn.Module):
     def __init__(self, attention_size: int = DEFAULT_ATTENTION_SIZE) -> None:
         super().__init__()
         self.attention_size = attention_size
-        self.backbone = timm.create_model(
-            "resnet50", pretrained=False, num_classes=0, output_stride=RESNET_OUTPUT_STRIDE
-        )
+        self.backbone = _timm_model("resnet50", ResNet, num_classes=0, output_stride=RESNET_OUTPUT_STRIDE)
         self.backbone.to(memory_format=torch.channels_last)
         self.backbone.requires_grad_(False)
         self.eval()
@@ -130,9 +148,8 @@ class DinoResNet50Attention(nn.Module):
         h', w' are ``attention_input_size(..., multiple=16)`` divided by 16. The backbone runs
         channels-last (~25% faster on a CPU) in the dtype and on the device of its weights.
         """
-        weight = self.backbone.conv1.weight
-        stride = RESNET_OUTPUT_STRIDE
-        x = prepare_input(lr, self.attention_size, stride, weight.device, weight.dtype)
+        device, dtype = _placement(self.backbone)
+        x = prepare_input(lr, self.attention_size, RESNET_OUTPUT_STRIDE, device, dtype)
         features = self.backbone.forward_features(x.contiguous(memory_format=torch.channels_last))
         return attention_pooling(features, ATTENTION_HEADS)
 
@@ -152,16 +169,24 @@ class DinoViTAttention(nn.Module):
             raise ValueError(f"patch_size must be one of {VIT_PATCH_SIZES}, got {patch_size!r}")
         self.patch_size = patch_size
         self.attention_size = attention_size
-        self.backbone = timm.create_model(
+        self.backbone = _timm_model(
             f"vit_small_patch{patch_size}_224",
-            pretrained=False,
+            VisionTransformer,
             num_classes=0,
             dynamic_img_size=True,
             weight_init="skip",
         )
-        self.backbone.blocks[-1].attn.fused_attn = False
+        # timm declares fused_attn Final (for TorchScript); switching it off per module is supported.
+        self._last_attention().fused_attn = False  # type: ignore[misc]
         self.backbone.requires_grad_(False)
         self.eval()
+
+    def _last_attention(self) -> Attention:
+        """The attention layer of the last block, whose softmax the maps are read from."""
+        attention = self.backbone.blocks[-1].attn
+        if not isinstance(attention, Attention):
+            raise TypeError(f"the last ViT block's attention is a {type(attention).__name__}, not timm's Attention")
+        return attention
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load timm-keyed ViT-S weights (as ``timm/vit_small_patch{8,16}_224.dino``) strictly."""
@@ -178,9 +203,9 @@ class DinoViTAttention(nn.Module):
 
         Column 0 is the CLS token itself, then the patches in row-major order; each row sums to 1.
         """
-        weight = self.backbone.patch_embed.proj.weight
-        x = prepare_input(lr, self.attention_size, self.patch_size, weight.device, weight.dtype)
-        attention = self.backbone.blocks[-1].attn
+        device, dtype = _placement(self.backbone)
+        x = prepare_input(lr, self.attention_size, self.patch_size, device, dtype)
+        attention = self._last_attention()
         captured: list[Tensor] = []
         handle = attention.attn_drop.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0]))
         try:
@@ -201,11 +226,15 @@ class DinoViTAttention(nn.Module):
         return rows[:, :, prefix:].unflatten(2, self.grid_size(lr.shape[-2], lr.shape[-1]))
 
 
-_BUILDERS = {
-    "dino-resnet50": DinoResNet50Attention,
-    "dino-vits8": partial(DinoViTAttention, 8),
-    "dino-vits16": partial(DinoViTAttention, 16),
-}
+def build_attention_module(
+    method: str, attention_size: int = DEFAULT_ATTENTION_SIZE
+) -> DinoResNet50Attention | DinoViTAttention:
+    """An untrained attention module for a DINO method (``METHODS``); ``load_weights`` fills it."""
+    if method == "dino-resnet50":
+        return DinoResNet50Attention(attention_size=attention_size)
+    if method in _VIT_METHODS:
+        return DinoViTAttention(_VIT_METHODS[method], attention_size=attention_size)
+    raise ValueError(f"unknown DINO attention method {method!r}; expected one of {', '.join(METHODS)}")
 
 
 def dino_backbone(
@@ -213,15 +242,15 @@ def dino_backbone(
     weights: str | os.PathLike,
     device: torch.device | str = "cpu",
     attention_size: int = DEFAULT_ATTENTION_SIZE,
-) -> nn.Module:
+) -> DinoResNet50Attention | DinoViTAttention:
     """A loaded, eval-mode DINO attention module: dino-resnet50 | dino-vits8 | dino-vits16."""
-    if method not in _BUILDERS:
-        known = ", ".join(_BUILDERS)
+    if method not in METHODS:
+        known = ", ".join(METHODS)
         raise ValueError(f"unknown DINO attention method {method!r}; expected one of {known}")
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"DINO weights for {method} not found: {path}")
-    module = _BUILDERS[method](attention_size=attention_size)
+    module = build_attention_module(method, attention_size)
     module.load_weights(path)
     return module.to(device).eval()
 
@@ -236,8 +265,8 @@ def write_random_weights(method: str, path: str | os.PathLike, seed: int = 0) ->
 
             state = torchvision.models.resnet50().state_dict()
             state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-        elif method in ("dino-vits8", "dino-vits16"):
-            patch = 8 if method == "dino-vits8" else 16
+        elif method in _VIT_METHODS:
+            patch = _VIT_METHODS[method]
             state = timm.create_model(f"vit_small_patch{patch}_224", pretrained=False, num_classes=0).state_dict()
         else:
             raise ValueError(f"{method!r} is not a DINO method")

@@ -3,7 +3,7 @@
 ``convert_file(path, format)`` reads an upstream file (pickles only through
 ``torch.load(weights_only=True)``, see ``pickles``), maps its keys to ours, infers the architecture
 from tensor shapes, loads the result into a freshly built model strictly (so a wrong inference
-cannot pass silently) and returns tensors plus metadata ready for ``checkpoints.save``.
+cannot pass silently) and returns tensors plus metadata ready for ``weights_file.save``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import UsageError, YodaError
+from ..models import create_model_from_config
+from ..weights_file import read_metadata
 from . import dino, sr3_janspiry, srdiff
 from .pickles import UnsafeCheckpointError, find_state_dict, read_pickle
 
@@ -74,8 +76,6 @@ def detect_format(state: dict[str, Tensor]) -> str:
 
 def _check_loads(arch: str, hparams: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     """Build the architecture and load the tensors strictly: a wrong inference fails here."""
-    from ..models import create_model_from_config
-
     model = create_model_from_config(arch, hparams)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -128,8 +128,6 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
 
 def _own_metadata(path: str | Path) -> dict[str, Any]:
     """yoda-sr metadata of a safetensors file, or {} (pickles and foreign safetensors have none)."""
-    from ..checkpoints import read_metadata
-
     try:
         return read_metadata(path)
     except YodaError:
@@ -147,9 +145,11 @@ def _own_checkpoint(state: dict[str, Tensor], metadata: dict[str, Any]) -> Conve
 
 
 def _check_attention_loads(method: str, tensors: dict[str, Tensor]) -> None:
-    from ..attention.dino import _BUILDERS
+    """Build the DINO backbone and load the tensors strictly."""
+    # attention.dino brings in timm: imported only when attention weights are converted.
+    from ..attention.dino import build_attention_module
 
-    module = _BUILDERS[method]()
+    module = build_attention_module(method)
     try:
         module.backbone.load_state_dict(tensors, strict=True)
     except RuntimeError as error:

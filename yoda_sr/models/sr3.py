@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..schedules import ScheduleSpec
-from . import ModelConfig, register_arch, register_config
+from ._registry import register_arch
 from .base import Condition, ModelInfo, SRDenoiser
 
 UPSTREAM_PREFIX = "denoise_fn."
@@ -320,91 +319,3 @@ class SR3UNet(SRDenoiser):
             else:
                 x = layer(x)
         return self.final_conv(x)
-
-
-_UPSTREAM_SCHEDULE = ScheduleSpec(kind="linear", steps=2000, start=1e-6, end=1e-2)
-_YODA_SCHEDULE = ScheduleSpec(kind="linear", steps=500, start=1e-6, end=0.03)
-
-_FACE_64_HPARAMS: dict[str, Any] = {
-    "in_channel": 6,
-    "out_channel": 3,
-    "inner_channel": 64,
-    "norm_groups": 16,
-    "channel_mults": [1, 2, 4, 8, 16],
-    "attn_res": [],
-    "res_blocks": 1,
-    "dropout": 0.0,
-    "with_noise_level_emb": True,
-}
-
-register_config(
-    ModelConfig(
-        name="sr3-16-128",
-        arch="sr3",
-        hparams={
-            "scale": 8,
-            "in_channel": 6,
-            "out_channel": 3,
-            "inner_channel": 64,
-            "norm_groups": 32,
-            "channel_mults": [1, 2, 4, 8, 8],
-            "attn_res": [16],
-            "res_blocks": 2,
-            "dropout": 0.2,
-            "with_noise_level_emb": True,
-            "image_size": 128,
-        },
-        schedule=_UPSTREAM_SCHEDULE,
-        description="SR3 16->128 faces (8x), Janspiry's sr_sr3_16_128 UNet (~97M parameters).",
-        sampling_steps=200,
-        tags=("face", "upstream"),
-    )
-)
-
-register_config(
-    ModelConfig(
-        name="sr3-64-512",
-        arch="sr3",
-        hparams={"scale": 8, **_FACE_64_HPARAMS, "image_size": 512},
-        schedule=_UPSTREAM_SCHEDULE,
-        description="SR3 64->512 faces (8x), Janspiry's sr_sr3_64_512 UNet.",
-        sampling_steps=200,
-        tags=("face", "upstream"),
-    )
-)
-
-register_config(
-    ModelConfig(
-        name="sr3-64-256",
-        arch="sr3",
-        hparams={"scale": 4, **_FACE_64_HPARAMS, "image_size": 256},
-        schedule=_YODA_SCHEDULE,
-        description="SR3 64->256 faces (4x), derived from the 64->512 UNet as YODA's paper uses it; T = 500.",
-        sampling_steps=200,
-        tags=("face",),
-    )
-)
-
-register_config(
-    ModelConfig(
-        name="sr3-tiny",
-        arch="sr3",
-        hparams={
-            "scale": 4,
-            "in_channel": 6,
-            "out_channel": 3,
-            "inner_channel": 16,
-            "norm_groups": 8,
-            "channel_mults": [1, 2],
-            "attn_res": [32],
-            "res_blocks": 1,
-            "dropout": 0.0,
-            "with_noise_level_emb": True,
-            "image_size": 64,
-        },
-        schedule=_YODA_SCHEDULE,
-        description="A tiny SR3 UNet (4x, ~0.16M parameters) for tests and quick CPU runs.",
-        sampling_steps=20,
-        tags=("test",),
-    )
-)

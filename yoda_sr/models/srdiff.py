@@ -15,14 +15,13 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..schedules import ScheduleSpec
-from . import ModelConfig, register_arch, register_config
+from ._registry import register_arch
 from .base import Condition, ModelInfo, SRDenoiser
 from .rrdb import SUPPORTED_SCALES, RRDBNet
 
@@ -240,7 +239,8 @@ class SRDiffUNet(nn.Module):
         """Epsilon for ``x`` at upstream's 0-indexed step ``time``, given the projected conditions."""
         time_emb = self.mlp(self.time_pos_emb(time).to(x.dtype))
         skips: list[Tensor] = []
-        for level, (resnet, resnet2, downsample) in enumerate(self.downs):
+        for level, stage in enumerate(self.downs):
+            resnet, resnet2, downsample = cast(nn.ModuleList, stage)
             x = resnet(x, time_emb)
             x = resnet2(x, time_emb)
             if level == 0:
@@ -255,7 +255,8 @@ class SRDiffUNet(nn.Module):
             x = self.mid_attn(x)
         x = self.mid_block2(x, time_emb)
 
-        for resnet, resnet2, upsample in self.ups:
+        for stage in self.ups:
+            resnet, resnet2, upsample = cast(nn.ModuleList, stage)
             x = torch.cat((x, skips.pop()), dim=1)
             x = resnet(x, time_emb)
             x = resnet2(x, time_emb)
@@ -331,7 +332,8 @@ class SRDiff(SRDenoiser):
         self.encoder = RRDBNet(3, 3, rrdb_num_feat, rrdb_num_block, growth, scale=sr_scale)
         if residual_base == "bicubic+rrdb":  # the correction starts at zero: the base starts as bicubic
             nn.init.zeros_(self.encoder.conv_last.weight)
-            nn.init.zeros_(self.encoder.conv_last.bias)
+            if self.encoder.conv_last.bias is not None:
+                nn.init.zeros_(self.encoder.conv_last.bias)
         num_selected = len(range(2, self.encoder.num_features, 3))
         self.unet = SRDiffUNet(
             hidden_size,
@@ -385,115 +387,3 @@ class SRDiff(SRDenoiser):
         if z.shape[-2] % multiple or z.shape[-1] % multiple:
             raise ValueError(f"SRDiff needs H and W divisible by {multiple}, got {tuple(z.shape[-2:])}")
         return self.unet(z, t - 1, cond.features["cond"], cond.features.get("up"))
-
-
-_UPSTREAM_MODEL = {"use_attn": False, "res": True, "up_input": False, "use_wn": False}
-"""Settings shared by both upstream configs (configs/diffsr_base.yaml)."""
-
-register_config(
-    ModelConfig(
-        name="srdiff-celeba-8x",
-        arch="srdiff",
-        hparams={
-            "hidden_size": 64,
-            "dim_mults": [1, 2, 2, 4],
-            "rrdb_num_feat": 32,
-            "rrdb_num_block": 8,
-            "rrdb_growth": 16,
-            **_UPSTREAM_MODEL,
-            "sr_scale": 8,
-            "residual_base": "bicubic",
-            "lr_size": 20,
-            "hr_size": 160,
-        },
-        schedule=ScheduleSpec(kind="cosine", steps=100, cosine_s=0.008),
-        description="SRDiff CelebA faces 20->160 (x8), upstream configs/diffsr_celeb.yaml",
-        sampling_steps=100,
-        tags=("face", "upstream"),
-    )
-)
-
-# The RRDB sizes are diffsr_base.yaml's (32 features, 8 blocks). Upstream's own DIV2K RRDB recipe
-# (configs/rrdb/df2k4x_pretrain.yaml) trains 64 features and 17 blocks, and users loading it edit
-# rrdb_num_feat/rrdb_num_block to match (LeiaLi/SRDiff issue #10): read those from tensor shapes.
-register_config(
-    ModelConfig(
-        name="srdiff-div2k-4x",
-        arch="srdiff",
-        hparams={
-            "hidden_size": 64,
-            "dim_mults": [1, 2, 3, 4],
-            "rrdb_num_feat": 32,
-            "rrdb_num_block": 8,
-            "rrdb_growth": 16,
-            **_UPSTREAM_MODEL,
-            "sr_scale": 4,
-            "residual_base": "bicubic",
-            "lr_size": None,
-            "hr_size": None,
-        },
-        schedule=ScheduleSpec(kind="cosine", steps=100, cosine_s=0.008),
-        description="SRDiff general images x4 (DIV2K + Flickr2K), upstream configs/diffsr_df2k4x.yaml",
-        sampling_steps=100,
-        tags=("general", "upstream"),
-    )
-)
-
-_TINY = {
-    "hidden_size": 16,
-    "dim_mults": [1, 2],
-    "rrdb_num_feat": 16,
-    "rrdb_num_block": 2,
-    "rrdb_growth": 8,
-    **_UPSTREAM_MODEL,
-    "sr_scale": 4,
-    "lr_size": None,
-    "hr_size": None,
-}
-
-register_config(
-    ModelConfig(
-        name="srdiff-tiny",
-        arch="srdiff",
-        hparams={**_TINY, "residual_base": "bicubic"},
-        schedule=ScheduleSpec(kind="cosine", steps=100),
-        description="Tiny x4 SRDiff for tests and CPU experiments (bicubic residual base)",
-        sampling_steps=20,
-        tags=("test",),
-    )
-)
-
-register_config(
-    ModelConfig(
-        name="srdiff-tiny-rrdb",
-        arch="srdiff",
-        hparams={**_TINY, "residual_base": "rrdb"},
-        schedule=ScheduleSpec(kind="cosine", steps=100),
-        description="Tiny x4 SRDiff whose residual is measured from its RRDB output (METHOD.md §3)",
-        sampling_steps=20,
-        tags=("test",),
-    )
-)
-
-register_config(
-    ModelConfig(
-        name="srdiff-x4-small",
-        arch="srdiff",
-        hparams={
-            "hidden_size": 32,
-            "dim_mults": [1, 2, 2, 4],
-            "rrdb_num_feat": 32,
-            "rrdb_num_block": 6,
-            "rrdb_growth": 16,
-            **_UPSTREAM_MODEL,
-            "sr_scale": 4,
-            "residual_base": "bicubic+rrdb",
-            "lr_size": None,
-            "hr_size": None,
-        },
-        schedule=ScheduleSpec(kind="cosine", steps=100),
-        description="A small x4 SRDiff for CPUs: bicubic + an RRDB 32x6 correction as the residual base, UNet 32",
-        sampling_steps=20,
-        tags=("general",),
-    )
-)

@@ -1,0 +1,127 @@
+"""Turning upstream files into the store's ready files: ``import_checkpoint`` and the install step
+every download ends with (convert, add metadata, record)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError, YodaError
+from ..fsutil import temporary_path
+from ..weights_file import save, sha256_file, tensor_names
+from .registry import Entry, find_entry
+from .store import check_source_hash, installed_path, record_install
+
+if TYPE_CHECKING:
+    from ..convert import Converted
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(target)
+    try:
+        os.link(source.resolve(), temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | None) -> Path:
+    """Convert (or adopt) a verified source file into the store and record it."""
+    # convert (and torch with it) is imported on use, so listing or verifying checkpoints stays light.
+    from ..convert import convert_file
+
+    target = installed_path(entry.name)
+    if entry.format in ("safetensors", "timm") and raw.suffix == ".safetensors":
+        converted = convert_file(raw, "auto")
+        if set(converted.tensors) == set(tensor_names(raw)):
+            _link_or_copy(raw, target)
+        else:
+            save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
+    else:
+        converted = convert_file(raw, entry.format, scale=entry.scale)
+        save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
+    record_install(entry.name, target, source_sha, revision, entry.format)
+    return target
+
+
+def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) -> dict[str, Any]:
+    from ..models import get_config
+
+    metadata = dict(converted)
+    if metadata.get("kind") == "denoiser":
+        config_name = entry.config or metadata.get("matched_config")
+        if config_name and metadata.get("schedule") is None:
+            metadata["schedule"] = get_config(config_name).schedule.to_dict()
+        if config_name:
+            metadata.setdefault("sampling", {"steps": get_config(config_name).sampling_steps, "sampler": "ddpm"})
+        metadata["scale"] = entry.scale or _scale_of(metadata)
+    metadata["name"] = entry.name
+    metadata["source"] = {
+        "checkpoint": entry.name,
+        "from": entry.source.describe(),
+        "page": entry.page,
+        "licence": entry.licence,
+        "sha256": source_sha,
+    }
+    return metadata
+
+
+def _imported_metadata(file: Path, name: str, converted: Converted, source_sha: str) -> dict[str, Any]:
+    """Metadata of a file imported under a name the registry does not know."""
+    from ..models import get_config
+
+    metadata = dict(converted.metadata)
+    config_name = metadata.get("matched_config")
+    if metadata.get("kind") == "denoiser":
+        if metadata.get("schedule") is None:
+            if not config_name:
+                raise YodaError(f"{file} has no noise schedule buffers and matches no known config")
+            metadata["schedule"] = get_config(config_name).schedule.to_dict()
+        steps = get_config(config_name).sampling_steps if config_name else 100
+        metadata["sampling"] = {"steps": steps, "sampler": "ddpm"}
+        metadata["scale"] = _scale_of(metadata)
+    metadata["name"] = name
+    metadata["source"] = {"imported_from": file.name, "sha256": source_sha, "format": converted.format}
+    return metadata
+
+
+def _scale_of(metadata: dict[str, Any]) -> int | None:
+    hparams = metadata.get("hparams", {})
+    return hparams.get("sr_scale") or hparams.get("scale")
+
+
+def import_checkpoint(
+    file: str | Path, *, name: str, format: str = "auto", scale: int | None = None, force: bool = False
+) -> tuple[Path, str | None]:
+    """Convert an upstream file into the store as ``name``; returns the file and a note (or None)."""
+    from ..convert import convert_file
+
+    if not _NAME.match(name):
+        raise UsageError(f"checkpoint name {name!r}: use lower-case letters, digits, '.', '_' or '-'")
+    entry = find_entry(name)
+    if entry is not None and entry.embedded:
+        raise UsageError(f"{name} is embedded in the package; import under another name")
+    target = installed_path(name)
+    if target.exists() and not force:
+        raise UsageError(f"{name} is already installed ({target}); pass --force to replace it")
+    file = Path(file)
+    source_sha = sha256_file(file)
+    if entry is not None:
+        check_source_hash(entry, file, source_sha, lambda: None)
+        scale = scale or entry.scale
+    converted = convert_file(file, format, scale=scale)
+    if entry is not None:
+        if entry.kind != converted.metadata["kind"]:
+            raise YodaError(f"{file} holds {converted.metadata['kind']} weights, but {name} is a {entry.kind}")
+        metadata = _entry_metadata(entry, converted.metadata, source_sha)
+    else:
+        metadata = _imported_metadata(file, name, converted, source_sha)
+    save(target, converted.tensors, metadata)
+    record_install(name, target, source_sha, None, converted.format)
+    return target, converted.note

@@ -1,0 +1,68 @@
+"""yoda-sr's weights file: safetensors with yoda-sr's JSON metadata (METHOD.md §8).
+
+A checkpoint is a plain safetensors file whose ``__metadata__`` holds one key, ``METADATA_KEY``,
+whose value is a JSON object: what the tensors are (``kind``, ``arch``, ``hparams``, ...) plus
+``format_version`` and the ``yoda_sr_version`` that wrote it. This module is a leaf: the checkpoint
+store, the converters and training all write and read weights through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import YodaError
+from .fsutil import atomic_save
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+METADATA_KEY = "yoda_sr"
+"""The safetensors ``__metadata__`` key whose value is yoda-sr's JSON metadata."""
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def save(path: str | Path, tensors: Mapping[str, Tensor], metadata: dict[str, Any]) -> Path:
+    """Write tensors and yoda-sr metadata (JSON under ``__metadata__['yoda_sr']``) atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = {"format_version": FORMAT_VERSION, "yoda_sr_version": __version__, **metadata}
+    contiguous = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
+    header = {METADATA_KEY: json.dumps(full, sort_keys=True)}
+    return atomic_save(path, lambda temporary: save_file(contiguous, str(temporary), metadata=header))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """yoda-sr's metadata of a safetensors file ({} when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise YodaError(f"{path} is not a readable safetensors file: {error}") from None
+    return dict(json.loads(raw)) if raw else {}
+
+
+def tensor_names(path: str | Path) -> list[str]:
+    """The tensor names a safetensors file holds, read from its header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return list(handle.keys())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
