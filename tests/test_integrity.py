@@ -128,7 +128,9 @@ def test_symlink_loops_in_input_folders_are_listed_once(tmp_path):
     assert [path.name for path, _ in find_images([tmp_path / "d" / "sub"]).images] == ["img0.png"]
 
 
-@pytest.mark.parametrize("case", ["text file", "bmp name", "folder under a file", "read-only folder", "symlinked run log"])
+@pytest.mark.parametrize(
+    "case", ["text file", "bmp name", "folder under a file", "read-only folder", "symlinked run log"]
+)
 def test_bad_outputs_fail_before_any_image_and_write_nothing(tmp_path, model_file, capsys, case):
     (source,) = write_crops(tmp_path / "in", 1)
     before = source.read_bytes()

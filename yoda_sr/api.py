@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ class Upscaler:
             lower_bound=float(yoda.get("lower_bound", 0.2)),
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
-        self._float_model: torch.nn.Module | None = None
+        self._float_model: SRDenoiser | None = None
 
     @classmethod
     def from_pretrained(
@@ -257,12 +257,12 @@ class Upscaler:
     def _model_in(self, dtype: torch.dtype) -> SRDenoiser:
         """The denoiser in ``dtype`` (a float32 copy is made once for retries of fp16/bf16 runs)."""
         if dtype == self.dtype:
-            return cast("SRDenoiser", self.model)
+            return self.model
         if self._float_model is None:
             import copy
 
             self._float_model = copy.deepcopy(self.model).to(dtype=dtype)
-        return cast("SRDenoiser", self._float_model)
+        return self._float_model
 
     @torch.inference_mode()
     def _run(
