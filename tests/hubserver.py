@@ -135,6 +135,7 @@ class HubServer:
         self._repos: dict[str, _Repo] = {}
         self._files: dict[str, _Blob] = {}
         self._truncations: list[tuple[str, int]] = []
+        self._restarts: list[str] = []
         self._requests: list[RequestRecord] = []
         self._errors: list[BaseException] = []
         self._server: _Server | None = None
@@ -252,6 +253,20 @@ class HubServer:
             raise ValueError("nbytes must be >= 0")
         with self._lock:
             self._truncations.append((path_suffix, nbytes))
+
+    def restart_next_range(self, path_suffix: str) -> None:
+        """Answer the next ranged GET whose path ends with ``path_suffix`` with 206 and the whole
+        body from byte 0 (``Content-Range: bytes 0-...``), like a server that lost the resume."""
+        with self._lock:
+            self._restarts.append(path_suffix)
+
+    def _take_restart(self, path: str) -> bool:
+        with self._lock:
+            for index, suffix in enumerate(self._restarts):
+                if path.endswith(suffix):
+                    del self._restarts[index]
+                    return True
+        return False
 
     # -- request log -----------------------------------------------------------------------
 
@@ -379,7 +394,10 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = urlsplit(self.path).path
         path = unquote(raw_path)
         if reply is None:
-            reply = hub._reply(raw_path, self.headers.get("Range"))
+            range_header = self.headers.get("Range")
+            if range_header and self.command == "GET" and hub._take_restart(path):
+                range_header = "bytes=0-"
+            reply = hub._reply(raw_path, range_header)
         send_body = self.command != "HEAD"
         budget = hub._take_truncation(path) if self.command == "GET" else None
         headers = {name.lower(): value for name, value in self.headers.items()}

@@ -7,6 +7,7 @@ come from a user registry in ``$YODA_SR_HOME/checkpoints.toml``, the way a user 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 
 from yoda_sr import checkpoints
 from yoda_sr.convert import srdiff
+from yoda_sr.errors import YodaError
 
 from conftest import cli, tiny_model
 from hubserver import HubServer, use_endpoint
@@ -220,3 +222,92 @@ def test_list_json_has_every_entry_with_source_page_and_licence(capsys, tmp_path
         assert rows[name]["installed"] is False
     hf = rows["dino-vits8"]["source"]
     assert len(hf["revision"]) == 40 and hf["repo"] == "timm/vit_small_patch8_224.dino"
+
+
+# --- integrity: nothing outside the store is deleted, no bad weights are kept or pinned -----------
+
+
+@pytest.mark.parametrize("name", ["../../victim", "ABS", "../victim", "victim/.."])
+def test_remove_and_verify_never_touch_files_outside_the_store(tmp_path, monkeypatch, capsys, name):
+    home = tmp_path / "a" / "b" / "home"
+    monkeypatch.setenv("YODA_SR_HOME", str(home))
+    (home / "checkpoints").mkdir(parents=True)
+    victim = tmp_path / "a" / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    target = str(victim.with_suffix("")) if name == "ABS" else name
+    assert cli("checkpoints", "remove", target) == 2
+    assert "checkpoint name" in capsys.readouterr().err
+    lock = {"installed": {target: {"path": str(victim), "sha256": "0" * 64}}, "pins": {}}
+    (home / "checkpoints.lock.json").write_text(json.dumps(lock))
+    cli("checkpoints", "verify")
+    assert victim.read_bytes() == b"precious"
+
+
+def test_remove_deletes_only_what_the_store_wrote(tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    store = tmp_path / "home" / "checkpoints"
+    store.mkdir(parents=True)
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    (store / "linked.safetensors").symlink_to(victim)
+    assert cli("checkpoints", "remove", "linked") == 0
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage\xff", b"[1, 2]", b'"text"', b'{"installed": "x", "pins": []}'])
+def test_a_damaged_lock_file_is_one_line_or_ignored(tmp_path, monkeypatch, capsys, content):
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
+    (tmp_path / "checkpoints.lock.json").write_bytes(content)
+    for args in (["checkpoints", "list"], ["checkpoints", "verify"]):
+        code = cli(*args)
+        err = capsys.readouterr().err
+        assert code in (0, 1) and "Traceback" not in err and err.count("\n") <= 1, err
+
+
+def test_a_resume_answered_from_byte_zero_is_not_spliced(hub, tmp_path):
+    data = upstream_ckpt_bytes(tmp_path)
+    hub.add_url_file("model.ckpt", data)
+    write_registry(checkpoints.home(), url_entry("u", hub.url("model.ckpt")))
+    hub.truncate_next("model.ckpt", len(data) // 3)
+    hub.restart_next_range("model.ckpt")
+    path = checkpoints.download("u", progress=False)
+    metadata = checkpoints.read_metadata(path)
+    assert metadata["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert checkpoints.read_lock()["pins"]["u"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_non_finite_weights_are_never_installed_or_pinned_and_force_repins(hub, tmp_path, capsys):
+    model = tiny_model("srdiff-tiny", seed=9)
+    state = srdiff.to_upstream(model.state_dict())
+    poisoned = {key: value.clone() for key, value in state.items()}
+    first = next(key for key, value in poisoned.items() if value.is_floating_point() and value.numel() > 1)
+    poisoned[first][0] = float("nan")
+    torch.save({"state_dict": {"model": poisoned}}, tmp_path / "bad.ckpt")
+    hub.add_url_file("model.ckpt", (tmp_path / "bad.ckpt").read_bytes())
+    write_registry(checkpoints.home(), url_entry("u", hub.url("model.ckpt")))
+    assert cli("checkpoints", "download", "u") == 1
+    assert "non-finite" in capsys.readouterr().err
+    assert not checkpoints.is_installed("u") and "u" not in checkpoints.read_lock()["pins"]
+
+    good = upstream_ckpt_bytes(tmp_path)
+    lock = {"installed": {}, "pins": {"u": {"sha256": "f" * 64, "revision": None}}}  # a bad file's pin
+    (checkpoints.home() / "checkpoints.lock.json").write_text(json.dumps(lock))
+    hub.add_url_file("model.ckpt", good)
+    assert cli("checkpoints", "download", "u") == 1  # the pin is enforced...
+    assert cli("checkpoints", "download", "u", "--force") == 0  # ...until the user forces a new one
+    assert checkpoints.read_lock()["pins"]["u"]["sha256"] == hashlib.sha256(good).hexdigest()
+
+
+def test_the_run_log_hash_is_that_of_the_file_loaded(hub, tmp_path):
+    commit = hub.add_repo_file(REPO, "model.safetensors", model_bytes(tmp_path, 1))
+    write_registry(checkpoints.home(), hf_entry("m", commit))
+    path = checkpoints.download("m", progress=False)
+    loaded = checkpoints.load_denoiser("m")
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "r+b") as handle:  # one flipped bit in the tensor data
+        handle.seek(-3, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-3, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(YodaError, match="changed since it was installed"):
+        checkpoints.load_denoiser("m")

@@ -16,7 +16,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import YodaError
 from ..weights_file import sha256_file
-from .importing import install_converted
+from .importing import DamagedSourceError, install_converted
 from .paths import download_path
 from .registry import Entry, embedded_path, get_entry
 from .store import (
@@ -64,6 +64,11 @@ def download_url(url: str, destination: Path, *, attempts: int = 3, progress: bo
             request.add_header("Range", f"bytes={have}-")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
+                if have and response.status == 206 and _range_start(response.headers) != have:
+                    # a 206 that does not continue where our file ends would splice two transfers
+                    partial.unlink(missing_ok=True)
+                    last_error = ConnectionError("the server answered the resume with another byte range")
+                    continue
                 if have and response.status != 206:
                     have = 0  # the server ignored the range: start over
                 length = response.headers.get("Content-Length")
@@ -97,6 +102,14 @@ def download_url(url: str, destination: Path, *, attempts: int = 3, progress: bo
     have = partial.stat().st_size if partial.exists() else 0
     reason = getattr(last_error, "reason", None) or last_error
     raise YodaError(f"download of {url} failed ({reason}); {have} bytes are kept in {partial} and the next run resumes")
+
+
+def _range_start(headers: Any) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` answer, or None."""
+    text = str(headers.get("Content-Range") or "").strip()
+    unit, _, span = text.partition(" ")
+    start = span.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdecimal() else None
 
 
 def _offline(offline: bool) -> bool:
@@ -167,8 +180,12 @@ def download(name: str, *, offline: bool = False, force: bool = False, progress:
     if kind == "hf":
         hub_file = _hf_fetch(entry, offline)
         actual = sha256_file(hub_file)
-        check_source_hash(entry, hub_file, actual, lambda: _remove_hf_file(hub_file))
-        return install_converted(entry, hub_file, actual, entry.source.revision)
+        check_source_hash(entry, hub_file, actual, lambda: _remove_hf_file(hub_file), replace_pin=force)
+        try:
+            return install_converted(entry, hub_file, actual, entry.source.revision, repin=force)
+        except DamagedSourceError:
+            _remove_hf_file(hub_file)
+            raise
     if offline:
         raise NotInstalledError(
             f"{name} is not downloaded and downloads are off (--offline or HF_HUB_OFFLINE=1); "
@@ -180,8 +197,8 @@ def download(name: str, *, offline: bool = False, force: bool = False, progress:
     raw = download_path(name, Path(urllib.parse.urlparse(url).path).name)
     download_url(url, raw, progress=progress)
     actual = sha256_file(raw)
-    check_source_hash(entry, raw, actual, lambda: raw.unlink(missing_ok=True))
+    check_source_hash(entry, raw, actual, lambda: raw.unlink(missing_ok=True), replace_pin=force)
     try:
-        return install_converted(entry, raw, actual, None)
+        return install_converted(entry, raw, actual, None, repin=force)
     finally:
         raw.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ every download ends with (convert, add metadata, record)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,13 +11,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError, YodaError
 from ..fsutil import temporary_path
 from ..weights_file import save, sha256_file, tensor_names
+from .paths import check_name
 from .registry import Entry, find_entry
 from .store import check_source_hash, installed_path, record_install
 
 if TYPE_CHECKING:
     from ..convert import Converted
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -31,23 +29,53 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | None) -> Path:
-    """Convert (or adopt) a verified source file into the store and record it."""
+def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | None, *, repin: bool = False) -> Path:
+    """Convert (or adopt) a verified source file into the store and record it.
+
+    Nothing is installed or pinned unless the file converts into finite weights of the entry's kind.
+    ``repin`` replaces a first-download pin with this file's hash (``download --force``).
+    """
     # convert (and torch with it) is imported on use, so listing or verifying checkpoints stays light.
     from ..convert import convert_file
 
     target = installed_path(entry.name)
     if entry.format in ("safetensors", "timm") and raw.suffix == ".safetensors":
         converted = convert_file(raw, "auto")
+        _check_usable(entry, converted, raw)
         if set(converted.tensors) == set(tensor_names(raw)):
             _link_or_copy(raw, target)
         else:
             save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     else:
         converted = convert_file(raw, entry.format, scale=entry.scale)
+        _check_usable(entry, converted, raw)
         save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
-    record_install(entry.name, target, source_sha, revision, entry.format)
+    record_install(entry.name, target, source_sha, revision, entry.format, repin=repin)
     return target
+
+
+def _check_usable(entry: Entry, converted: Converted, raw: Path) -> None:
+    if converted.metadata.get("kind") != entry.kind:
+        raise DamagedSourceError(
+            f"{raw} holds {converted.metadata.get('kind')} weights, but {entry.name} is a {entry.kind}"
+        )
+    check_finite(converted.tensors, str(raw))
+
+
+def check_finite(tensors: dict[str, Any], what: str) -> None:
+    """YodaError if any floating-point tensor holds NaN or infinity (a damaged or spliced file)."""
+    import torch
+
+    bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise DamagedSourceError(
+            f"{what} holds non-finite values in {len(bad)} of {len(tensors)} tensors (first: {bad[0]}); "
+            "the file is damaged and was not installed"
+        )
+
+
+class DamagedSourceError(YodaError):
+    """A source file converts, but its weights are not usable (never installed, never pinned)."""
 
 
 def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) -> dict[str, Any]:
@@ -102,8 +130,7 @@ def import_checkpoint(
     """Convert an upstream file into the store as ``name``; returns the file and a note (or None)."""
     from ..convert import convert_file
 
-    if not _NAME.match(name):
-        raise UsageError(f"checkpoint name {name!r}: use lower-case letters, digits, '.', '_' or '-'")
+    check_name(name)
     entry = find_entry(name)
     if entry is not None and entry.embedded:
         raise UsageError(f"{name} is embedded in the package; import under another name")
@@ -116,6 +143,7 @@ def import_checkpoint(
         check_source_hash(entry, file, source_sha, lambda: None)
         scale = scale or entry.scale
     converted = convert_file(file, format, scale=scale)
+    check_finite(converted.tensors, str(file))
     if entry is not None:
         if entry.kind != converted.metadata["kind"]:
             raise YodaError(f"{file} holds {converted.metadata['kind']} weights, but {name} is a {entry.kind}")

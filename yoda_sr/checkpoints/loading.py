@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, YodaError
-from ..weights_file import read_metadata, sha256_file
+from ..weights_file import read_metadata
 from .store import installed_path, read_lock, require
 
 if TYPE_CHECKING:
@@ -48,12 +49,21 @@ def resolve_model_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]
     return require(text), text
 
 
-def _recorded_sha(path: Path) -> str:
-    """The file's sha256 from the lock when the store recorded it, else hashed now."""
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, read once (what is hashed is what is loaded). A store file
+    whose hash differs from the one recorded at install is refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise YodaError(f"{path}: cannot read it ({error.strerror or error})") from None
+    actual = hashlib.sha256(data).hexdigest()
     for name, record in read_lock()["installed"].items():
-        if Path(record["path"]) == path and installed_path(name) == path:
-            return str(record["sha256"])
-    return sha256_file(path)
+        if installed_path(name) == path and record.get("sha256") not in (None, actual):
+            raise YodaError(
+                f"{path} has changed since it was installed (sha256 {actual[:12]}..., recorded "
+                f"{str(record['sha256'])[:12]}...); run `yoda-sr checkpoints verify` and download or import it again"
+            )
+    return data, actual
 
 
 def load_denoiser(
@@ -64,7 +74,7 @@ def load_denoiser(
 ) -> LoadedDenoiser:
     """Build and load a denoiser from a yoda-sr safetensors checkpoint (strict key and shape check)."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_weights
 
     from ..models import create_model_from_config
 
@@ -80,11 +90,15 @@ def load_denoiser(
         model = create_model_from_config(metadata["arch"], metadata["hparams"])
     except (KeyError, TypeError, ValueError) as error:
         raise YodaError(f"{path}: its metadata does not describe a buildable model ({error})") from None
-    state = load_file(str(path))
+    data, sha256 = _read_and_hash(path)
+    try:
+        state = load_weights(data)
+    except Exception as error:  # safetensors raises its own error types
+        raise YodaError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise YodaError(f"{path}: weights do not fit {metadata['arch']} ({str(error).splitlines()[0]})") from None
     model = model.to(device=device, dtype=dtype if dtype is not None else torch.float32).eval()
     model.requires_grad_(False)
-    return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=_recorded_sha(path))
+    return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=sha256)

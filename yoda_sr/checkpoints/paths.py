@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from ..errors import UsageError
+
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A checkpoint name: it becomes a file name in the store, so it can never name a path."""
 
 
 def home() -> Path:
@@ -21,11 +27,29 @@ def lock_path() -> Path:
     return home() / "checkpoints.lock.json"
 
 
+def check_name(name: str) -> str:
+    """``name`` if it is a valid checkpoint name, else UsageError (before any file is touched)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UsageError(
+            f"checkpoint name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit"
+        )
+    return name
+
+
+def store_folder() -> Path:
+    """The folder of the store's ready files."""
+    return home() / "checkpoints"
+
+
 def store_path(name: str) -> Path:
-    """The ready-to-load file of a downloaded or imported checkpoint."""
-    return home() / "checkpoints" / f"{name}.safetensors"
+    """The ready-to-load file of a downloaded or imported checkpoint (the name is checked first)."""
+    return store_folder() / f"{check_name(name)}.safetensors"
 
 
 def download_path(name: str, filename: str) -> Path:
     """Where a URL source's file is downloaded (and its ``.part`` kept) before conversion."""
-    return home() / "downloads" / name / filename
+    plain = Path(filename).name
+    if plain in ("", ".", "..") or plain != filename:
+        plain = "download"
+    return home() / "downloads" / check_name(name) / plain

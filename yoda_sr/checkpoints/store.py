@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import UsageError, YodaError
 from ..fsutil import atomic_write_bytes
 from ..weights_file import sha256_file
-from .paths import lock_path, store_path
+from .paths import NAME, lock_path, store_folder, store_path
 from .registry import Entry, embedded_path, find_entry, load_registry
 
 
@@ -36,12 +36,25 @@ def installed_path(name: str) -> Path:
 def read_lock() -> dict[str, dict[str, Any]]:
     """The store's record: ``{"installed": {name: {...}}, "pins": {name: {...}}}``."""
     try:
-        data = json.loads(lock_path().read_text())
+        data = json.loads(lock_path().read_bytes())
     except FileNotFoundError:
         data = {}
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise YodaError(f"{lock_path()} is unreadable ({error}); remove it and download again") from None
-    return {"installed": dict(data.get("installed", {})), "pins": dict(data.get("pins", {}))}
+    if not isinstance(data, dict):
+        raise YodaError(f"{lock_path()} is damaged (not a JSON object); remove it and download again")
+    return {"installed": _records(data.get("installed")), "pins": _records(data.get("pins"))}
+
+
+def _records(table: object) -> dict[str, dict[str, Any]]:
+    """The well-formed records of a lock table: valid names mapping to objects (the rest is ignored)."""
+    if not isinstance(table, dict):
+        return {}
+    return {
+        name: dict(record)
+        for name, record in table.items()
+        if isinstance(name, str) and NAME.fullmatch(name) and isinstance(record, dict)
+    }
 
 
 @contextmanager
@@ -61,10 +74,15 @@ def _expected_source_hash(entry: Entry) -> tuple[str | None, str]:
     return pin, "the hash recorded at its first download"
 
 
-def check_source_hash(entry: Entry, path: Path, actual: str, remove: Callable[[], None]) -> None:
+def check_source_hash(
+    entry: Entry, path: Path, actual: str, remove: Callable[[], None], *, replace_pin: bool = False
+) -> None:
     """ChecksumError (after calling ``remove``) when a source file's sha256 is not the expected one:
-    the registry's hash, else the pin recorded at the entry's first download (trust on first use)."""
+    the registry's hash, else the pin recorded at the entry's first download (trust on first use).
+    ``replace_pin`` accepts a file that differs from a first-download pin (never from the registry)."""
     expected, origin = _expected_source_hash(entry)
+    if replace_pin and not entry.sha256:
+        return
     if expected is not None and actual != expected:
         remove()
         raise ChecksumError(
@@ -73,11 +91,14 @@ def check_source_hash(entry: Entry, path: Path, actual: str, remove: Callable[[]
         )
 
 
-def record_install(name: str, path: Path, source_sha: str | None, revision: str | None, fmt: str) -> None:
-    """Record an installed file in the lock, pinning the source hash of an entry that has none."""
+def record_install(
+    name: str, path: Path, source_sha: str | None, revision: str | None, fmt: str, *, repin: bool = False
+) -> None:
+    """Record an installed file in the lock, pinning the source hash of an entry that has none
+    (``repin``: replacing the pin recorded before)."""
     with _updating_lock() as lock:
         entry = find_entry(name)
-        if source_sha and name not in lock["pins"] and entry is not None and not entry.sha256:
+        if source_sha and (repin or name not in lock["pins"]) and entry is not None and not entry.sha256:
             lock["pins"][name] = {"sha256": source_sha, "revision": revision}
         lock["installed"][name] = {
             "path": str(path),
@@ -170,8 +191,19 @@ def remove(name: str) -> bool:
     if entry is not None and entry.embedded:
         raise UsageError(f"{name} is embedded in the package and cannot be removed")
     path = installed_path(name)
-    existed = path.exists()
-    path.unlink(missing_ok=True)
+    existed = _delete_store_file(path)
     with _updating_lock() as lock:
         existed = lock["installed"].pop(name, None) is not None or existed
     return existed
+
+
+def _delete_store_file(path: Path) -> bool:
+    """Delete ``path`` only if it is a file the store wrote: a regular .safetensors file directly in
+    the store folder (never through a link, never elsewhere). Whether something was deleted."""
+    folder = store_folder().resolve()
+    if path.suffix != ".safetensors" or path.is_symlink() or not path.is_file():
+        return False
+    if path.resolve().parent != folder:
+        return False
+    path.unlink()
+    return True
