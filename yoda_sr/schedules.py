@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 ScheduleKind = Literal["linear", "cosine"]
+MAX_STEPS = 100_000
+"""The most training steps a schedule may have (SR3 uses 2000; YODA 500)."""
 
 
 def linear_betas(steps: int, start: float, end: float) -> Tensor:
@@ -43,8 +45,16 @@ class ScheduleSpec:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "cosine"):
             raise ValueError(f"unknown schedule kind {self.kind!r}: use 'linear' or 'cosine'")
-        if self.steps < 1:
-            raise ValueError(f"a schedule needs at least one step, got {self.steps}")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"a schedule has 1..{MAX_STEPS} steps, got {self.steps!r}")
+        for name in ("start", "end", "cosine_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"schedule {name} must be a finite number, got {value!r}")
+        if self.kind == "linear" and not 0 < self.start <= self.end < 1:
+            raise ValueError(f"a linear schedule needs 0 < start <= end < 1, got {self.start} and {self.end}")
+        if self.kind == "cosine" and not self.cosine_s > 0:
+            raise ValueError(f"cosine_s must be > 0, got {self.cosine_s}")
 
     def build(self) -> NoiseSchedule:
         if self.kind == "linear":
@@ -58,6 +68,8 @@ class ScheduleSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScheduleSpec:
+        if not isinstance(data, dict):
+            raise TypeError(f"a schedule is described by an object, got {type(data).__name__}")
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 

@@ -48,15 +48,31 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
         raise YodaError(f"{path} is not a readable safetensors file: {error}") from None
-    return dict(json.loads(raw)) if raw else {}
+    if not raw:
+        return {}
+    try:
+        metadata = json.loads(raw)
+    except ValueError as error:
+        raise YodaError(f"{path}: its yoda-sr metadata is not valid JSON ({error})") from None
+    if not isinstance(metadata, dict):
+        raise YodaError(f"{path}: its yoda-sr metadata is a JSON {type(metadata).__name__}, not an object")
+    return metadata
 
 
 def tensor_names(path: str | Path) -> list[str]:
     """The tensor names a safetensors file holds, read from its header alone."""
+    return list(tensor_shapes(path))
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, read from the safetensors header alone (no tensor data is read)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return list(handle.keys())
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise YodaError(f"{path} is not a readable safetensors file: {error}") from None
 
 
 def sha256_file(path: str | Path) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, YodaError
-from ..weights_file import read_metadata
+from ..weights_file import read_metadata, tensor_shapes
 from .store import installed_path, read_lock, require
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def load_denoiser(
     from safetensors.torch import load as load_weights
 
     from ..models import create_model_from_config
+    from ..models.validation import check_denoiser_metadata, check_shapes
 
     path, name = resolve_model_file(name_or_path)
     metadata = read_metadata(path)
@@ -86,10 +87,9 @@ def load_denoiser(
             f"{path} is not a yoda-sr denoiser ({what}); upstream files must be imported first: "
             "`yoda-sr checkpoints import FILE --name NAME`"
         )
-    try:
-        model = create_model_from_config(metadata["arch"], metadata["hparams"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise YodaError(f"{path}: its metadata does not describe a buildable model ({error})") from None
+    check_denoiser_metadata(path, metadata)
+    check_shapes(path, metadata, tensor_shapes(path))
+    model = create_model_from_config(metadata["arch"], metadata["hparams"])
     data, sha256 = _read_and_hash(path)
     try:
         state = load_weights(data)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import UsageError, YodaError
 from ..models import create_model_from_config
+from ..models.validation import check_denoiser_metadata, check_shapes
 from ..weights_file import read_metadata
 from . import dino, sr3_janspiry, srdiff
 from .pickles import UnsafeCheckpointError, find_state_dict, read_pickle
@@ -36,14 +37,20 @@ class Converted:
     """Something the user should know (an inferred value weights cannot show)."""
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether a file is (meant to be) safetensors: by its name, or by its header's opening brace."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(16)
+    return magic[8:9] == b"{" or path.suffix == ".safetensors"
+
+
 def read_tensors(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a checkpoint file: safetensors directly, pickles only with weights_only."""
     path = Path(path)
     if not path.is_file():
         raise YodaError(f"{path} does not exist")
-    with open(path, "rb") as handle:
-        magic = handle.read(16)
-    if magic[8:9] == b"{" or path.suffix == ".safetensors":
+    if is_safetensors(path):
         try:
             return load_file(str(path))
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
@@ -91,7 +98,7 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
     state = read_tensors(path)
     ours = _own_metadata(path)
     if ours.get("kind") in ("denoiser", "attention"):
-        return _own_checkpoint(state, ours)
+        return _own_checkpoint(Path(path), state, ours)
     detected = detect_format(state)
     if format not in ("auto", "safetensors") and format != detected:
         raise YodaError(f"{path} looks like {detected}, not {format}")
@@ -127,16 +134,18 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
 
 
 def _own_metadata(path: str | Path) -> dict[str, Any]:
-    """yoda-sr metadata of a safetensors file, or {} (pickles and foreign safetensors have none)."""
-    try:
-        return read_metadata(path)
-    except YodaError:
+    """yoda-sr metadata of a safetensors file, or {} (pickles and foreign safetensors have none).
+    Metadata that is there but malformed is an error, not a foreign file."""
+    if not is_safetensors(path):
         return {}
+    return read_metadata(path)
 
 
-def _own_checkpoint(state: dict[str, Tensor], metadata: dict[str, Any]) -> Converted:
-    """A file already in yoda-sr's format: checked by a strict load, passed through unchanged."""
+def _own_checkpoint(path: Path, state: dict[str, Tensor], metadata: dict[str, Any]) -> Converted:
+    """A file already in yoda-sr's format: its metadata checked, then a strict load; passed through."""
     if metadata["kind"] == "denoiser":
+        check_denoiser_metadata(path, metadata)
+        check_shapes(path, metadata, {key: tuple(value.shape) for key, value in state.items()})
         _check_loads(metadata["arch"], metadata["hparams"], state)
     else:
         _check_attention_loads(metadata["method"], state)
