@@ -166,3 +166,23 @@ def test_bad_outputs_fail_before_any_image_and_write_nothing(tmp_path, model_fil
     elif case == "symlinked run log":
         assert victim.read_text() == "keep me\n"
         assert "symbolic link" in error
+
+
+@pytest.mark.parametrize("suffix", ["/../../escaped", "a/b", "..", "x\\y"])
+def test_a_suffix_cannot_leave_the_output_folder(tmp_path, model_file, capsys, suffix):
+    write_crops(tmp_path / "in", 1)
+    out = tmp_path / "deep" / "out"
+    assert cli("upscale", tmp_path / "in", "-o", out, "--suffix", suffix, "--model", model_file) == 2
+    assert "--suffix" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["img0.png"]
+
+
+@pytest.mark.parametrize("rank,world", [("0", "0"), ("5", "2"), ("-1", "2")])
+def test_impossible_torchrun_environments_are_usage_errors(tmp_path, model_file, monkeypatch, capsys, rank, world):
+    write_crops(tmp_path / "in", 1)
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    assert cli("upscale", tmp_path / "in", "-o", tmp_path / "out", "--model", model_file) == 2
+    err = capsys.readouterr().err
+    assert "WORLD_SIZE" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

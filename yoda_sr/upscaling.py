@@ -59,13 +59,24 @@ def parse_tile(tile: str) -> int | str:
 def shard() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     try:
-        return (
-            int(os.environ.get("RANK", "0")),
-            int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")),
-        )
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
         raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+    if world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise UsageError(
+            f"RANK={rank} and WORLD_SIZE={world} do not fit (0 <= RANK < WORLD_SIZE); "
+            "unset them, or start the run with torchrun"
+        )
+    return rank, world, local_rank
+
+
+def check_suffix(suffix: str) -> str:
+    """A name suffix must stay a part of a file name: no folder separators, nothing hidden."""
+    if any(char in suffix for char in ("/", "\\", "\0")) or suffix in (".", ".."):
+        raise SettingError("suffix", f"{suffix!r} would leave the file name; use letters, digits, '_', '-' or '.'")
+    return suffix
 
 
 def models_for_scale(scale: int) -> list[str]:

@@ -73,6 +73,7 @@ def upscale(
     from ..upscaling import (
         UpscaleJobs,
         check_out,
+        check_suffix,
         default_suffix,
         ignored_endings,
         load,
@@ -95,6 +96,8 @@ def upscale(
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
     )
+    if suffix is not None:
+        check_suffix(suffix)
     rank, world, local_rank = torchrun_shard()
     upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
     suffix = default_suffix(out_scale, out) if suffix is None else suffix
