@@ -96,3 +96,35 @@ def test_tiny_images_need_no_tiles_whatever_the_overlap(upscaler):
     tiny = photo("astronaut")[100:104, 100:104]
     result = upscaler.upscale(tiny, settings=Settings(steps=2, tile_overlap=256))
     assert result.image.shape == (16, 16, 3) and result.tile is None
+
+
+def test_the_facade_is_exported_from_the_package_lazily():
+    import subprocess
+    import sys
+
+    probe = "import sys, yoda_sr; assert 'torch' not in sys.modules; from yoda_sr import Upscaler, Settings, Result"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pil_rgba_and_grey_inputs_keep_their_layout(upscaler):
+    from PIL import Image
+
+    rgb = photo("astronaut")[200:224, 180:212]
+    settings = Settings(steps=2)
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+    plain = upscaler.upscale(rgb, seed=1, settings=settings).image
+
+    rgba = upscaler.upscale(np.dstack([rgb, alpha]), seed=1, settings=settings).image
+    assert rgba.shape == (96, 128, 4)
+    np.testing.assert_array_equal(rgba[..., :3], plain)  # alpha does not change the colour
+    assert rgba[:, 0, 3].mean() < 20 and rgba[:, -1, 3].mean() > 235  # the ramp survives
+
+    from_pil = upscaler.upscale(Image.fromarray(rgb), seed=1, settings=settings)
+    np.testing.assert_array_equal(from_pil.image, plain)
+    assert from_pil.to_pil().size == (128, 96)
+
+    grey = upscaler.upscale(rgb[..., 1], seed=1, settings=settings).image
+    assert grey.shape == (96, 128) and grey.dtype == np.uint8
+    with pytest.raises(TypeError, match="PIL image or a numpy array"):
+        upscaler.upscale([[1, 2], [3, 4]])  # type: ignore[arg-type]

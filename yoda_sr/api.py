@@ -28,6 +28,8 @@ from . import checkpoints
 from .errors import SettingError, YodaError
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
     from .models.base import SRDenoiser
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
@@ -75,6 +77,13 @@ class Result:
     lower_bound: float
     tile: int | None
     dtype: str
+
+    def to_pil(self) -> PILImage:
+        """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
+        from PIL import Image
+
+        array = self.image if self.image.dtype == np.uint8 else (self.image >> 8).astype(np.uint8)
+        return Image.fromarray(array)
 
 
 def _lr_multiple(size_multiple: int, scale: int) -> int:
@@ -203,15 +212,23 @@ class Upscaler:
 
     def upscale(
         self,
-        image: np.ndarray,
+        image: np.ndarray | PILImage,
         *,
         seed: int = 0,
         scale: int | None = None,
         settings: Settings | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Result:
-        """Super-resolve an H x W x 3 uint8/uint16 image by ``scale`` (default: the model's)."""
-        return self.upscale_batch([image], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
+        """Super-resolve one image by ``scale`` (default: the model's).
+
+        ``image`` is a PIL image or an array: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8
+        or uint16. The result has the same layout and dtype: grey stays grey, and alpha is upscaled
+        with the project's bicubic and re-attached (``Result.to_pil()`` gives a PIL image).
+        """
+        rgb, alpha, grey = split_channels(image)
+        result = self.upscale_batch([rgb], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
+        result.image = join_channels(result.image, alpha, grey)
+        return result
 
     def upscale_batch(
         self,
@@ -353,6 +370,39 @@ class Upscaler:
             )
             for i in range(len(images))
         ]
+
+
+def split_channels(image: np.ndarray | PILImage) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(H x W x 3 colour, H x W alpha or None, was grey) of an image given to ``Upscaler.upscale``."""
+    if not isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+        image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"images must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2), None, True
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {image.shape}")
+    channels = image.shape[2]
+    colour = image[:, :, : 3 if channels >= 3 else 1]
+    alpha = image[:, :, -1] if channels in (2, 4) else None
+    grey = colour.shape[2] == 1
+    return (np.repeat(colour, 3, axis=2) if grey else np.ascontiguousarray(colour)), alpha, grey
+
+
+def join_channels(rgb: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarray:
+    """The inverse of ``split_channels`` for an upscaled result (alpha resized with our bicubic)."""
+    from .imaging import resize_channel
+
+    colour = np.round(rgb.astype(np.float64).mean(axis=2, keepdims=True)).astype(rgb.dtype) if grey else rgb
+    if alpha is None:
+        return colour[:, :, 0] if grey else colour
+    return np.concatenate([colour, resize_channel(alpha, rgb.shape[:2])[:, :, None]], axis=2)
 
 
 class _NonFinite(Exception):

@@ -211,3 +211,8 @@ def rgb_to_y(x: Tensor) -> Tensor:
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     weights = torch.tensor(BT601_Y_WEIGHTS, dtype=compute_dtype, device=x.device).view(3, 1, 1)
     return (x.to(compute_dtype) * weights).sum(dim=-3, keepdim=True) + BT601_Y_OFFSET
+
+
+def resize_channel(channel: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Resize one H x W uint8/uint16 channel (an alpha mask) with the project's bicubic, same dtype."""
+    return to_array(resize_bicubic(to_tensor(channel), size=(int(size[0]), int(size[1]))), channel.dtype)

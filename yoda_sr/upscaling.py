@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .batch import Item
 from .errors import SettingError, UsageError, YodaError
 from .files import IMAGE_EXTENSIONS, FoundImages
@@ -303,6 +301,7 @@ class UpscaleJobs:
 def save(output: Path, picture: Picture, result: Result, save_attention: bool) -> None:
     """Write the output (and its attention map) atomically, restoring alpha, grey, ICC and EXIF."""
     from .imageio import save_png, write_picture
+    from .imaging import resize_channel
 
     image = result.image
     alpha = None
@@ -322,10 +321,3 @@ def save(output: Path, picture: Picture, result: Result, save_attention: bool) -
         from .attention.render import heatmap
 
         save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))
-
-
-def resize_channel(channel: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Upscale an alpha channel with the project's bicubic (kept in its dtype)."""
-    from .imaging import resize_bicubic, to_array, to_tensor
-
-    return to_array(resize_bicubic(to_tensor(channel), size=(int(size[0]), int(size[1]))), channel.dtype)
