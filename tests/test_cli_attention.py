@@ -77,7 +77,9 @@ def test_attention_help_lists_methods_without_importing_torch(tmp_path):
 
 def test_edge_map_is_a_png_of_the_image_size(astronaut):
     before = digest(astronaut)
-    result = run_cli("attention", astronaut.name, "--method", "edge", "--out", "map.png", cwd=astronaut.parent)
+    result = run_cli(
+        "attention", astronaut.name, "--method", "edge", "--scale", "1", "--out", "map.png", cwd=astronaut.parent
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     with Image.open(astronaut.parent / "map.png") as heat:
@@ -98,15 +100,15 @@ def test_timeline_npy_and_scale_with_default_names(astronaut):
     folder = astronaut.parent
     result = run_cli(
         "attention", astronaut.name, "--method", "edge", "--timeline", "8", "--npy",
-        "--lower-bound", "0.2", "--steps", "500", cwd=folder,
+        "--lower-bound", "0.2", "--steps", "500", "--scale", "1", cwd=folder,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    attention = np.load(folder / "astronaut.attention.npy")
+    attention = np.load(folder / "astronaut.edge.attention.npy")
     assert attention.dtype == np.float32 and attention.shape == (HEIGHT, WIDTH)
     assert 0.0 <= attention.min() < 0.1 and 0.9 < attention.max() <= 1.0
-    with Image.open(folder / "astronaut.attention.png") as heat:
+    with Image.open(folder / "astronaut.edge.attention.png") as heat:
         np.testing.assert_array_equal(np.asarray(heat), heatmap(attention))
-    with Image.open(folder / "astronaut.timeline.png") as strip:
+    with Image.open(folder / "astronaut.edge.timeline.png") as strip:
         assert strip.mode == "RGB" and strip.size[0] > 1000 and 300 < strip.size[1] < 900
     fraction = float(np.minimum(1.0, attention.astype(np.float64) + 0.2).mean())
     assert f"pixel-update fraction {fraction:.3f}" in result.stdout
@@ -124,8 +126,11 @@ def test_timeline_npy_and_scale_with_default_names(astronaut):
 def test_dino_without_weights_fails_in_one_line(astronaut):
     empty_home = astronaut.parent / "home"
     empty_home.mkdir()
-    result = run_cli("attention", astronaut.name, cwd=astronaut.parent, env={"YODA_SR_HOME": str(empty_home)})
-    assert result.returncode == 1
+    result = run_cli(
+        "attention", astronaut.name, "--method", "dino-resnet50", cwd=astronaut.parent,
+        env={"YODA_SR_HOME": str(empty_home)},
+    )  # fmt: skip
+    assert result.returncode == 2
     line = one_error_line(result.stderr)
     assert "weights" in line and "dino-resnet50" in line and "--method" in line
     assert sorted(path.name for path in astronaut.parent.iterdir()) == ["astronaut.png", "home"]
@@ -141,7 +146,9 @@ def test_folder_input_skips_non_images_and_keeps_going_past_failures(astronaut):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     inputs = {path: digest(path) for path in folder.rglob("*") if path.is_file()}
 
-    result = run_cli("attention", "photos", "--method", "gaussian", "--out", "maps", cwd=astronaut.parent)
+    result = run_cli(
+        "attention", "photos", "--method", "gaussian", "--scale", "1", "--out", "maps", cwd=astronaut.parent
+    )
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1 and "broken.png" in error_lines[0]
@@ -149,19 +156,19 @@ def test_folder_input_skips_non_images_and_keeps_going_past_failures(astronaut):
     assert "notes.txt" in result.stderr and "--recursive" in result.stderr
     maps = astronaut.parent / "maps"
     assert sorted(path.name for path in maps.iterdir()) == [
-        "TWO.attention.png",
-        "one.attention.png",
+        "TWO.gaussian.attention.png",
+        "one.gaussian.attention.png",
     ]
-    with Image.open(maps / "TWO.attention.png") as heat:
+    with Image.open(maps / "TWO.gaussian.attention.png") as heat:
         assert heat.size == (WIDTH, HEIGHT) and heat.mode == "RGB"
     assert len(result.stdout.splitlines()) == 2
 
     again = run_cli(
-        "attention", "photos", "--method", "gaussian", "--out", "maps", "--recursive", "--quiet",
+        "attention", "photos", "--method", "gaussian", "--scale", "1", "--out", "maps", "--recursive", "--quiet",
         cwd=astronaut.parent,
     )  # fmt: skip
     assert again.returncode == 1 and again.stdout == ""
-    assert (maps / "sub" / "three.attention.png").is_file()
+    assert (maps / "sub" / "three.gaussian.attention.png").is_file()
     assert not list(maps.rglob("broken*")) and not list(maps.rglob(".*"))
     assert {path: digest(path) for path in folder.rglob("*") if path.is_file()} == inputs
 
@@ -171,7 +178,7 @@ def test_existing_output_is_skipped_unless_overwrite_and_input_never_overwritten
     monkeypatch.chdir(folder)
     Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "map.png")
     before = digest(folder / "map.png")
-    arguments = ["attention", astronaut.name, "--method", "gaussian", "--out", "map.png"]
+    arguments = ["attention", astronaut.name, "--method", "gaussian", "--scale", "1", "--out", "map.png"]
     code, out, err = run_in_process(capsys, *arguments)
     assert code == 0 and out == ""
     assert "skipped" in err and "--overwrite" in err
@@ -245,3 +252,21 @@ def test_missing_input_and_empty_folder_fail_in_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_in_process(capsys, "attention", tmp_path / "empty", "--method", "edge")
     assert code == 1 and "no images" in one_error_line(err)
+
+
+def test_defaults_are_what_upscale_would_use_and_names_carry_the_method(astronaut, capsys, monkeypatch):
+    from yoda_sr.attention_files import model_attention
+
+    monkeypatch.chdir(astronaut.parent)
+    embedded = model_attention()
+    code, out, err = run_in_process(capsys, "attention", astronaut.name)
+    assert code == 0, err
+    assert f"settings of {embedded.model}" in err and embedded.method in err
+    primary = astronaut.parent / f"astronaut.{embedded.method}.attention.png"
+    with Image.open(primary) as heat:
+        assert heat.size == (WIDTH * embedded.scale, HEIGHT * embedded.scale)
+    assert f"(l = {embedded.lower_bound:g})" in out
+
+    code, out, err = run_in_process(capsys, "attention", astronaut.name, "--method", "edge")
+    assert code == 0 and "skipped" not in err  # another method's map does not count as done
+    assert (astronaut.parent / "astronaut.edge.attention.png").is_file()

@@ -21,6 +21,37 @@ OWN_ENDINGS = (".attention.png", ".timeline.png", ".attention.npy")
 """Names in input folders that are outputs of an earlier run, not inputs."""
 
 
+@dataclass(frozen=True)
+class ModelAttention:
+    """The attention settings ``upscale`` would use with a model: read from its metadata alone."""
+
+    model: str
+    method: str
+    lower_bound: float
+    train_steps: int
+    scale: int
+
+
+def model_attention(model: str | None = None) -> ModelAttention:
+    """What ``upscale --model MODEL`` diffuses with (default: the default model), from its metadata."""
+    from .api import DEFAULT_MODEL
+    from .checkpoints import resolve_model_file
+    from .models.validation import check_denoiser_metadata
+    from .weights_file import read_metadata
+
+    path, name = resolve_model_file(model or DEFAULT_MODEL)
+    metadata = read_metadata(path)
+    check_denoiser_metadata(path, metadata)
+    yoda = metadata.get("yoda") or {}
+    return ModelAttention(
+        model=name,
+        method=str(yoda.get("attention", "none")),
+        lower_bound=float(yoda.get("lower_bound", 0.2)),
+        train_steps=int(metadata["schedule"].get("steps", 500)),
+        scale=int(metadata.get("scale") or 1),
+    )
+
+
 def parse_method(method: str | None) -> str:
     """A method name (default: ``attention.DEFAULT_METHOD``), checked against ``attention.METHODS``."""
     from .attention import DEFAULT_METHOD, METHODS
@@ -43,16 +74,18 @@ def parse_heads(heads: str) -> str | int:
     raise SettingError("heads", f"must be max, mean or a head index 0..{NUM_HEADS - 1}, got {heads!r}")
 
 
-def map_outputs(image: Path, subfolder: Path, out: Path | None, timeline: bool, npy: bool) -> list[Path]:
+def map_outputs(image: Path, subfolder: Path, out: Path | None, method: str, timeline: bool, npy: bool) -> list[Path]:
     """Output paths of one image: the map PNG, then the timeline PNG and the .npy if asked for.
 
     ``out`` is None (beside the input), a .png file, or a folder (``subfolder`` mirrored under it).
+    Default names carry the method (``photo.sift.attention.png``), so maps of different methods
+    never stand in for each other.
     """
     if out is not None and out.suffix.lower() == ".png" and not out.is_dir():
         primary = out
     else:
         folder = image.parent if out is None else out / subfolder
-        primary = folder / f"{image.stem}{ATTENTION_SUFFIX}.png"
+        primary = folder / f"{image.stem}.{method}{ATTENTION_SUFFIX}.png"
     base = primary.name[: -len(primary.suffix)] if primary.suffix else primary.name
     base = base.removesuffix(ATTENTION_SUFFIX)
     outputs = [primary]

@@ -98,13 +98,13 @@ def aggregate_heads(heads: Tensor, mode: str | int) -> Tensor:
     return normalise_per_image(combined)
 
 
-def _resolve_weights(method: str, weights: str | os.PathLike | None) -> Path:
+def require_weights(method: str, weights: str | os.PathLike | None = None) -> Path:
     """The weights file of a DINO method; MissingWeightsError (one line) if it does not exist."""
     path = default_weights_path(method) if weights is None else Path(weights).expanduser()
     if not path.is_file():
         raise MissingWeightsError(
             f"no weights for {method} at {path}: run `yoda-sr checkpoints download {method}`, "
-            "pass --weights FILE, or use a weight-free map (--method edge, sift or gaussian)"
+            "or use a weight-free map (edge, sift or gaussian)"
         )
     return path.resolve()
 
@@ -155,7 +155,7 @@ def compute_attention(
         raise ValueError(f"hr_size must be two positive integers, got {hr_size!r}")
     device = lr.device if device is None else torch.device(device)
     if method in WEIGHTED_METHODS:
-        path = _resolve_weights(method, weights)
+        path = require_weights(method, weights)
         backbone = _cached_backbone(method, path, path.stat().st_mtime_ns, device)
     with torch.inference_mode():
         if method in WEIGHTED_METHODS:

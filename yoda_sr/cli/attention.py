@@ -25,21 +25,33 @@ def attention(
         help="A .png file for a single image, or a folder (created) for many. "
         "Default: <stem>.attention.png beside each input.",
     ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        metavar="NAME|PATH",
+        show_default=False,
+        help="Show what `upscale --model` would use: its method, lower bound, T and scale are the "
+        "defaults of the options below (default: upscale's default model).",
+    ),
     method: str | None = typer.Option(
         None,
         "--method",
         "-m",
         metavar="METHOD",
         show_default=False,
-        help="dino-resnet50 (default), dino-vits8, dino-vits16 (these need weights), "
-        "or the weight-free gaussian, edge, sift, none.",
+        help="dino-resnet50, dino-vits8, dino-vits16 (these need weights), "
+        "or the weight-free gaussian, edge, sift, none. Default: the model's.",
     ),
     heads: str = typer.Option("max", "--heads", metavar="max|mean|K", help="How DINO heads combine."),
     weights: Path | None = typer.Option(
         None, "--weights", metavar="FILE", show_default=False, help="DINO weights (.safetensors)."
     ),
-    scale: float = typer.Option(
-        1.0, "--scale", metavar="S", help="The map's size is the image's times S (the SR scale)."
+    scale: float | None = typer.Option(
+        None,
+        "--scale",
+        metavar="S",
+        show_default=False,
+        help="The map's size is the image's times S. Default: the model's scale.",
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Blend the heat map over the image."),
     timeline: int | None = typer.Option(
@@ -49,8 +61,12 @@ def attention(
         show_default=False,
         help="Also write <stem>.timeline.png: the mask M(t) at N steps and the active area vs t.",
     ),
-    lower_bound: float = typer.Option(0.2, "--lower-bound", metavar="L", help="YODA's lower bound l, in [0, 1]."),
-    steps: int = typer.Option(500, "--steps", metavar="T", help="Training steps T of the mask M(t)."),
+    lower_bound: float | None = typer.Option(
+        None, "--lower-bound", metavar="L", show_default=False, help="YODA's lower bound l. Default: the model's."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", metavar="T", show_default=False, help="Training steps T of M(t). Default: the model's."
+    ),
     npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -62,21 +78,27 @@ def attention(
     The map is computed from each image as the LR input, at the image's size times --scale.
     Prints one line per image: the map size and the pixel-update fraction mean(min(1, A + l)).
     """
-    from ..attention import MissingWeightsError
-    from ..attention_files import OWN_ENDINGS, AttentionMaps, Mapped, map_outputs
+    from ..attention import MissingWeightsError, require_weights
+    from ..attention_files import OWN_ENDINGS, AttentionMaps, Mapped, map_outputs, model_attention
     from ..batch import Batch, Hints, Item, each
 
+    defaults = model_attention(model)
     maps = AttentionMaps(
-        method,
+        method or defaults.method,
         heads=heads,
         weights=weights,
-        scale=scale,
+        scale=float(defaults.scale) if scale is None else scale,
         overlay=overlay,
         timeline=timeline,
-        lower_bound=lower_bound,
-        steps=steps,
+        lower_bound=defaults.lower_bound if lower_bound is None else lower_bound,
+        steps=defaults.train_steps if steps is None else steps,
         device=device,
     )
+    if maps.uses_weights:
+        try:
+            require_weights(maps.method, weights)
+        except MissingWeightsError as error:
+            raise UsageError(f"{error}; or pass --weights FILE or --method edge|sift|gaussian") from None
     if out is not None and not out.is_dir():
         if out.suffix.lower() != ".png" and (out.suffix.lower() in (*IMAGE_EXTENSIONS, ".npy") or out.is_file()):
             raise UsageError(f"--out {out}: give a .png file (one image) or a folder")
@@ -84,6 +106,11 @@ def attention(
             raise UsageError("--out FILE takes a single image; give a folder (--out DIR) for several")
     if weights is not None and not maps.uses_weights:
         notes(quiet)(f"--weights is not used by --method {maps.method}")
+    if not quiet and method is None:
+        notes(quiet)(
+            f"settings of {defaults.model} (as upscale uses them): {maps.method}, l = {maps.lower_bound:g}, "
+            f"T = {maps.steps}, scale {maps.scale:g}"
+        )
     hints = Hints(
         exists="use --overwrite", kept="use --overwrite to replace", collision="rename one or run them separately"
     )
@@ -97,7 +124,11 @@ def attention(
     )
     found = batch.find(images, recursive, ignore_endings=OWN_ENDINGS)
     items = [
-        Item(image, (folder / image.name).as_posix(), map_outputs(image, folder, out, timeline is not None, npy))
+        Item(
+            image,
+            (folder / image.name).as_posix(),
+            map_outputs(image, folder, out, maps.method, timeline is not None, npy),
+        )
         for image, folder in found.images
     ]
 
@@ -106,7 +137,7 @@ def attention(
             (height, width), fraction = mapped.size, mapped.fraction
             typer.echo(
                 f"{item.image}: {maps.method} map {width}x{height}, pixel-update fraction {fraction:.3f} "
-                f"(l = {lower_bound:g}) -> {', '.join(map(str, item.pending))}"
+                f"(l = {maps.lower_bound:g}) -> {', '.join(map(str, item.pending))}"
             )
 
     if batch.run(batch.plan(items), each(maps), done=show).failed:

@@ -69,6 +69,7 @@ def upscale(
     import json
 
     from ..api import Settings
+    from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
     from ..batch import Batch, Hints
     from ..upscaling import (
         UpscaleJobs,
@@ -100,6 +101,11 @@ def upscale(
         check_suffix(suffix)
     rank, world, local_rank = torchrun_shard()
     upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
+    if settings.attention in WEIGHTED_METHODS:
+        try:
+            require_weights(settings.attention)
+        except MissingWeightsError as error:
+            raise UsageError(f"{error}; or choose another --attention") from None
     suffix = default_suffix(out_scale, out) if suffix is None else suffix
     hints = Hints(exists="use --overwrite", input="use --suffix or -o", collision="use --format or -o")
     batch: Batch[Job] = Batch(
