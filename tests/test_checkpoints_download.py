@@ -311,3 +311,21 @@ def test_the_run_log_hash_is_that_of_the_file_loaded(hub, tmp_path):
         handle.write(bytes([byte[0] ^ 1]))
     with pytest.raises(YodaError, match="changed since it was installed"):
         checkpoints.load_denoiser("m")
+
+
+def test_list_shows_licence_and_size_and_info_takes_files_and_run_folders(tmp_path, monkeypatch, capsys):
+    from conftest import save_tiny_checkpoint
+
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    assert cli("checkpoints", "list") == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["NAME", "KIND", "SOURCE", "LICENCE", "SIZE", "INSTALLED"]
+    assert any(row.startswith("yoda-srdiff-x4") and "Apache-2.0" in row and "MiB" in row for row in rows)
+
+    run = tmp_path / "run"
+    save_tiny_checkpoint(run / "weights" / "ema.safetensors")
+    for target in (run, run / "weights" / "ema.safetensors"):
+        assert cli("checkpoints", "info", target) == 0
+        out = capsys.readouterr().out
+        assert "metadata.arch: srdiff" in out and "sha256: " in out
+        assert "{" not in out and "'" not in out  # no Python reprs

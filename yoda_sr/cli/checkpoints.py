@@ -50,30 +50,78 @@ def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON ins
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    lines = [("NAME", "KIND", "SOURCE", "INSTALLED", "DESCRIPTION")]
+    lines = [("NAME", "KIND", "SOURCE", "LICENCE", "SIZE", "INSTALLED", "DESCRIPTION")]
     for name, entry in registry.items():
+        installed = checkpoints.is_installed(name)
         lines.append(
-            (name, entry.kind, entry.source.kind, "yes" if checkpoints.is_installed(name) else "no", entry.description)
+            (
+                name,
+                entry.kind,
+                entry.source.kind,
+                _short(entry.licence),
+                _size(checkpoints.installed_path(name)) if installed else _short(entry.size or "-"),
+                "yes" if installed else "no",
+                entry.description,
+            )
         )
-    lines += [(name, "-", "imported", "yes", "imported with `checkpoints import`") for name in imported]
-    widths = [max(len(row[column]) for row in lines) for column in range(4)]
+    for name in imported:
+        size = _size(checkpoints.installed_path(name))
+        lines.append((name, "-", "imported", "-", size, "yes", "imported with `checkpoints import`"))
+    columns = len(lines[0]) - 1
+    widths = [max(len(row[column]) for row in lines) for column in range(columns)]
     for row in lines:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        cells = zip(row[:columns], widths, strict=True)
+        typer.echo("  ".join(cell.ljust(width) for cell, width in cells) + "  " + row[columns])
+
+
+def _short(text: str, width: int = 26) -> str:
+    """The head of a registry text for a table cell (``info`` shows it whole)."""
+    head = text.split(";")[0].split(" (")[0].strip()
+    return head if len(head) <= width else head[: width - 3].rstrip() + "..."
+
+
+def _size(path: Path) -> str:
+    """A file's size for people: 13.4 MiB."""
+    try:
+        size = float(path.stat().st_size)
+    except OSError:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"
+
+
+def _lines(value: object, prefix: str) -> list[str]:
+    """``key: value`` lines of nested data, nested keys joined by dots, lists by commas."""
+    if isinstance(value, dict):
+        return [line for key, item in value.items() for line in _lines(item, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(value, list | tuple):
+        text = ", ".join(str(item) for item in value)
+    else:
+        text = "-" if value is None else str(value)
+    return [f"{prefix}: {text}"]
 
 
 @app.command()
 def info(
-    name: str = typer.Argument(..., help="A checkpoint name."),
+    name: str = typer.Argument(..., metavar="NAME|PATH", help="A checkpoint name, .safetensors file or run folder."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Everything known about one checkpoint: source, licence, hash, local file."""
+    """Everything known about one checkpoint: source, licence, hashes, local file, metadata."""
     from .. import checkpoints
+    from ..weights_file import sha256_file
 
     registry = checkpoints.load_registry()
     if name in registry:
         data = {**registry[name].to_dict(), **_status(name)}
     elif name in checkpoints.installed_names():
         data = {"name": name, **_status(name)}
+    elif Path(name).expanduser().exists():
+        path, display = checkpoints.resolve_model_file(name)
+        data = {"name": display, "installed": False, "path": str(path), "sha256": sha256_file(path)}
+        data["metadata"] = checkpoints.read_metadata(path)
     else:
         checkpoints.get_entry(name)  # raises with close matches
         return
@@ -85,10 +133,8 @@ def info(
     if json_output:
         typer.echo(json.dumps(data, indent=2))
         return
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items() if k not in ("hparams",))
-        typer.echo(f"{key}: {value}")
+    for line in _lines(data, ""):
+        typer.echo(line)
 
 
 @app.command()
