@@ -329,3 +329,26 @@ def test_list_shows_licence_and_size_and_info_takes_files_and_run_folders(tmp_pa
         out = capsys.readouterr().out
         assert "metadata.arch: srdiff" in out and "sha256: " in out
         assert "{" not in out and "'" not in out  # no Python reprs
+
+
+def test_an_unreachable_hub_fails_fast_in_one_line_and_the_cache_still_serves(tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    with HubServer() as server:
+        use_endpoint(monkeypatch, server, tmp_path / "hf")
+        commit = server.add_repo_file(REPO, "model.safetensors", model_bytes(tmp_path, 1))
+        write_registry(checkpoints.home(), hf_entry("m", commit))
+        checkpoints.download("m", progress=False)
+        assert cli("checkpoints", "remove", "m") == 0
+    # the server is gone: its port now refuses connections
+    started = time.monotonic()
+    assert cli("checkpoints", "download", "m") == 0  # from the Hub cache, without the network
+    write_registry(
+        checkpoints.home(),
+        hf_entry("m", commit) + hf_entry("n", commit).replace('filename = "model.safetensors"', 'filename = "x.bin"'),
+    )
+    assert cli("checkpoints", "download", "n") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of reach" in err
+    assert time.monotonic() - started < 15

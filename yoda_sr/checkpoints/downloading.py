@@ -130,8 +130,16 @@ def _hf_fetch(entry: Entry, offline: bool) -> Path:
     )
 
     source = entry.source
+    unreachable: str | None = None
+    hint = ""
     if source.repo is None or source.filename is None:
         raise YodaError(f"{entry.name}: a Hugging Face source needs a repo and a filename")
+    if not offline:
+        unreachable = _unreachable_endpoint()
+        if unreachable is not None:
+            # huggingface_hub would retry with backoff for half a minute; the cache can still answer
+            offline = True
+            hint = f"cannot reach {unreachable}"
     try:
         return Path(
             hf_hub_download(
@@ -142,6 +150,11 @@ def _hf_fetch(entry: Entry, offline: bool) -> Path:
             )
         )
     except LocalEntryNotFoundError:
+        if offline and unreachable is not None:
+            raise YodaError(
+                f"{entry.name} is not in the local cache and the Hub is out of reach ({hint}); "
+                "check the network or HF_ENDPOINT, or copy the file and `yoda-sr checkpoints import` it"
+            ) from None
         if offline:
             raise NotInstalledError(
                 f"{entry.name} is not in the local cache and downloads are off (--offline or HF_HUB_OFFLINE=1); "
@@ -153,6 +166,22 @@ def _hf_fetch(entry: Entry, offline: bool) -> Path:
         ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as error:
         raise YodaError(f"{entry.name}: the Hub has no {source.describe()} ({type(error).__name__})") from None
+
+
+def _unreachable_endpoint(timeout: float = 3.0) -> str | None:
+    """The Hub endpoint and why, when a TCP connection to it fails at once; None when it connects."""
+    import socket
+
+    from huggingface_hub import constants
+
+    parts = urllib.parse.urlsplit(constants.ENDPOINT)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{constants.ENDPOINT}: {error.strerror or error}"
+    return None
 
 
 def _remove_hf_file(path: Path) -> None:
