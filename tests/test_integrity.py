@@ -186,3 +186,12 @@ def test_impossible_torchrun_environments_are_usage_errors(tmp_path, model_file,
     err = capsys.readouterr().err
     assert "WORLD_SIZE" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_animated_images_say_that_only_the_first_frame_is_upscaled(tmp_path, model_file, capsys):
+    frames = [Image.fromarray(photo("astronaut")[30 * i : 30 * i + 24, :32]) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert (
+        cli("upscale", tmp_path / "anim.gif", "-o", tmp_path / "out.png", "--model", model_file, "--steps", STEPS) == 0
+    )
+    assert "3 frames; only the first is upscaled" in capsys.readouterr().err

@@ -68,6 +68,8 @@ class Picture:
     """Pillow format name: "PNG", "JPEG" (also for multi-picture JPEGs), "WEBP", "TIFF"..."""
     size: tuple[int, int]
     """(width, height) after orientation."""
+    frames: int = 1
+    """Frames in the file (animations, multi-page TIFFs); only the first is decoded."""
 
 
 @contextmanager
@@ -120,6 +122,7 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
             colour, alpha = wide_samples(source, image, rawmodes) or _samples(image)
             picture_format = "JPEG" if image.format == "MPO" else str(image.format)
             icc_profile, exif, orientation = _metadata(image)
+            frames = int(getattr(image, "n_frames", 1) or 1)
     except FileNotFoundError:
         raise YodaError(f"{source}: no such file") from None
     except PermissionError:
@@ -144,6 +147,7 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
         exif=exif,
         source_format=picture_format,
         size=(rgb.shape[1], rgb.shape[0]),
+        frames=frames,
     )
 
 

@@ -226,6 +226,7 @@ class UpscaleJobs:
         save_attention: bool = False,
         max_pixels: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self.upscaler = upscaler
         self.settings = settings
@@ -234,6 +235,7 @@ class UpscaleJobs:
         self.save_attention = save_attention
         self.max_pixels = max_pixels
         self.progress = progress
+        self.note = note
 
     def __call__(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Upscaled | BaseException]]:
         from .imageio import read_picture
@@ -247,6 +249,8 @@ class UpscaleJobs:
             except Exception as error:
                 yield job, error
                 continue
+            if picture.frames > 1 and self.note is not None:
+                self.note(f"{job.image} has {picture.frames} frames; only the first is upscaled")
             groups.setdefault((*picture.rgb.shape, str(picture.rgb.dtype)), []).append((job, picture))
         for group in groups.values():
             seeds = [derive_seed(self.seed, job.key) for job, _ in group]

@@ -147,6 +147,7 @@ def upscale(
             save_attention=save_attention,
             max_pixels=max_pixels,
             progress=steps_bar,
+            note=notes(quiet),
         )
         tally = batch.run(jobs, work, chunk=batch_size, done=show, progress=images)
     if tally.failed:
