@@ -1,4 +1,4 @@
-"""Attention maps (METHOD.md §4): the registry, head aggregation and the weight-free maps on photos."""
+"""Attention maps (docs/method.md §4): the registry, head aggregation and the weight-free maps on photos."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from yoda_sr.schedules import NoiseSchedule, ScheduleSpec, cosine_betas, linear_
 
 
 def test_yoda_default_schedule_reaches_pure_noise():
-    """METHOD.md §2: the 500-step YODA schedule must end with gamma_T < 1e-3."""
+    """docs/method.md §2: the 500-step YODA schedule must end with gamma_T < 1e-3."""
     schedule = ScheduleSpec().build()
     assert schedule.train_steps == 500
     assert schedule.gammas[-1] < 1e-3

@@ -1,4 +1,4 @@
-"""Attention maps of image files (METHOD.md §4): output names, and rendering a map as heat map,
+"""Attention maps of image files (docs/method.md §4): output names, and rendering a map as heat map,
 overlay, mask timeline M(t) and .npy.
 
 Each map is computed from the image as the LR input, at the image's size times ``scale``; the loop

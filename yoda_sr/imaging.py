@@ -1,4 +1,4 @@
-"""Pixel conversions and MATLAB/PIL-compatible bicubic resampling (METHOD.md §1).
+"""Pixel conversions and MATLAB/PIL-compatible bicubic resampling (docs/method.md §1).
 
 Model tensors are float in [-1, 1], N x C x H x W, RGB. ``to_tensor`` and ``to_array`` convert
 from and to uint8 or uint16 arrays. "Bicubic" is the cubic convolution kernel with a = -0.5,
@@ -157,7 +157,7 @@ def bicubic_degrade(hr: Tensor, scale: int) -> tuple[Tensor, Tensor]:
 
 
 def upscale_bicubic(lr: Tensor, scale: int) -> Tensor:
-    """Bicubic upscale of ``lr`` by an integer ``scale``: the x_up condition (METHOD.md §1)."""
+    """Bicubic upscale of ``lr`` by an integer ``scale``: the x_up condition (docs/method.md §1)."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     return resize_bicubic(lr, size=(lr.shape[-2] * scale, lr.shape[-1] * scale))

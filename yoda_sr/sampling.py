@@ -1,4 +1,4 @@
-"""Ancestral DDPM and DDIM sampling, plain and YODA-masked (eqs. 11-14, METHOD.md §7).
+"""Ancestral DDPM and DDIM sampling, plain and YODA-masked (eqs. 11-14, docs/method.md §7).
 
 ``sample_z0`` is the loop: a pure function of an epsilon predictor, the known region, a schedule
 and a noise source. ``sample`` wires it to a denoiser and its per-image condition and returns the
@@ -202,7 +202,7 @@ def sample(
     """Super-resolve a prepared condition; YODA-masked when an ``attention`` map (N x 1 x H x W) is given.
 
     ``schedule`` is the model's training schedule, respaced to the number of sampling steps.
-    ``mask_input=False`` feeds the whole z_t to a model trained without YODA (METHOD.md §7).
+    ``mask_input=False`` feeds the whole z_t to a model trained without YODA (docs/method.md §7).
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
     (``tiling.tiled_eps_fn``) for images larger than memory allows.
     """

@@ -1,6 +1,6 @@
 """Noise schedules as data: gamma_t ("alpha-bar") over the training steps, and respacing.
 
-A schedule is separate from any model (METHOD.md §2). ``NoiseSchedule.gammas`` holds gamma_t for
+A schedule is separate from any model (docs/method.md §2). ``NoiseSchedule.gammas`` holds gamma_t for
 t = 0..T in float64 (gamma_0 = 1); ``steps`` holds the training-step numbers a sampler visits, in
 ascending order and starting with 0. A respaced schedule keeps gamma unchanged at the kept steps, so a
 model is always conditioned on its original noise level.
@@ -90,7 +90,7 @@ class NoiseSchedule:
 
     @property
     def train_steps(self) -> int:
-        """T, the number of training steps (masks are defined over 1..T, METHOD.md §5)."""
+        """T, the number of training steps (masks are defined over 1..T, docs/method.md §5)."""
         return len(self.gammas) - 1
 
     @property
@@ -110,7 +110,7 @@ class NoiseSchedule:
         return 1 - g[1:] / g[:-1]
 
     def respace(self, num_steps: int) -> NoiseSchedule:
-        """Keep ``num_steps`` evenly spaced training steps, always including T (METHOD.md §2)."""
+        """Keep ``num_steps`` evenly spaced training steps, always including T (docs/method.md §2)."""
         total = self.train_steps
         if not 1 <= num_steps <= total:
             raise ValueError(f"cannot respace a {total}-step schedule to {num_steps} steps (use 1..{total})")

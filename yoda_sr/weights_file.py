@@ -1,4 +1,4 @@
-"""yoda-sr's weights file: safetensors with yoda-sr's JSON metadata (METHOD.md §8).
+"""yoda-sr's weights file: safetensors with yoda-sr's JSON metadata (docs/method.md §8).
 
 A checkpoint is a plain safetensors file whose ``__metadata__`` holds one key, ``METADATA_KEY``,
 whose value is a JSON object: what the tensors are (``kind``, ``arch``, ``hparams``, ...) plus

@@ -1,4 +1,4 @@
-"""Attention maps A for YODA (METHOD.md §4): a registry of methods and the aggregation of heads.
+"""Attention maps A for YODA (docs/method.md §4): a registry of methods and the aggregation of heads.
 
 ``compute_attention(lr, method)`` is the one entry point: it returns N x 1 x H x W float32 maps in
 [0, 1], computed once per image from the LR input. DINO methods (``dino.py``) need a weights file;
@@ -79,7 +79,7 @@ def _check_heads(heads: str | int, count: int = NUM_HEADS) -> str | int:
 
 
 def aggregate_heads(heads: Tensor, mode: str | int) -> Tensor:
-    """Combine per-head maps N x K x h x w into N x 1 x h x w in [0, 1] (METHOD.md §4).
+    """Combine per-head maps N x K x h x w into N x 1 x h x w in [0, 1] (docs/method.md §4).
 
     Each head is min-max normalised per image, then combined by element-wise max, mean, or by
     picking one head index, and the result is normalised again.

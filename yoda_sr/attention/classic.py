@@ -1,4 +1,4 @@
-"""Weight-free attention maps (METHOD.md §4): a centred Gaussian, Canny edge regions, SIFT blobs.
+"""Weight-free attention maps (docs/method.md §4): a centred Gaussian, Canny edge regions, SIFT blobs.
 
 Each map takes an H x W x 3 float RGB image in [0, 1] (the LR image) and returns an H x W float64
 map in [0, 1], min-max normalised (a constant map becomes all zeros). Sizes are relative to the

@@ -1,4 +1,4 @@
-"""DINO attention maps (METHOD.md §4): ResNet-50 attention-pooling heads and ViT-S CLS attention.
+"""DINO attention maps (docs/method.md §4): ResNet-50 attention-pooling heads and ViT-S CLS attention.
 
 Both modules take an LR image in [-1, 1] and return raw per-head maps (N x 6 x h' x w', float32),
 each head a softmax over positions; normalising, combining heads and resizing to HR size is the
@@ -48,7 +48,7 @@ def attention_input_size(height: int, width: int, attention_size: int, multiple:
 
 
 def prepare_input(lr: Tensor, attention_size: int, multiple: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """LR N x 3 x h x w in [-1, 1] -> ImageNet-normalised backbone input (METHOD.md §4 step 1).
+    """LR N x 3 x h x w in [-1, 1] -> ImageNet-normalised backbone input (docs/method.md §4 step 1).
 
     Resized once with the MATLAB/PIL bicubic straight to ``attention_input_size``; computed in
     float32 on ``device``, returned in ``dtype``.
@@ -64,7 +64,7 @@ def prepare_input(lr: Tensor, attention_size: int, multiple: int, device: torch.
 
 
 def attention_pooling(features: Tensor, heads: int = ATTENTION_HEADS) -> Tensor:
-    """Attention pooling of N x C x h x w features into N x heads x h x w maps (METHOD.md §4.3).
+    """Attention pooling of N x C x h x w features into N x heads x h x w maps (docs/method.md §4.3).
 
     The C channels are split in order into ``heads`` contiguous groups whose sizes differ by at
     most one, the first ``C % heads`` groups one channel larger (``torch.tensor_split``; 2048 ->
@@ -128,7 +128,7 @@ def _load_strict(backbone: nn.Module, path: str | os.PathLike, description: str)
 
 
 class DinoResNet50Attention(nn.Module):
-    """DINO ResNet-50 "heads" as attention pooling over layer4 (METHOD.md §4)."""
+    """DINO ResNet-50 "heads" as attention pooling over layer4 (docs/method.md §4)."""
 
     def __init__(self, attention_size: int = DEFAULT_ATTENTION_SIZE) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Pictures of attention maps and of YODA's time-dependent mask M(t) (METHOD.md §4-5).
+"""Pictures of attention maps and of YODA's time-dependent mask M(t) (docs/method.md §4-5).
 
 Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with viridis
 (``attention.colormap``), ``overlay`` blends it over a photo, and ``timeline`` draws the paper's

@@ -3,7 +3,7 @@
 Every command gets weights through here (``--model NAME|PATH``, DINO attention weights). The store
 lives in ``$YODA_SR_HOME`` (default ``~/.cache/yoda-sr``):
 
-- ``checkpoints/<name>.safetensors``: ready-to-load weights in yoda-sr's format (METHOD.md §8),
+- ``checkpoints/<name>.safetensors``: ready-to-load weights in yoda-sr's format (docs/method.md §8),
   converted from upstream files, imported by the user, or linked from the Hugging Face cache;
 - ``downloads/``: partial URL downloads (``*.part``), kept so an interrupted transfer resumes;
 - ``checkpoints.lock.json``: what is installed (file, sha256, source hash, revision) and the *pins*:

@@ -1,4 +1,4 @@
-"""Converters from upstream checkpoint formats to yoda-sr's safetensors format (METHOD.md §8).
+"""Converters from upstream checkpoint formats to yoda-sr's safetensors format (docs/method.md §8).
 
 ``convert_file(path, format)`` reads an upstream file (pickles only through
 ``torch.load(weights_only=True)``, see ``pickles``), maps its keys to ours, infers the architecture

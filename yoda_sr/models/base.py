@@ -3,7 +3,7 @@
 A denoiser predicts the noise epsilon of a noisy state ``z_t`` given a *condition* that is
 computed once per image (``prepare``) and never inside the sampling loop. Diffusion runs either in
 image space (SR3: ``z_0`` is the HR image) or in residual space (SRDiff: ``z_0 = (HR - base) * 2``).
-The space decides what the "known region" of YODA sampling is (METHOD.md §7).
+The space decides what the "known region" of YODA sampling is (docs/method.md §7).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class SRDenoiser(nn.Module, ABC):
     # --- diffusion space ------------------------------------------------------------------------
 
     def to_diffusion_space(self, hr: Tensor, cond: Condition) -> Tensor:
-        """The training target z_0 for an HR image (METHOD.md §3)."""
+        """The training target z_0 for an HR image (docs/method.md §3)."""
         if self.space == "image":
             return hr
         assert cond.base is not None

@@ -182,7 +182,7 @@ register_config(
         arch="srdiff",
         hparams={**_SRDIFF_TINY, "residual_base": "rrdb"},
         schedule=ScheduleSpec(kind="cosine", steps=100),
-        description="Tiny x4 SRDiff whose residual is measured from its RRDB output (METHOD.md §3)",
+        description="Tiny x4 SRDiff whose residual is measured from its RRDB output (docs/method.md §3)",
         sampling_steps=20,
         tags=("test",),
     )

@@ -4,7 +4,7 @@ The module tree follows the layout of Janspiry's SR3 implementation
 (``Image-Super-Resolution-via-Iterative-Refinement``, ``model/sr3_modules/unet.py``) name for name
 and shape for shape, so that an upstream ``*_gen.pth`` state dict loads with ``strict=True`` once
 its ``denoise_fn.`` prefix is stripped and the diffusion buffers are dropped, and the forward pass
-repeats upstream's computation (METHOD.md §3). The code is written for yoda-sr; only the state-dict
+repeats upstream's computation (docs/method.md §3). The code is written for yoda-sr; only the state-dict
 layout is shared.
 
 Upstream layout, for reference (``C`` = inner_channel):

@@ -269,7 +269,7 @@ class SRDiff(SRDenoiser):
     """SRDiff: an RRDB ``encoder`` of the LR image and a ``unet`` predicting epsilon in residual space.
 
     ``residual_base="bicubic"`` is the paper's residual (y - x_up) * 2; ``"rrdb"`` measures it from
-    the encoder's own SR output (METHOD.md §3); ``"bicubic+rrdb"`` from x_up plus a correction the
+    the encoder's own SR output (docs/method.md §3); ``"bicubic+rrdb"`` from x_up plus a correction the
     encoder predicts (its last convolution starts at zero, so the base starts as bicubic). ``prepare``
     is differentiable: freeze ``encoder`` (``requires_grad_(False)``) to train like upstream's
     ``fix_rrdb``.
