@@ -75,3 +75,12 @@ def save_tiny_checkpoint(path):
             "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True},
         },
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -20,7 +20,7 @@ from PIL import Image
 
 from yoda_sr.api import Settings, Upscaler
 
-from conftest import cli, photo, save_tiny_checkpoint
+from conftest import cli, free_port, photo, save_tiny_checkpoint
 
 STEPS = "4"
 
@@ -143,7 +143,7 @@ def test_same_image_same_output_alone_in_batches_and_under_torchrun(tmp_path, mo
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29517",
+            str(free_port()),
             "-m",
             "yoda_sr",
             "upscale",
