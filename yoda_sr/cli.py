@@ -387,7 +387,7 @@ def train(
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
     """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun)."""
-    from .train import Trainer, load_config
+    from .training import Trainer, load_config
 
     overrides = dict(
         data=data,
