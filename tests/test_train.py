@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
+from yoda_sr.imaging import resize_bicubic
+from yoda_sr.seeds import derive_seed
+from yoda_sr.training import Trainer, data, diffusion_loss, load_config, objective
 
 from conftest import cli, photo
 
@@ -35,6 +40,13 @@ def photos(tmp_path_factory) -> Path:
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def train_command(photos: Path, out: Path, *extra) -> list[str]:
@@ -161,7 +173,7 @@ def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(p
         "--nproc-per-node",
         "2",
         "--master-port",
-        "29533",
+        str(free_port()),
         "-m",
         "yoda_sr",
         "train",
@@ -183,3 +195,45 @@ def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(p
     assert any(float(v.abs().max()) > 1e-4 for v in ours.values())  # a real gradient, not zeros
     meta = checkpoints.read_metadata(tmp_path / "b" / "weights" / "ema.safetensors")
     assert meta["training"]["world_size"] == 2 and meta["training"]["batch_size"] == 8
+
+
+def test_the_trainer_optimises_the_objective(photos, tmp_path, monkeypatch):
+    """The loss `yoda-sr train` reports and optimises is the objective's: its first step's loss is
+    ``diffusion_loss`` of the first batch with the per-sample generators, and it follows
+    ``objective.loss_terms`` when that changes."""
+    settings = dict(
+        data=str(photos), model="srdiff-tiny", hr_size=32, attention="edge", batch_size=4, iterations=1,
+        plain_fraction=0.5, val_images=1, val_steps=2, seed=1,
+    )  # fmt: skip
+
+    def first_step_loss(name: str) -> tuple[Trainer, torch.nn.Module, float]:
+        trainer = Trainer(load_config(None, {**settings, "out": str(tmp_path / name)}), log=lambda _: None)
+        initial = copy.deepcopy(trainer.model)
+        trainer.run()
+        rows = list(csv.DictReader((tmp_path / name / "metrics.csv").read_text().splitlines()))
+        return trainer, initial, float(rows[0]["loss"])
+
+    trainer, model, reported = first_step_loss("run")
+    batch = next(data.batches(trainer.sources, trainer.config, trainer.scale, first_step=0, rank=0, world=1))
+    assert batch["plain"].any() and not batch["plain"].all()
+    attention = torch.where(batch["plain"].view(-1, 1, 1, 1), 1.0, batch["attention"])
+    x_up = resize_bicubic(batch["lr"], size=tuple(batch["hr"].shape[-2:]))
+    expected = diffusion_loss(
+        model,
+        batch["hr"],
+        model.prepare(batch["lr"], x_up),
+        trainer.schedule,
+        attention=attention,
+        lower_bound=0.2,
+        generator=[torch.Generator().manual_seed(derive_seed(1, int(i), "noise")) for i in batch["index"]],
+    )
+    assert reported == pytest.approx(float(expected.detach()), rel=1e-6)
+
+    original = objective.loss_terms
+
+    def tripled(*args, **kwargs):
+        total, count = original(*args, **kwargs)
+        return 3 * total, count
+
+    monkeypatch.setattr(objective, "loss_terms", tripled)
+    assert first_step_loss("tripled")[2] == pytest.approx(3 * reported, rel=1e-6)

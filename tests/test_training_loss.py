@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from yoda_sr.masking import activation_steps
 from yoda_sr.models import get_config
-from yoda_sr.training import diffusion_loss, masked_l1, noise_batch
+from yoda_sr.training import diffusion_loss, draw_noise, loss_terms, masked_l1, masked_l1_terms, noise_batch
 
 from conftest import prepare, tiny_model
 
@@ -79,3 +79,61 @@ def test_noise_batch_mask_is_the_time_dependent_mask():
     act = activation_steps(attention, 0.25, schedule.train_steps)
     for i in range(16):
         assert torch.equal(batch.mask[i], act[i] >= batch.t[i])
+
+
+def test_per_sample_generators_draw_each_sample_as_if_it_were_alone():
+    schedule = get_config("sr3-tiny").schedule.build()
+    z0 = torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    attention = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    seeds = [11, 12, 13]
+    batch = noise_batch(
+        z0,
+        schedule,
+        continuous=True,
+        attention=attention,
+        generator=[torch.Generator().manual_seed(seed) for seed in seeds],
+    )
+    for i, seed in enumerate(seeds):
+        alone = noise_batch(
+            z0[i : i + 1],
+            schedule,
+            continuous=True,
+            attention=attention[i : i + 1],
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for field in ("z", "t", "noise_level", "eps", "mask"):
+            assert torch.equal(getattr(batch, field)[i : i + 1], getattr(alone, field)), field
+    with pytest.raises(ValueError):
+        noise_batch(z0, schedule, continuous=True, generator=[torch.Generator()])
+
+
+@pytest.mark.parametrize("name", ["sr3-tiny", "srdiff-tiny"])
+def test_diffusion_loss_is_loss_terms_of_a_draw_whose_count_is_known_before_the_forward_pass(name, hr_crops):
+    model = tiny_model(name)
+    cond = prepare(model, hr_crops)
+    schedule = get_config(name).schedule.build()
+    attention = torch.zeros(hr_crops.shape[0], 1, *hr_crops.shape[-2:])
+    attention[..., hr_crops.shape[-1] // 2 :] = 1  # with l = 0: the right half always active, the left never
+    draw = draw_noise(
+        hr_crops.shape,
+        schedule,
+        continuous=model.conditioning == "noise_level",
+        attention=attention,
+        lower_bound=0.0,
+        generator=torch.Generator().manual_seed(5),
+    )
+    with torch.no_grad():
+        total, count = loss_terms(model, hr_crops, cond, draw)
+        loss = diffusion_loss(
+            model,
+            hr_crops,
+            cond,
+            schedule,
+            attention=attention,
+            lower_bound=0.0,
+            generator=torch.Generator().manual_seed(5),
+        )
+    assert torch.equal(count, draw.count())
+    assert float(count) == hr_crops.numel() / 2
+    assert torch.equal(loss, total / count)
+    assert torch.equal(masked_l1_terms(draw.eps, draw.eps + 1, draw.mask)[1], draw.count())

@@ -1,0 +1,219 @@
+"""YODA masked training objective (eq. 10, docs/method.md §6).
+
+Per sample: draw t, noise eps and the noisy state z_t of the target (image space for SR3, residual
+space for SRDiff); the network sees M(t) * z_t (eq. 11) and the loss is the L1 error on eps inside
+M(t), normalised by the number of active elements. With A = 1 this is exactly the plain SR3/SRDiff
+L1 loss.
+
+The random part of a draw (t, sqrt(gamma), eps and so M(t)) does not depend on the target's values,
+only on its shape, so it is drawn first (``draw_noise``) and the loss is evaluated on it
+(``loss_terms``). ``diffusion_loss`` and the trainer both go this way; the trainer draws before the
+forward pass because data-parallel training divides every rank's sum by the element count of the
+whole global batch (``NoiseDraw.count``), which it must know before the first backward pass.
+A list of generators, one per sample, makes each sample's draw independent of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..masking import activation_steps
+from ..models.base import Condition, SRDenoiser
+from ..schedules import NoiseSchedule
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, one per sample (the draws of sample i use only the i-th), or None."""
+
+
+def active_elements(mask: Tensor | None, shape: Sequence[int]) -> Tensor:
+    """sum(M) * C: how many elements of an N x C x H x W target the masked L1 counts (float32)."""
+    if mask is None:
+        return torch.tensor(float(math.prod(shape)))
+    return mask.to(torch.float32).sum().detach() * (shape[1] // mask.shape[1])
+
+
+def masked_l1_terms(target: Tensor, prediction: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(sum(M * |target - prediction|), sum(M) * C): eq. 10's numerator and element count.
+
+    Kept apart so that data-parallel training can divide by the count over all processes.
+    """
+    error = (target - prediction).abs()
+    count = active_elements(mask, error.shape).to(error.device)
+    if mask is None:
+        return error.sum(), count
+    return (error * mask.to(error.dtype)).sum(), count
+
+
+def masked_l1(target: Tensor, prediction: Tensor, mask: Tensor | None) -> Tensor:
+    """sum(M * |target - prediction|) / max(1, sum(M) * C) (eq. 10); plain mean L1 without a mask."""
+    if mask is None:
+        return (target - prediction).abs().mean()
+    total, count = masked_l1_terms(target, prediction, mask)
+    return total / count.clamp(min=1)
+
+
+@dataclass
+class NoisedBatch:
+    """One training draw: the noisy state, what the network is conditioned on, and the noise."""
+
+    z: Tensor
+    t: Tensor
+    noise_level: Tensor
+    eps: Tensor
+    mask: Tensor | None
+
+
+@dataclass
+class NoiseDraw:
+    """The random part of a training draw, before it meets a target: t, sqrt(gamma_t), eps, M(t)."""
+
+    t: Tensor
+    noise_level: Tensor
+    eps: Tensor
+    mask: Tensor | None
+
+    def count(self) -> Tensor:
+        """The element count of eq. 10 for this draw (what ``masked_l1_terms`` returns with it)."""
+        return active_elements(self.mask, self.eps.shape)
+
+    def apply(self, z0: Tensor) -> NoisedBatch:
+        """z_t = sqrt(gamma) * z0 + sqrt(1 - gamma) * eps, for targets of the drawn shape."""
+        if z0.shape != self.eps.shape:
+            raise ValueError(f"the noise was drawn for {tuple(self.eps.shape)}, the target is {tuple(z0.shape)}")
+        level = self.noise_level.view(-1, 1, 1, 1)
+        z = level * z0 + (1 - level**2).sqrt() * self.eps
+        return NoisedBatch(z=z, t=self.t, noise_level=self.noise_level, eps=self.eps, mask=self.mask)
+
+
+def draw_noise(
+    shape: Sequence[int],
+    schedule: NoiseSchedule,
+    *,
+    continuous: bool,
+    attention: Tensor | None = None,
+    lower_bound: float = 0.2,
+    generator: Generators = None,
+    device: torch.device | str = "cpu",
+) -> NoiseDraw:
+    """Draw t, sqrt(gamma) and eps for targets of ``shape`` (N x C x H x W), and M(t) from ``attention``.
+
+    ``continuous`` (SR3) draws sqrt(gamma) uniformly between sqrt(gamma_{t-1}) and sqrt(gamma_t), as
+    SR3 trains on a continuous noise level; otherwise gamma = gamma_t exactly (SRDiff). Random
+    numbers come from the CPU generator(s), in the order t, level, eps.
+    """
+    n = shape[0]
+    if generator is not None and not isinstance(generator, torch.Generator):
+        if len(generator) != n:
+            raise ValueError(f"{len(generator)} generators for a batch of {n}")
+        draws = [
+            draw_noise(
+                (1, *shape[1:]),
+                schedule,
+                continuous=continuous,
+                attention=None if attention is None else attention[i : i + 1],
+                lower_bound=lower_bound,
+                generator=one,
+                device=device,
+            )
+            for i, one in enumerate(generator)
+        ]
+        masks = [d.mask for d in draws if d.mask is not None]
+        return NoiseDraw(
+            t=torch.cat([d.t for d in draws]),
+            noise_level=torch.cat([d.noise_level for d in draws]),
+            eps=torch.cat([d.eps for d in draws]),
+            mask=torch.cat(masks) if attention is not None else None,
+        )
+    total = schedule.train_steps
+    t = torch.randint(1, total + 1, (n,), generator=generator, device="cpu")
+    gammas = schedule.gammas
+    if continuous:
+        low, high = gammas[t].sqrt(), gammas[t - 1].sqrt()
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        level = low + (high - low) * u
+    else:
+        level = gammas[t].sqrt()
+    eps = torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+    level = level.to(device=device, dtype=torch.float32)
+    t = t.to(device)
+    mask = None
+    if attention is not None:
+        mask = activation_steps(attention, lower_bound, total) >= t.view(n, 1, 1, 1)
+    return NoiseDraw(t=t, noise_level=level, eps=eps, mask=mask)
+
+
+def noise_batch(
+    z0: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    continuous: bool,
+    attention: Tensor | None = None,
+    lower_bound: float = 0.2,
+    generator: Generators = None,
+) -> NoisedBatch:
+    """Draw t, eps and z_t = sqrt(gamma) * z0 + sqrt(1 - gamma) * eps for each sample (``draw_noise``)."""
+    draw = draw_noise(
+        z0.shape,
+        schedule,
+        continuous=continuous,
+        attention=attention,
+        lower_bound=lower_bound,
+        generator=generator,
+        device=z0.device,
+    )
+    return draw.apply(z0)
+
+
+def loss_terms(
+    model: SRDenoiser, hr: Tensor, cond: Condition, draw: NoiseDraw, *, mask_input: bool = True
+) -> tuple[Tensor, Tensor]:
+    """(numerator, element count) of eq. 10 for a batch of HR images and a draw of their shape.
+
+    The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
+    (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
+    get to move the base.
+    """
+    z0 = model.to_diffusion_space(hr, cond).detach().float()
+    batch = draw.apply(z0)
+    z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
+    prediction = model(z_in, cond, batch.t, batch.noise_level)
+    return masked_l1_terms(batch.eps, prediction.float(), batch.mask)
+
+
+def base_l1_sum(hr: Tensor, cond: Condition) -> Tensor | None:
+    """sum |base - HR| when the condition's residual base is the model's own output rather than
+    x_up (SRDiff's aux L1 on its RRDB encoder), else None."""
+    if cond.base is None or cond.base is cond.x_up:
+        return None
+    return (cond.base.float() - hr).abs().sum()
+
+
+def diffusion_loss(
+    model: SRDenoiser,
+    hr: Tensor,
+    cond: Condition,
+    schedule: NoiseSchedule,
+    *,
+    attention: Tensor | None = None,
+    lower_bound: float = 0.2,
+    mask_input: bool = True,
+    generator: Generators = None,
+) -> Tensor:
+    """The YODA masked L1 loss of a batch of HR images (plain SR3/SRDiff loss when attention is None):
+    ``loss_terms`` of a ``draw_noise`` draw, numerator over max(1, count)."""
+    draw = draw_noise(
+        hr.shape,
+        schedule,
+        continuous=model.conditioning == "noise_level",
+        attention=attention,
+        lower_bound=lower_bound,
+        generator=generator,
+        device=hr.device,
+    )
+    total, count = loss_terms(model, hr, cond, draw, mask_input=mask_input)
+    return total / count.clamp(min=1)

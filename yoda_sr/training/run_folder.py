@@ -1,0 +1,168 @@
+"""The run folder of ``yoda-sr train``; every file in it is written whole (``fsutil``).
+
+``config.toml`` (resolved settings), ``weights/{ema,model}.safetensors`` (full metadata;
+``--model RUN_DIR`` loads the EMA weights), ``state/last.pt`` (optimizer, EMA and step, for
+``--resume``; read back with ``torch.load(weights_only=True)``), ``metrics.csv``, ``loss.png``,
+``psnr.png`` and ``samples/step_NNNNNN.png`` grids (LR | bicubic | SR | HR | attention).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import checkpoints
+from .._version import __version__
+from ..errors import UsageError
+from ..fsutil import atomic_save, atomic_write_bytes
+from .config import TrainConfig, to_toml
+
+METRICS = ["step", "loss", "lr", "seconds", "val_loss", "val_psnr", "val_ssim", "bicubic_psnr"]
+
+
+@dataclass
+class RunState:
+    """How far the run is: the step reached and one metrics row per validation."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    """What ``state/last.pt`` holds besides the run state (state dicts)."""
+
+    model: dict[str, Any]
+    ema: dict[str, Any]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+
+
+class RunFolder:
+    """The files of one run under ``out``."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state" / "last.pt"
+
+    @property
+    def ema_weights(self) -> Path:
+        return self.out / "weights" / "ema.safetensors"
+
+    def claim(self, resume: bool) -> None:
+        """Create the folder; refuse to start a fresh run over a saved one."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not resume and self.state_path.exists():
+            raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_bytes(self.out / "config.toml", to_toml(config).encode())
+
+    # -- state --
+
+    def save_state(self, state: RunState, checkpoint: Checkpoint) -> None:
+        payload = {
+            "step": state.step,
+            "model": checkpoint.model,
+            "ema": checkpoint.ema,
+            "optimizer": checkpoint.optimizer,
+            "history": json.dumps(state.history),
+            "scaler": checkpoint.scaler,
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.state_path, lambda temporary: torch.save(payload, temporary))
+
+    def load_state(self, device: torch.device) -> tuple[RunState, Checkpoint]:
+        if not self.state_path.is_file():
+            raise UsageError(f"--resume: {self.state_path} does not exist (no checkpoint in {self.out})")
+        payload = torch.load(self.state_path, map_location=device, weights_only=True)
+        state = RunState(step=int(payload["step"]), history=json.loads(payload["history"]))
+        checkpoint = Checkpoint(payload["model"], payload["ema"], payload["optimizer"], payload.get("scaler") or {})
+        return state, checkpoint
+
+    def write_weights(self, ema: dict[str, Tensor], model: dict[str, Tensor], metadata: dict[str, Any]) -> None:
+        """The EMA and the raw weights, each a yoda-sr checkpoint with the run's metadata."""
+        checkpoints.save(self.ema_weights, ema, {**metadata, "weights": "ema"})
+        checkpoints.save(self.out / "weights" / "model.safetensors", model, {**metadata, "weights": "raw"})
+
+    # -- records --
+
+    def record(self, history: list[dict[str, float]]) -> None:
+        """Rewrite metrics.csv, loss.png and psnr.png from the whole history."""
+        from ..plots import line_plot
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore", lineterminator="\r\n")
+        writer.writeheader()
+        for entry in history:
+            writer.writerow({key: entry.get(key, "") for key in METRICS})
+        atomic_write_bytes(self.out / "metrics.csv", text.getvalue().encode())
+
+        def series(key: str) -> list[tuple[float, float]]:
+            return [(row["step"], row[key]) for row in history if key in row]
+
+        line_plot(
+            {"train loss": series("loss"), "validation loss": series("val_loss")},
+            self.out / "loss.png",
+            "loss (masked L1)",
+        )
+        line_plot(
+            {"validation PSNR-Y": series("val_psnr"), "bicubic": series("bicubic_psnr")},
+            self.out / "psnr.png",
+            "PSNR-Y (dB)",
+        )
+
+    def write_grid(self, step: int, lr: Tensor, x_up: Tensor, sr: Tensor, hr: Tensor, attention: Tensor) -> Path:
+        """samples/step_NNNNNN.png: one row per image, LR (nearest) | bicubic | SR | HR | attention."""
+        from ..attention.render import heatmap
+        from ..imageio import save_png
+        from ..imaging import to_array
+
+        lr_big = torch.nn.functional.interpolate(lr, size=hr.shape[-2:], mode="nearest")
+        rows = []
+        for i in range(hr.shape[0]):
+            tiles = [to_array(images[i : i + 1]) for images in (lr_big, x_up, sr, hr)]
+            tiles.append(heatmap(attention[i, 0].cpu().numpy()))
+            rows.append(np.concatenate(tiles, axis=1))
+        (self.out / "samples").mkdir(parents=True, exist_ok=True)
+        return save_png(np.concatenate(rows, axis=0), self.out / "samples" / f"step_{step:06d}.png")
+
+
+def weights_metadata(
+    config: TrainConfig, base: dict[str, Any], scale: int, step: int, world: int, device: torch.device, run: str
+) -> dict[str, Any]:
+    """The metadata of a run's weights: the model's ``base`` (arch, schedule, sampling, origin), YODA
+    settings and how it was trained."""
+    yoda = None
+    if config.attention != "none":
+        yoda = {"attention": config.attention, "lower_bound": config.lower_bound, "mask_input": True}
+    return {
+        "kind": "denoiser",
+        **base,
+        "scale": scale,
+        "yoda": yoda,
+        "training": {
+            "iterations": step,
+            "batch_size": config.batch_size * world * config.grad_accum,
+            "hr_size": config.hr_size,
+            "mode": config.mode,
+            "lr": config.lr,
+            "ema": config.ema,
+            "seed": config.seed,
+            "data": str(config.data),
+            "world_size": world,
+            "device": str(device),
+        },
+        "source": {"trained_by": f"yoda-sr {__version__}", "run": run},
+    }
