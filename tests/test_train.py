@@ -6,7 +6,6 @@ import copy
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from yoda_sr.imaging import resize_bicubic
 from yoda_sr.seeds import derive_seed
 from yoda_sr.training import Trainer, data, diffusion_loss, load_config, objective
 
-from conftest import cli, photo
+from conftest import cli, free_port, photo
 
 BASE = ["--model", "srdiff-tiny", "--hr-size", "32", "--lr", "2e-3", "--warmup", "5", "--attention", "edge"]
 
@@ -40,13 +39,6 @@ def photos(tmp_path_factory) -> Path:
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def train_command(photos: Path, out: Path, *extra) -> list[str]:

@@ -185,7 +185,8 @@ def to_tensor(array: np.ndarray) -> Tensor:
 def to_array(x: Tensor, dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
     """1 x C x H x W or C x H x W tensor in [-1, 1] -> H x W x C image (H x W if C = 1).
 
-    Values are clamped to [-1, 1] and rounded to the nearest level of ``dtype`` (uint8 or uint16).
+    Values are clamped to [-1, 1] and rounded to the nearest level of ``dtype`` (uint8 or uint16);
+    NaN becomes -1 (black), so a broken result still converts (callers check finiteness first).
     """
     max_value = _max_value(dtype)
     if x.dim() == 4:
@@ -194,7 +195,7 @@ def to_array(x: Tensor, dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
         x = x[0]
     if x.dim() != 3:
         raise ValueError(f"expected 1 x C x H x W or C x H x W, got shape {tuple(x.shape)}")
-    unit = (x.detach().to("cpu", torch.float64).clamp(-1.0, 1.0) + 1.0) / 2.0
+    unit = (x.detach().to("cpu", torch.float64).nan_to_num(-1.0).clamp(-1.0, 1.0) + 1.0) / 2.0
     levels = (unit * max_value).round()
     array = levels.permute(1, 2, 0).numpy().astype(dtype)
     return array[:, :, 0] if array.shape[2] == 1 else array

@@ -33,7 +33,7 @@ _TRUE = ("1", "ON", "YES", "TRUE")
 
 
 def _progress(total: int | None, initial: int, label: str, enabled: bool) -> Any:
-    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+    from tqdm import tqdm
 
     return tqdm(
         total=total,

@@ -35,6 +35,8 @@ def train(
     resume: bool | None = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
     val_every: int | None = typer.Option(None, "--val-every", metavar="N", help="Validate every N steps."),
     save_every: int | None = typer.Option(None, "--save-every", metavar="N", help="Checkpoint every N steps."),
+    val_images: int | None = typer.Option(None, "--val-images", metavar="N", help="Crops each validation samples."),
+    val_steps: int | None = typer.Option(None, "--val-steps", metavar="N", help="Sampling steps of validation."),
     device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
@@ -65,6 +67,8 @@ def train(
         resume=resume,
         val_every=val_every,
         save_every=save_every,
+        val_images=val_images,
+        val_steps=val_steps,
         device=device,
     )
     settings = load_config(config, overrides)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import SettingError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,43 +71,72 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConf
             with open(path, "rb") as handle:
                 values = tomllib.load(handle)
         except FileNotFoundError:
-            raise UsageError(f"--config {path}: no such file") from None
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"--config {path}: {error}") from None
+            raise SettingError("config", f"{path}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
+            raise SettingError("config", f"{path}: {error}") from None
         values = {key.replace("-", "_"): value for key, value in values.items()}
         unknown = sorted(set(values) - TrainConfig.keys())
         if unknown:
-            raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}")
+            raise SettingError("config", f"{path}: unknown keys {', '.join(unknown)}")
     values.update({key: value for key, value in overrides.items() if value is not None})
+    check_types(values)
     config = TrainConfig(**values)
     validate(config)
     return config
 
 
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_types(values: dict[str, Any]) -> None:
+    """SettingError for a value of the wrong type (a string batch size, a boolean seed) or a
+    non-finite number; checked before anything else so later checks compare numbers."""
+    for item in fields(TrainConfig):
+        if item.name not in values or values[item.name] is None:
+            continue
+        value = values[item.name]
+        annotation = str(item.type).replace(" | None", "")
+        wanted = _TYPES.get(annotation, (object,))
+        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
+            raise SettingError(item.name, f"must be {annotation}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingError(item.name, f"must be a finite number, got {value!r}")
+
+
 def validate(config: TrainConfig) -> None:
-    """Raise UsageError for the first setting out of range (the model-dependent ones are checked
-    when the model is built)."""
+    """SettingError for the first setting out of range (the model-dependent ones, such as the size
+    multiple of ``hr_size``, are checked when the model is built)."""
     from ..attention import METHODS
 
     if not config.data:
-        raise UsageError("--data is required (a folder of training images)")
+        raise SettingError("data", "is required (a folder of training images)")
     checks = [
-        (config.mode in ("patches", "faces"), f"--mode must be patches or faces, got {config.mode!r}"),
-        (config.attention in METHODS, f"--attention must be one of {', '.join(METHODS)}"),
-        (0 <= config.lower_bound <= 1, "--lower-bound must lie in [0, 1]"),
-        (config.iterations >= 1, "--iterations must be at least 1"),
-        (config.batch_size >= 1 and config.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1"),
-        (config.lr > 0 and config.weight_decay >= 0, "--lr must be > 0 and --weight-decay >= 0"),
-        (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
-        (config.amp in ("no", "bf16", "fp16"), "--amp must be bf16, fp16 or no"),
-        (config.num_workers >= 0 and config.warmup >= 0, "--num-workers and --warmup must be >= 0"),
-        (0 <= config.plain_fraction <= 1, "plain_fraction must lie in [0, 1]"),
-        (config.aux_l1 >= 0, "aux_l1 must be >= 0"),
-        (config.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine"),
+        ("mode", config.mode in ("patches", "faces"), f"must be patches or faces, got {config.mode!r}"),
+        ("attention", config.attention in METHODS, f"must be one of {', '.join(METHODS)}"),
+        ("lower_bound", 0 <= config.lower_bound <= 1, "must lie in [0, 1]"),
+        ("iterations", config.iterations >= 1, "must be at least 1"),
+        ("batch_size", config.batch_size >= 1, "must be at least 1"),
+        ("grad_accum", config.grad_accum >= 1, "must be at least 1"),
+        ("hr_size", 8 <= config.hr_size <= 4096, f"must be 8..4096 pixels, got {config.hr_size}"),
+        ("lr", 0 < config.lr <= 1, f"must be > 0 and at most 1, got {config.lr}"),
+        ("weight_decay", config.weight_decay >= 0, "must be >= 0"),
+        ("warmup", config.warmup >= 0, "must be >= 0"),
+        ("ema", 0 <= config.ema < 1, "must lie in [0, 1)"),
+        ("amp", config.amp in ("no", "bf16", "fp16"), "must be bf16, fp16 or no"),
+        ("num_workers", config.num_workers >= 0, "must be >= 0"),
+        ("seed", config.seed >= 0, "must be >= 0"),
+        ("clip_grad", config.clip_grad >= 0, "must be >= 0 (0: no clipping)"),
+        ("val_every", config.val_every >= 0, "must be >= 0 (0: ten validations per run)"),
+        ("save_every", config.save_every >= 0, "must be >= 0 (0: at every validation)"),
+        ("val_images", config.val_images >= 1, "must be at least 1"),
+        ("val_steps", config.val_steps >= 1, "must be at least 1"),
+        ("plain_fraction", 0 <= config.plain_fraction <= 1, "must lie in [0, 1]"),
+        ("aux_l1", config.aux_l1 >= 0, "must be >= 0"),
+        ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),
     ]
-    for ok, message in checks:
+    for setting, ok, message in checks:
         if not ok:
-            raise UsageError(message)
+            raise SettingError(setting, message)
 
 
 def to_toml(config: TrainConfig) -> str:

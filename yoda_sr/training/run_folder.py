@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .. import checkpoints
 from .._version import __version__
-from ..errors import UsageError
-from ..fsutil import atomic_save, atomic_write_bytes
+from ..errors import UsageError, YodaError
+from ..fsutil import atomic_save, atomic_write_bytes, remove_stale_temporaries
 from .config import TrainConfig, to_toml
 
 METRICS = ["step", "loss", "lr", "seconds", "val_loss", "val_psnr", "val_ssim", "bicubic_psnr"]
@@ -66,6 +66,11 @@ class RunFolder:
         if not resume and self.state_path.exists():
             raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """The temporary files a killed run left in this folder (``fsutil``'s, of dead processes)."""
+        folders = [self.out, self.out / "weights", self.out / "state", self.out / "samples"]
+        return [path for folder in folders for path in remove_stale_temporaries(folder)]
+
     def write_config(self, config: TrainConfig) -> None:
         atomic_write_bytes(self.out / "config.toml", to_toml(config).encode())
 
@@ -86,9 +91,20 @@ class RunFolder:
     def load_state(self, device: torch.device) -> tuple[RunState, Checkpoint]:
         if not self.state_path.is_file():
             raise UsageError(f"--resume: {self.state_path} does not exist (no checkpoint in {self.out})")
-        payload = torch.load(self.state_path, map_location=device, weights_only=True)
-        state = RunState(step=int(payload["step"]), history=json.loads(payload["history"]))
-        checkpoint = Checkpoint(payload["model"], payload["ema"], payload["optimizer"], payload.get("scaler") or {})
+        try:
+            payload = torch.load(self.state_path, map_location=device, weights_only=True)
+            state = RunState(step=int(payload["step"]), history=json.loads(payload["history"]))
+            checkpoint = Checkpoint(
+                dict(payload["model"]), dict(payload["ema"]), dict(payload["optimizer"]), payload.get("scaler") or {}
+            )
+        except Exception as error:  # torch.load raises many types for damaged files
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise YodaError(
+                f"{self.state_path} is damaged ({type(error).__name__}: {reason[:200]}); "
+                "start a new run in another folder, or restore the file"
+            ) from None
+        if state.step < 0 or not isinstance(state.history, list):
+            raise YodaError(f"{self.state_path} is damaged (step {state.step}); start a new run in another folder")
         return state, checkpoint
 
     def write_weights(self, ema: dict[str, Tensor], model: dict[str, Tensor], metadata: dict[str, Any]) -> None:

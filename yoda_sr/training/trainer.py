@@ -145,7 +145,18 @@ class Trainer:
             self.optimizer.step()
         update_ema(self.ema, self.model, ema_decay(self.state.step, config.ema))
         self.state.step += 1
+        self._check_finite()
         return loss_value
+
+    def _check_finite(self) -> None:
+        """Stop before a non-finite weight can reach ``state/`` or ``weights/``."""
+        for module in (self.model, self.ema):
+            for name, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise YodaError(
+                        f"the weights became non-finite at step {self.state.step} ({name}); stopped without "
+                        f"saving. The last good checkpoint is kept in {self.folder.out} (try a lower --lr)"
+                    )
 
     def _dump_gradients(self) -> None:
         """With YODA_SR_DUMP_GRADIENTS=FILE, rank 0 saves the first step's (reduced) gradients."""
@@ -217,11 +228,18 @@ class Trainer:
 
     def _resume(self) -> None:
         self.state, checkpoint = self.folder.load_state(self.device)
-        self.model.load_state_dict(checkpoint.model)
-        self.ema.load_state_dict(checkpoint.ema)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        if self.scaler is not None and checkpoint.scaler:
-            self.scaler.load_state_dict(checkpoint.scaler)
+        try:
+            self.model.load_state_dict(checkpoint.model)
+            self.ema.load_state_dict(checkpoint.ema)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            if self.scaler is not None and checkpoint.scaler:
+                self.scaler.load_state_dict(checkpoint.scaler)
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise YodaError(
+                f"{self.folder.state_path} does not fit this run's model ({reason[:200]}); "
+                "resume with the settings it was saved with, or start a new run in another folder"
+            ) from None
         self._main_log(f"resumed {self.folder.out} at step {self.state.step}")
 
     def run(self) -> Path:
@@ -231,6 +249,8 @@ class Trainer:
         config = self.config
         if self.dist.main:
             self.folder.claim(config.resume)
+            for removed in self.folder.remove_stale_temporaries():
+                self._main_log(f"removed {removed}, left by a run that was stopped")
         if config.resume:
             self._resume()
         if self.dist.main:
@@ -265,6 +285,11 @@ class Trainer:
                 running = []
                 if self.dist.main:
                     row.update(self.validate())
+                    if not math.isfinite(row["val_loss"]):
+                        raise YodaError(
+                            f"the validation loss became non-finite ({row['val_loss']}) at step {step}; stopped "
+                            f"without saving. The last good checkpoint is kept in {self.folder.out} (try a lower --lr)"
+                        )
                     self.state.history.append(row)
                     self.folder.record(self.state.history)
                     self.log(
