@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import checkpoints
+from . import checkpoints, memory
 from .errors import SettingError, YodaError
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ class Settings:
     lower_bound: float | None = None
     tile: int | str = "auto"
     tile_overlap: int = 32
+    stream: str = "auto"
+    """auto: stream tiles (METHOD.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
+    memory_budget: int | None = None
+    """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Result:
     lower_bound: float
     tile: int | None
     dtype: str
+    streamed: bool = False
+    """Tiles were sampled one by one (then ``attention`` is at LR size)."""
 
     def to_pil(self) -> PILImage:
         """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
@@ -123,6 +129,7 @@ class Upscaler:
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
         self._float_model: SRDenoiser | None = None
+        self._pixel_bytes: dict[torch.dtype, int] = {}
 
     @classmethod
     def from_pretrained(
@@ -154,6 +161,8 @@ class Upscaler:
             lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
+            stream=str(settings.stream).strip().lower(),
+            memory_budget=settings.memory_budget,
         )
         steps, eta, lower_bound = merged.steps, merged.eta, merged.lower_bound
         assert steps is not None and eta is not None and lower_bound is not None
@@ -170,6 +179,13 @@ class Upscaler:
         except ValueError as error:
             raise SettingError("lower_bound", str(error)) from None
         self._check_tiles(merged.tile, merged.tile_overlap)
+        if merged.stream not in ("auto", "on", "off"):
+            raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
+        if merged.stream == "on" and merged.tile == 0:
+            raise SettingError("stream", "streams tiles; it needs --tile auto or a tile size, not 0")
+        budget = merged.memory_budget
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+            raise SettingError("memory_budget", f"must be a positive number of bytes, got {budget!r}")
         return merged
 
     def _check_tiles(self, tile: int | str, overlap: int) -> None:
@@ -187,21 +203,26 @@ class Upscaler:
             which = "the automatic tile" if tile == "auto" else "the tile"
             raise SettingError("tile_overlap", f"must be at most half {which} ({side // 2} px), got {overlap}")
 
-    def _tile_side(self, tile: int | str, height: int, width: int) -> int | None:
-        """HR tile side, or None for no tiling."""
+    def _auto_side(self) -> int:
+        """The tile side ``tile auto`` means on this device."""
+        if self.device.type != "cuda":
+            return CPU_AUTO_TILE
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # ~ 4 feature maps of the widest first level, 4 bytes each, per HR pixel, times 8 for the rest
+        # of the UNet: a deliberately cautious estimate, halved again on OOM.
+        hparams = self.metadata["hparams"]
+        width_first = int(hparams.get("hidden_size") or hparams.get("inner_channel", 64))
+        return max(int(math.sqrt(max(free * 0.6, 1) / (width_first * 4 * 4 * 8))), CPU_AUTO_TILE)
+
+    def _tile_side(self, tile: int | str, height: int, width: int, stream: bool = False) -> int | None:
+        """HR tile side, or None for no tiling; streamed tiles always exist and span whole LR pixels."""
         multiple = self.model.info.size_multiple
+        if stream:
+            multiple = multiple * self.scale // math.gcd(multiple, self.scale)
+            side = self._auto_side() if tile == "auto" else int(tile)
+            return max(multiple, side - side % multiple)
         if tile == "auto":
-            if self.device.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(self.device)
-                # ~ 4 feature maps of the widest first level, 4 bytes each, per HR pixel, times 8 for
-                # the rest of the UNet: a deliberately cautious estimate, halved again on OOM.
-                width_first = int(
-                    self.metadata["hparams"].get("hidden_size") or self.metadata["hparams"].get("inner_channel", 64)
-                )
-                per_pixel = width_first * 4 * 4 * 8
-                side = max(int(math.sqrt(max(free * 0.6, 1) / per_pixel)), CPU_AUTO_TILE)
-            else:
-                side = CPU_AUTO_TILE
+            side = self._auto_side()
             if max(height, width) <= side * 1.5:
                 return None
             return max(multiple, side - side % multiple)
@@ -249,7 +270,7 @@ class Upscaler:
             raise ValueError("upscale_batch takes images of one shape and one seed per image")
         start = time.perf_counter()
         try:
-            results = self._run(images, seeds, scale, settings, self.dtype, progress)
+            results = memory.run(self, images, seeds, scale, settings, self.dtype, progress)
         except torch.cuda.OutOfMemoryError:
             if settings.tile == 0:
                 raise YodaError("out of GPU memory without tiling; try --tile auto or a smaller --tile") from None
@@ -262,7 +283,7 @@ class Upscaler:
             settings.tile = smaller
             return self.upscale_batch(images, seeds=seeds, scale=scale, settings=settings, progress=progress)
         except _NonFinite:
-            results = self._run(images, seeds, scale, settings, torch.float32, progress)
+            results = memory.run(self, images, seeds, scale, settings, torch.float32, progress)
         for image, result in zip(images, results, strict=True):
             if not result.image.any() and image.any():
                 raise YodaError("the model produced an all-black image; it was not written")
@@ -280,6 +301,25 @@ class Upscaler:
 
             self._float_model = copy.deepcopy(self.model).to(dtype=dtype)
         return self._float_model
+
+    def _result(
+        self, image: np.ndarray, attention: np.ndarray | None, fraction: float, settings: Settings, tile: int | None,
+        dtype: torch.dtype, streamed: bool = False,
+    ) -> Result:  # fmt: skip
+        """A Result with the run's settings (images, maps and fraction as ``_run`` or streaming made them)."""
+        assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
+        assert settings.lower_bound is not None
+        name = str(dtype).removeprefix("torch.")
+        steps, sampler, method, bound = settings.steps, settings.sampler, settings.attention, settings.lower_bound
+        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, streamed)
+
+    @staticmethod
+    def _check_finite(image: Tensor, dtype: torch.dtype) -> None:
+        """Raise for NaN or inf in a sampled image: retried in fp32, or an error in fp32."""
+        if not torch.isfinite(image).all():
+            if dtype != torch.float32:
+                raise _NonFinite
+            raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
 
     @torch.inference_mode()
     def _run(
@@ -346,27 +386,20 @@ class Upscaler:
             generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
             eps_fn=eps_fn,
         )
-        if not torch.isfinite(sampled.image).all():
-            if dtype != torch.float32:
-                raise _NonFinite
-            raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
+        self._check_finite(sampled.image, dtype)
         sr = sampled.image[..., : height * self.scale, : width * self.scale]
         if scale != self.scale:
             sr = resize_bicubic(sr, size=(height * scale, width * scale))
         return [
-            Result(
-                image=_to_image(sr[i : i + 1], bits_dtype),
-                attention=None
+            self._result(
+                _to_image(sr[i : i + 1], bits_dtype),
+                None
                 if attention is None
                 else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
-                update_fraction=sampled.update_fraction,
-                seconds=0.0,
-                steps=settings.steps,
-                sampler=settings.sampler,
-                attention_method=settings.attention,
-                lower_bound=settings.lower_bound,
-                tile=tile,
-                dtype=str(dtype).removeprefix("torch."),
+                sampled.update_fraction,
+                settings,
+                tile,
+                dtype,
             )
             for i in range(len(images))
         ]

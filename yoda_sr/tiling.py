@@ -35,28 +35,39 @@ class Tile:
         )
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along one axis: evenly spread, first at 0, last flush with the end."""
+def _starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Tile starts along one axis: evenly spread, first at 0, last flush with the end.
+
+    With ``align`` > 1 the starts are multiples of it (``length - tile`` must be one too); the tiles
+    are planned for ``overlap + align - 1`` so that rounding keeps at least ``overlap``.
+    """
     if length <= tile:
         return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
+    planned = overlap + align - 1 if align > 1 else overlap
+    if planned >= tile:
+        raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile}) less {align - 1}")
+    count = math.ceil((length - planned) / (tile - planned))
     span = length - tile
+    if align > 1:
+        return sorted({round(i * span / (count - 1) / align) * align for i in range(count)})
     return sorted({round(i * span / (count - 1)) for i in range(count)})
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1, align: int = 1) -> list[Tile]:
     """Tiles of side ``tile`` (rounded down to ``multiple``) covering height x width with >= ``overlap``.
 
     A side shorter than the tile gets one tile of the full length (which must itself be a multiple
-    of ``multiple``: the caller pads the image to that).
+    of ``multiple``: the caller pads the image to that). ``align`` > 1 puts every tile start on a
+    multiple of it (streamed tiles start on whole LR pixels); the tile side and the image sides must
+    then be multiples of ``align`` too.
     """
     tile = max(multiple, tile - tile % multiple)
     if height <= tile and width <= tile:
         return [Tile(0, 0, height, width)]
     if overlap >= tile:
         raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile})")
-    rows = [(top, min(tile, height)) for top in _starts(height, tile, overlap)]
-    columns = [(left, min(tile, width)) for left in _starts(width, tile, overlap)]
+    rows = [(top, min(tile, height)) for top in _starts(height, tile, overlap, align)]
+    columns = [(left, min(tile, width)) for left in _starts(width, tile, overlap, align)]
     return [Tile(top, left, h, w) for top, h in rows for left, w in columns]
 
 
