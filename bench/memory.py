@@ -1,4 +1,4 @@
-"""Peak memory against output size: whole-image sampling versus streamed tiles (METHOD.md §7).
+"""Peak memory against output size: whole-image sampling versus streamed tiles (docs/method.md §7).
 
 Each configuration runs in a fresh child process, which reports its peak RSS (VmHWM) after loading
 the model and after upscaling one photo-like image (scikit-image's astronaut, mirrored out to the

@@ -195,3 +195,10 @@ def test_animated_images_say_that_only_the_first_frame_is_upscaled(tmp_path, mod
         cli("upscale", tmp_path / "anim.gif", "-o", tmp_path / "out.png", "--model", model_file, "--steps", STEPS) == 0
     )
     assert "3 frames; only the first is upscaled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--stream", "sometimes"], ["--stream", "on", "--tile", "0"]])
+def test_stream_choices_are_usage_errors(tmp_path, model_file, capsys, extra):
+    write_crops(tmp_path / "in", 1)
+    assert cli("upscale", tmp_path / "in", "-o", tmp_path / "out", "--model", model_file, *extra) == 2
+    assert "--stream" in capsys.readouterr().err

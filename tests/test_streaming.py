@@ -1,4 +1,4 @@
-"""Streamed tiles (METHOD.md §7): no seam, close to one-tile sampling, batch-invariant, flat memory.
+"""Streamed tiles (docs/method.md §7): no seam, close to one-tile sampling, batch-invariant, flat memory.
 
 The model is the tiny SRDiff with fixed random weights (tests/conftest.py): its outputs differ by
 ~17 dB PSNR from one seed to the next, so streamed and whole-image sampling (which draw different

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import checkpoints, memory
@@ -33,21 +32,8 @@ if TYPE_CHECKING:
     from .models.base import SRDenoiser
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CPU_AUTO_TILE = 512
 """HR tile side ``--tile auto`` uses on the CPU for images with a side above 1.5 x this."""
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA, fp32 elsewhere. fp16 is never used on the CPU."""
-    value = name.strip().lower()
-    if value == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if value not in DTYPES:
-        raise SettingError("dtype", f"must be auto, fp32, fp16 or bf16, got {name!r}")
-    if value == "fp16" and device.type == "cpu":
-        raise SettingError("dtype", "fp16 is not supported on the CPU; use fp32 or bf16")
-    return DTYPES[value]
 
 
 @dataclass
@@ -62,7 +48,7 @@ class Settings:
     tile: int | str = "auto"
     tile_overlap: int = 32
     stream: str = "auto"
-    """auto: stream tiles (METHOD.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
+    """auto: stream tiles (docs/method.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
     memory_budget: int | None = None
     """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
 
@@ -90,19 +76,6 @@ class Result:
 
         array = self.image if self.image.dtype == np.uint8 else (self.image >> 8).astype(np.uint8)
         return Image.fromarray(array)
-
-
-def _lr_multiple(size_multiple: int, scale: int) -> int:
-    """LR sides must be multiples of this for the HR side to be a multiple of ``size_multiple``."""
-    return size_multiple // math.gcd(size_multiple, scale)
-
-
-def _pad_to(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    return x, (height, width)
 
 
 class Upscaler:
@@ -136,7 +109,7 @@ class Upscaler:
         cls, name_or_path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str = "auto"
     ) -> Upscaler:
         """Load a named checkpoint, a .safetensors file or a training run folder."""
-        from .devices import resolve_device
+        from .devices import resolve_device, resolve_dtype
 
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         torch_dtype = resolve_dtype(dtype, device)
@@ -182,7 +155,7 @@ class Upscaler:
         if merged.stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
         if merged.stream == "on" and merged.tile == 0:
-            raise SettingError("stream", "streams tiles; it needs --tile auto or a tile size, not 0")
+            raise SettingError("stream", "streaming works in tiles; it needs tile auto or a tile size, not 0")
         budget = merged.memory_budget
         if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
             raise SettingError("memory_budget", f"must be a positive number of bytes, got {budget!r}")
@@ -246,6 +219,8 @@ class Upscaler:
         or uint16. The result has the same layout and dtype: grey stays grey, and alpha is upscaled
         with the project's bicubic and re-attached (``Result.to_pil()`` gives a PIL image).
         """
+        from .imaging import join_channels, split_channels
+
         rgb, alpha, grey = split_channels(image)
         result = self.upscale_batch([rgb], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
         result.image = join_channels(result.image, alpha, grey)
@@ -335,7 +310,7 @@ class Upscaler:
         from .attention import compute_attention
         from .imaging import resize_bicubic, to_tensor
         from .sampling import sample
-        from .tiling import plan_tiles, tiled_eps_fn
+        from .tiling import lr_multiple, pad_to, plan_tiles, tiled_eps_fn
 
         assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
         assert settings.eta is not None and settings.lower_bound is not None
@@ -345,7 +320,7 @@ class Upscaler:
         lr = torch.cat([to_tensor(image) for image in images])
         if lr.shape[1] != 3:
             raise ValueError("Upscaler takes H x W x 3 images; convert greyscale to RGB first")
-        lr, (height, width) = _pad_to(lr, _lr_multiple(info.size_multiple, self.scale))
+        lr, (height, width) = pad_to(lr, lr_multiple(info.size_multiple, self.scale))
         lr = lr.to(self.device)
         hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
         x_up = resize_bicubic(lr, size=hr_size)
@@ -403,39 +378,6 @@ class Upscaler:
             )
             for i in range(len(images))
         ]
-
-
-def split_channels(image: np.ndarray | PILImage) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """(H x W x 3 colour, H x W alpha or None, was grey) of an image given to ``Upscaler.upscale``."""
-    if not isinstance(image, np.ndarray):
-        from PIL import Image
-
-        if not isinstance(image, Image.Image):
-            raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
-        if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
-            image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
-        image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"images must be uint8 or uint16, got {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2), None, True
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {image.shape}")
-    channels = image.shape[2]
-    colour = image[:, :, : 3 if channels >= 3 else 1]
-    alpha = image[:, :, -1] if channels in (2, 4) else None
-    grey = colour.shape[2] == 1
-    return (np.repeat(colour, 3, axis=2) if grey else np.ascontiguousarray(colour)), alpha, grey
-
-
-def join_channels(rgb: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarray:
-    """The inverse of ``split_channels`` for an upscaled result (alpha resized with our bicubic)."""
-    from .imaging import resize_channel
-
-    colour = np.round(rgb.astype(np.float64).mean(axis=2, keepdims=True)).astype(rgb.dtype) if grey else rgb
-    if alpha is None:
-        return colour[:, :, 0] if grey else colour
-    return np.concatenate([colour, resize_channel(alpha, rgb.shape[:2])[:, :, None]], axis=2)
 
 
 class _NonFinite(Exception):

@@ -1,4 +1,4 @@
-"""Choosing the compute device from a user's device choice (``--device``)."""
+"""Choosing the compute device and precision from a user's choices (``--device``, ``--dtype``)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,18 @@ def resolve_device(name: str) -> torch.device:
     if chosen.type == "mps" and not mps_available:
         raise SettingError("device", f"{name}: Apple MPS is not available on this machine")
     return chosen
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 elsewhere. fp16 is never used on the CPU."""
+    value = name.strip().lower()
+    if value == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if value not in DTYPES:
+        raise SettingError("dtype", f"must be auto, fp32, fp16 or bf16, got {name!r}")
+    if value == "fp16" and device.type == "cpu":
+        raise SettingError("dtype", "fp16 is not supported on the CPU; use fp32 or bf16")
+    return DTYPES[value]

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 CUBIC_A = -0.5
 CUBIC_SUPPORT = 2.0
@@ -217,3 +221,34 @@ def rgb_to_y(x: Tensor) -> Tensor:
 def resize_channel(channel: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Resize one H x W uint8/uint16 channel (an alpha mask) with the project's bicubic, same dtype."""
     return to_array(resize_bicubic(to_tensor(channel), size=(int(size[0]), int(size[1]))), channel.dtype)
+
+
+def split_channels(image: np.ndarray | PILImage) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(H x W x 3 colour, H x W alpha or None, was grey) of an image given to ``Upscaler.upscale``."""
+    if not isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+        image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"images must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2), None, True
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {image.shape}")
+    channels = image.shape[2]
+    colour = image[:, :, : 3 if channels >= 3 else 1]
+    alpha = image[:, :, -1] if channels in (2, 4) else None
+    grey = colour.shape[2] == 1
+    return (np.repeat(colour, 3, axis=2) if grey else np.ascontiguousarray(colour)), alpha, grey
+
+
+def join_channels(rgb: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarray:
+    """The inverse of ``split_channels`` for an upscaled result (alpha resized with our bicubic)."""
+    colour = np.round(rgb.astype(np.float64).mean(axis=2, keepdims=True)).astype(rgb.dtype) if grey else rgb
+    if alpha is None:
+        return colour[:, :, 0] if grey else colour
+    return np.concatenate([colour, resize_channel(alpha, rgb.shape[:2])[:, :, None]], axis=2)

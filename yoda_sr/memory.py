@@ -4,7 +4,7 @@ Whole-image sampling (``api.Upscaler._run``) keeps full-size float tensors of th
 condition, the attention map and the noise. ``run`` estimates their peak from the model
 (``bytes_per_pixel``) and compares it with a budget (``Settings.memory_budget``, by default half the
 machine's memory size, or the GPU's): under it images are sampled whole, in batches that fit; over
-it, or with ``Settings.stream = "on"``, they are streamed tile by tile (``streaming``, METHOD.md §7).
+it, or with ``Settings.stream = "on"``, they are streamed tile by tile (``streaming``, docs/method.md §7).
 
 The choice depends on one image's size, the model and the machine, never on the batch or on what
 else is running, so an image's result does not depend on its batch; splitting a batch changes
@@ -98,9 +98,9 @@ def run(
     progress: Callable[[int, int], None] | None,
 ) -> list[Result]:
     """Upscale images of one shape whole (in batches under the budget) or streamed, as they need."""
-    from .api import _lr_multiple
+    from .tiling import lr_multiple
 
-    multiple = _lr_multiple(upscaler.model.info.size_multiple, upscaler.scale)
+    multiple = lr_multiple(upscaler.model.info.size_multiple, upscaler.scale)
     pixels = int(np.prod([-(-side // multiple) * multiple * upscaler.scale for side in images[0].shape[:2]]))
     budget = settings.memory_budget or memory_budget(upscaler.device)
     model = upscaler._model_in(dtype)
@@ -133,8 +133,8 @@ def _run_streamed(
     dtype: torch.dtype,
     progress: Callable[[int, int], None] | None,
 ) -> list[Result]:
-    from .api import _lr_multiple
     from .streaming import StreamSpec, stream_images
+    from .tiling import lr_multiple
 
     assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
     assert settings.eta is not None and settings.lower_bound is not None
@@ -150,7 +150,7 @@ def _run_streamed(
         tile=tile,
         overlap=settings.tile_overlap,
         dtype=dtype,
-        lr_multiple=_lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
+        lr_multiple=lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
     )
 
     def check(image: torch.Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Streamed tiles: memory bounded by the tile, not the image (METHOD.md §7, "Streamed tiles").
+"""Streamed tiles: memory bounded by the tile, not the image (docs/method.md §7, "Streamed tiles").
 
 Whole-image sampling (``api.Upscaler``, ``tiling.tiled_eps_fn``) keeps full-size float tensors of
 the state, the condition (C channels at HR size), the attention map and the noise: hundreds of

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .models.base import Condition, SRDenoiser
@@ -118,3 +119,16 @@ def tiled_eps_fn(
         return total / norm
 
     return eps_fn
+
+
+def lr_multiple(size_multiple: int, scale: int) -> int:
+    """LR sides must be multiples of this for the HR side to be a multiple of ``size_multiple``."""
+    return size_multiple // math.gcd(size_multiple, scale)
+
+
+def pad_to(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, (height, width)

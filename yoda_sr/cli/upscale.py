@@ -53,6 +53,13 @@ def upscale(
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
     tile: str = typer.Option("auto", "--tile", metavar="auto|0|PX", help="HR tile side for large images (0: off)."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", metavar="PX", help="Overlap between tiles."),
+    stream: str = typer.Option(
+        "auto",
+        "--stream",
+        metavar="auto|on|off",
+        help="Sample large images in streamed tiles (memory bounded by the tile); auto: when whole-image "
+        "sampling would need more than half the machine's memory.",
+    ),
     batch_size: int = typer.Option(1, "--batch-size", "-b", metavar="B", help="Images of one size sampled together."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (mirrored under --out)."),
     suffix: str | None = typer.Option(None, "--suffix", metavar="S", help="Appended to output names."),
@@ -96,6 +103,7 @@ def upscale(
         lower_bound=lower_bound,
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
+        stream=stream,
     )
     if suffix is not None:
         check_suffix(suffix)
