@@ -56,7 +56,9 @@ def import_graph() -> dict[str, set[str]]:
                 source = f"{base}.{source}" if source else base
             targets.add(source)
             targets.update(f"{source}.{alias.name}" for alias in node.names)
-        graph[name] = {target for target in targets if target in known and target != name}
+        # A module importing its own package (``from . import sibling``) finds it in sys.modules already.
+        ancestors = {name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)}
+        graph[name] = {target for target in targets if target in known and target != name and target not in ancestors}
     return graph
 
 

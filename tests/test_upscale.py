@@ -196,10 +196,12 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path, model_file):
     process.wait()
     finished = sorted(p.name for p in out.glob("img*.png"))
     assert 2 <= len(finished) < 6, finished
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left visible
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert all(name.endswith((".yoda-claim", ".yoda-tmp")) for name in hidden), hidden  # only our own
     result = run_subprocess("upscale", folder, "-o", out, "--model", model_file, "--steps", STEPS)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("skipped") == len(finished)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the rerun cleared what the kill left
     for path in reference.glob("img*.png"):
         assert np.array_equal(pixels(out / path.name), pixels(path)), path.name
 

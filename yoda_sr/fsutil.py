@@ -94,14 +94,19 @@ def _running(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files that writers on this machine left when they were killed: only files
-    named by ``temporary_path`` whose process is gone. Returns what was removed."""
+    """Delete what writers on this machine left when they were killed: temporary files named by
+    ``temporary_path``, and claim files, whose process is gone. Returns what was removed."""
     removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
+    host = socket.gethostname()
     for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(CLAIM_MARK) and _claim_is_stale(entry, host):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+            continue
         match = _TEMPORARY.match(entry.name)
         if match is None or int(match[1]) == os.getpid() or _running(int(match[1])):
             continue
