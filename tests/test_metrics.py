@@ -135,3 +135,10 @@ def test_lpips_unavailable_offline_says_why():
 
     with pytest.raises(YodaError, match="LPIPS not computed"):
         Lpips(torch.device("cpu"))
+
+
+def test_image_metrics_of_crops_smaller_than_the_ssim_window_give_nan_ssim():
+    hr = photo("astronaut")[100:116, 100:116]
+    noisy_hr = noisy(hr)
+    scores = image_metrics(noisy_hr, hr, 4)  # 8 x 8 after the border crop: no 11 x 11 window fits
+    assert math.isfinite(scores["psnr_y"]) and math.isnan(scores["ssim_y"]) and math.isnan(scores["ssim_rgb"])

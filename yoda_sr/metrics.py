@@ -12,6 +12,7 @@ weights; it is never downloaded here.
 from __future__ import annotations
 
 import importlib.util
+import math
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +109,7 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float
     """PSNR and SSIM of a uint8 H x W x 3 result against its uint8 ground truth, border ``scale`` cropped.
 
     Returns psnr_y and ssim_y (on luma) and psnr_rgb and ssim_rgb (SSIM averaged over R, G, B).
+    SSIM is NaN when the cropped images are smaller than its 11 x 11 window (small training crops).
     """
     if sr.dtype != np.uint8 or hr.dtype != np.uint8:
         raise TypeError(f"image_metrics takes uint8 images, got {sr.dtype} and {hr.dtype}")
@@ -116,11 +118,12 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float
     sr_y, hr_y = crop_border(y_channel(sr), scale), crop_border(y_channel(hr), scale)
     sr_rgb = crop_border(sr.astype(np.float64), scale)
     hr_rgb = crop_border(hr.astype(np.float64), scale)
+    fits = min(sr_y.shape) >= 2 * SSIM_RADIUS + 1
     return {
         "psnr_y": psnr(sr_y, hr_y),
-        "ssim_y": ssim(sr_y, hr_y),
+        "ssim_y": ssim(sr_y, hr_y) if fits else math.nan,
         "psnr_rgb": psnr(sr_rgb, hr_rgb),
-        "ssim_rgb": ssim(sr_rgb, hr_rgb),
+        "ssim_rgb": ssim(sr_rgb, hr_rgb) if fits else math.nan,
     }
 
 
