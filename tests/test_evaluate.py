@@ -350,3 +350,17 @@ def test_errors_are_one_line(case, model_file, data, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("yoda-sr: error: "), err
     assert (busy / "keep.txt").read_text() == "mine"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage", b"[1, 2]", b'"a string"'])
+def test_a_damaged_summary_is_refused_in_one_line(content, model_file, data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_bytes(content)
+    code, stdout, stderr = evaluate_into(out, model_file, data)
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.splitlines() == [
+        f"yoda-sr: error: --out: {out / 'summary.json'} is not a yoda-sr evaluation; choose another folder, or "
+        "overwrite it (--overwrite)"
+    ]
+    assert sorted(path.name for path in out.iterdir()) == ["summary.json"]

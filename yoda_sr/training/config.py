@@ -160,10 +160,11 @@ def validate(config: TrainConfig) -> None:
 
 
 def to_toml(config: TrainConfig) -> str:
-    """The resolved settings as a TOML file that ``--config`` reads back (None values left out)."""
-    lines = ["# yoda-sr train: the resolved settings of this run (usable as --config)"]
+    """The resolved settings as a TOML file that ``--config`` reads back (None values and ``resume``,
+    a request rather than a setting, left out)."""
+    lines = ["# yoda-sr train: the resolved settings of this run (usable as --config; --resume continues it)"]
     for key, value in asdict(config).items():
-        if value is None:
+        if value is None or key == "resume":
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"
