@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
+from yoda_sr.grids import layout
 from yoda_sr.imaging import resize_bicubic
 from yoda_sr.seeds import derive_seed
 from yoda_sr.training import Trainer, data, diffusion_loss, load_config, objective
@@ -66,7 +67,8 @@ def test_short_real_run_learns_writes_everything_and_upscales(photos, tmp_path, 
     grids = sorted((out / "samples").glob("step_*.png"))
     assert [g.name for g in grids] == [f"step_{s:06d}.png" for s in (60, 120, 180, 240)]
     with Image.open(grids[-1]) as grid:
-        assert grid.size == (5 * 32, 3 * 32)  # LR | bicubic | SR | HR | attention, one row per image
+        plan = layout(3, 5, (32, 32), colorbar=True)  # LR | bicubic | SR | HR | attention, one row per image
+        assert grid.size == (plan.width, plan.height)
     rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
     losses = [float(r["val_loss"]) for r in rows]
     assert losses[-1] < 0.8 * losses[0], losses
