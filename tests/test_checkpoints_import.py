@@ -279,3 +279,37 @@ def test_layers_import_only_what_they_need() -> None:
         "['yoda_sr', 'yoda_sr._version', 'yoda_sr.errors', 'yoda_sr.fsutil', 'yoda_sr.weights_file']",
         "False False",
     ]
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+@pytest.mark.parametrize("upstream", ["sr3-janspiry", "srdiff"])
+def test_imported_models_are_conditioned_as_their_upstream_trained(upstream, stream, tmp_path, capsys):
+    """The recipe is recorded at import, and loading the checkpoint conditions on it (whole or streamed)."""
+    import numpy as np
+
+    from yoda_sr import Settings, Upscaler
+    from yoda_sr.conditioning import upscale_condition
+    from yoda_sr.imaging import resize_bicubic, to_tensor
+
+    reference = np.load(Path(__file__).parent / "data" / "upstream_x_up.npz")
+    if upstream == "srdiff":
+        model = randomise(tiny_model("srdiff-tiny"), seed=1)
+        file = save_srdiff_ckpt(model, ScheduleSpec(kind="cosine", steps=100), tmp_path / "m.ckpt")
+        lr = reference["srdiff4_lr"]  # 6 x 8 -> 24 x 32: the stored upstream condition itself
+        expected = torch.from_numpy(reference["srdiff4_x_up"])[None]
+    else:
+        model = randomise(tiny_model("sr3-tiny"), seed=1)
+        file = save_janspiry_gen(model, ScheduleSpec(kind="linear", steps=500, end=0.03), tmp_path / "m_gen.pth")
+        lr = reference["sr3_lr"]  # 8 x 8 -> 32 x 32 (the stored reference is 8x; the recipe is the same)
+        expected = upscale_condition(to_tensor(lr), (32, 32), "pil-uint8")
+    loaded = import_and_load(file, "imported", capsys)
+    assert loaded.metadata["x_up"] == {"srdiff": "matlab-lr256", "sr3-janspiry": "pil-uint8"}[upstream]
+
+    upscaler = Upscaler.from_pretrained("imported", device="cpu")
+    seen: list[torch.Tensor] = []
+    prepare = upscaler.model.prepare
+    upscaler.model.prepare = lambda lr, x_up: seen.append(x_up) or prepare(lr, x_up)  # type: ignore[method-assign]
+    tile = 64 if stream == "on" else 0
+    upscaler.upscale(lr, settings=Settings(steps=2, attention="none", stream=stream, tile=tile, tile_overlap=8))
+    assert torch.equal(seen[-1], expected)  # (seen[0] is the memory estimate's probe)
+    assert not torch.equal(expected, resize_bicubic(to_tensor(lr), size=tuple(expected.shape[-2:])))

@@ -56,6 +56,8 @@ def variant(metadata: dict, case: str) -> str | None:
         changed["sampling"] = {**changed.get("sampling", {}), "eta": float("nan")}
     elif case == "steps as text":
         changed["sampling"] = {**changed.get("sampling", {}), "steps": "twenty"}
+    elif case == "unknown condition recipe":
+        changed["x_up"] = "__import__('os')"
     return json.dumps(changed)
 
 
@@ -73,6 +75,7 @@ CASES = [
     "huge schedule",
     "nan eta",
     "steps as text",
+    "unknown condition recipe",
 ]
 
 

@@ -112,6 +112,7 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
             "hparams": result["hparams"],
             "schedule": None if result["schedule"] is None else result["schedule"].to_dict(),
             "matched_config": result["matched_config"],
+            "x_up": module.X_UP,
         }
         note = None
         if result["matched_config"] is None and result["arch"] == "sr3":

@@ -20,6 +20,9 @@ from ..models.sr3 import UPSTREAM_PREFIX
 from .schedule import schedule_from_betas
 
 FORMAT = "sr3-janspiry"
+X_UP = "pil-uint8"
+"""Upstream's condition: ``data/prepare_data.py`` stores the LR resized by Pillow's 8-bit BICUBIC
+(``conditioning``); imported models are conditioned the same way."""
 
 
 def looks_like(state: dict[str, Tensor]) -> bool:

@@ -26,6 +26,7 @@ class MetadataError(YodaError):
 
 def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """MetadataError naming the file and the first problem; returns quietly for usable metadata."""
+    from ..conditioning import DEFAULT_X_UP, X_UP_RECIPES
     from ..schedules import ScheduleSpec
     from ._registry import ARCHS
 
@@ -70,6 +71,9 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
         raise fail(f"has lower bound {lower_bound!r}; expected a number in [0, 1]")
     if not isinstance(yoda.get("attention", "none"), str) or not isinstance(yoda.get("mask_input", True), bool):
         raise fail("has a 'yoda' entry with an attention that is not a name or a mask_input that is not true/false")
+    x_up = metadata.get("x_up", DEFAULT_X_UP)
+    if not isinstance(x_up, str) or x_up not in X_UP_RECIPES:
+        raise fail(f"names an unknown condition recipe x_up = {x_up!r} (known: {', '.join(X_UP_RECIPES)})")
 
 
 def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tuple[int, ...]]) -> None:
