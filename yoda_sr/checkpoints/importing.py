@@ -47,7 +47,7 @@ def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | 
         else:
             save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     else:
-        converted = convert_file(raw, entry.format, scale=entry.scale)
+        converted = convert_file(raw, entry.format, scale=entry.scale, config=entry.config)
         _check_usable(entry, converted, raw)
         save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     record_install(entry.name, target, source_sha, revision, entry.format, repin=repin)
@@ -125,9 +125,18 @@ def _scale_of(metadata: dict[str, Any]) -> int | None:
 
 
 def import_checkpoint(
-    file: str | Path, *, name: str, format: str = "auto", scale: int | None = None, force: bool = False
+    file: str | Path,
+    *,
+    name: str,
+    format: str = "auto",
+    scale: int | None = None,
+    norm_groups: int | None = None,
+    force: bool = False,
 ) -> tuple[Path, str | None]:
-    """Convert an upstream file into the store as ``name``; returns the file and a note (or None)."""
+    """Convert an upstream file into the store as ``name``; returns the file and a note (or None).
+
+    ``scale`` and ``norm_groups`` are for SR3 weights that match no registered configuration.
+    """
     from ..convert import convert_file
 
     check_name(name)
@@ -139,10 +148,11 @@ def import_checkpoint(
         raise UsageError(f"{name} is already installed ({target}); pass --force to replace it")
     file = Path(file)
     source_sha = sha256_file(file)
+    config = None
     if entry is not None:
         check_source_hash(entry, file, source_sha, lambda: None)
-        scale = scale or entry.scale
-    converted = convert_file(file, format, scale=scale)
+        scale, config = scale or entry.scale, entry.config
+    converted = convert_file(file, format, scale=scale, norm_groups=norm_groups, config=config)
     check_finite(converted.tensors, str(file))
     if entry is not None:
         if entry.kind != converted.metadata["kind"]:
