@@ -13,7 +13,7 @@ from ..fsutil import temporary_path
 from ..weights_file import save, sha256_file, tensor_names
 from .paths import check_name
 from .registry import Entry, find_entry
-from .store import check_source_hash, installed_path, record_install
+from .store import check_source_hash, installed_path, read_lock, record_install
 
 if TYPE_CHECKING:
     from ..convert import Converted
@@ -143,6 +143,7 @@ def import_checkpoint(
     entry = find_entry(name)
     if entry is not None and entry.embedded:
         raise UsageError(f"{name} is embedded in the package; import under another name")
+    read_lock()  # a damaged lock stops the import before anything is written
     target = installed_path(name)
     if target.exists() and not force:
         raise UsageError(f"{name} is already installed ({target}); pass --force to replace it")
