@@ -99,6 +99,9 @@ def test_hostile_metadata_is_one_line_for_upscale_and_import(tmp_path, monkeypat
         assert code in (1, 2), (args[0], err)
         assert "Traceback" not in err and err.count("yoda-sr: error:") == 1 and err.count("\n") == 1, err
         assert str(path.name) in err or "hostile" in err, err
+        assert "cannot be used" in err, err  # and so what to do: use another file
+        if case == "string numbers":
+            assert "'hidden_size' = '16', which is not int" in err, err  # not "supports scales (2, 4, 8), got 4"
     assert not (tmp_path / "out.png").exists()
     assert not (tmp_path / "home" / "checkpoints" / "hostile.safetensors").exists()
     assert before == (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0)
