@@ -78,10 +78,17 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConf
         unknown = sorted(set(values) - TrainConfig.keys())
         if unknown:
             raise SettingError("config", f"{path}: unknown keys {', '.join(unknown)}")
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    check_types(values)
-    config = TrainConfig(**values)
-    validate(config)
+    given = {key: value for key, value in overrides.items() if value is not None}
+    from_file = set(values) - set(given)
+    values.update(given)
+    try:
+        check_types(values)
+        config = TrainConfig(**values)
+        validate(config)
+    except SettingError as error:
+        if error.setting not in from_file:
+            raise
+        raise SettingError(error.setting, f"{error} ({error.setting} in {path})") from None
     return config
 
 
