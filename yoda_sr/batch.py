@@ -131,7 +131,8 @@ class Batch(Generic[ItemT]):
         for path in found.missing:
             self.fail(f"{path}: {missing_reason(path)}")
         if not found.images and not found.missing:
-            raise YodaError(f"no images found in {', '.join(map(str, arguments))}")
+            where = ", ".join(map(str, arguments))
+            raise YodaError(f"no images found in {where}; give image files, or folders that hold some")
         return found
 
     def plan(self, items: Iterable[ItemT]) -> list[ItemT]:
