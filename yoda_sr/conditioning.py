@@ -100,18 +100,19 @@ def _matlab_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _matlab_upscale(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """MATLAB-style bicubic upscale of float64 N x C x h x w ``x``: rows first, then columns."""
+    """MATLAB-style bicubic upscale of float64 N x C x h x w ``x``: rows first, then columns, each a
+    weighted sum of gathered rows (columns) taken tap by tap, in upstream's order."""
     for axis, out_size in ((2, size[0]), (3, size[1])):
         if x.shape[axis] == out_size:
             continue
         indices, weights = _matlab_taps(x.shape[axis], out_size)
-        gathered = x.index_select(axis, torch.from_numpy(indices.reshape(-1)))
-        shape = list(x.shape)
-        shape[axis : axis + 1] = [out_size, indices.shape[1]]
-        gathered = gathered.reshape(shape)
-        view = [1] * len(shape)
-        view[axis : axis + 2] = [out_size, indices.shape[1]]
-        x = (gathered * torch.from_numpy(weights).reshape(view)).sum(dim=axis + 1)
+        view = [1, 1, 1, 1]
+        view[axis] = out_size
+        result = torch.zeros(*x.shape[:axis], out_size, *x.shape[axis + 1 :], dtype=x.dtype)
+        for tap in range(indices.shape[1]):
+            gathered = x.index_select(axis, torch.from_numpy(indices[:, tap]))
+            result += gathered.mul_(torch.from_numpy(weights[:, tap]).reshape(view))
+        x = result
     return x
 
 
