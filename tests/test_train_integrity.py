@@ -136,7 +136,12 @@ def test_bad_config_values_are_one_line_before_anything_runs(photos, tmp_path, c
     assert cli("train", "--config", config, "--out", out) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and setting.replace("_", "-") in err and "Traceback" not in err, err
+    assert f"({setting} in {config})" in err, err  # where the value came from
     assert not out.exists()
+    # the same value given as a flag is the flag's problem alone
+    if setting == "val_steps":
+        assert cli("train", "--config", config, "--out", out, "--val-steps", "0") == 2
+        assert "recipe.toml" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "keys missing"])

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoints, memory
+from .conditioning import x_up_recipe
 from .errors import SettingError, YodaError
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class Upscaler:
             lower_bound=float(yoda.get("lower_bound", 0.2)),
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
+        self.x_up = x_up_recipe(self.metadata)
+        """How the condition x_up is built (``conditioning``): as the model's training data was."""
         self._float_model: SRDenoiser | None = None
         self._pixel_bytes: dict[torch.dtype, int] = {}
 
@@ -308,6 +311,7 @@ class Upscaler:
     ) -> list[Result]:
         """Prepare the condition and attention once, then sample through ``sampling.sample``."""
         from .attention import compute_attention
+        from .conditioning import upscale_condition
         from .imaging import resize_bicubic, to_tensor
         from .sampling import sample
         from .tiling import lr_multiple, pad_to, plan_tiles, tiled_eps_fn
@@ -323,7 +327,7 @@ class Upscaler:
         lr, (height, width) = pad_to(lr, lr_multiple(info.size_multiple, self.scale))
         lr = lr.to(self.device)
         hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        x_up = resize_bicubic(lr, size=hr_size)
+        x_up = upscale_condition(lr, hr_size, self.x_up)
         cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
         cond.x_up = x_up
         attention = None

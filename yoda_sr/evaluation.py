@@ -54,6 +54,7 @@ from .evaluation_results import (
     previous_records,
     summarize,
 )
+from .files import resolved
 from .imageio import read_picture, write_picture
 from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
@@ -237,8 +238,8 @@ def evaluate(
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)
-    results_folder = out.resolve()
-    found = [(image, folder) for image, folder in search.images if not image.resolve().is_relative_to(results_folder)]
+    results_folder = resolved(out)
+    found = [(image, folder) for image, folder in search.images if not resolved(image).is_relative_to(results_folder)]
     found = found[:limit] if limit is not None else found
     if not found:
         raise YodaError(f"no images found in {data} outside the results folder {out}")

@@ -54,6 +54,8 @@ class StreamSpec:
     dtype: torch.dtype
     lr_multiple: int
     """LR sides are padded (replicating the border) to a multiple of this."""
+    x_up: str = "bicubic"
+    """The model's condition recipe (``conditioning``)."""
 
 
 class PositionalNoise:
@@ -189,7 +191,7 @@ def upscale_streamed(
     tile's non-finite output. Returns the attention map at LR size (unpadded) and the update fraction.
     """
     from .attention import compute_attention
-    from .imaging import resize_bicubic
+    from .conditioning import upscale_condition
     from .masking import activation_steps, update_fraction
     from .sampling import model_eps_fn, sample
     from .tiling import gaussian_window, plan_tiles
@@ -226,7 +228,7 @@ def upscale_streamed(
             c, d = max(0, tile.left // scale - margin), min(lr_width, (tile.left + tile.width) // scale + margin)
             dy, dx = tile.top - a * scale, tile.left - c * scale
             crop = lr[..., a:b, c:d].to(device)
-            x_up = resize_bicubic(crop, size=((b - a) * scale, (d - c) * scale))
+            x_up = upscale_condition(crop, ((b - a) * scale, (d - c) * scale), spec.x_up)
             cond = model.prepare(crop.to(spec.dtype), x_up.to(spec.dtype)).to(torch.float32)
             cond.x_up = x_up
             cond = cond.crop(dy, dx, tile.height, tile.width)

@@ -93,14 +93,21 @@ def load_config(
     line that says what a resume changes.
     """
     values: dict[str, Any] = read_settings(path) if path is not None else {}
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    check_types(values)
-    if values.get("resume"):
-        from .resume import resumed_settings
+    given = {key: value for key, value in overrides.items() if value is not None}
+    from_file = set(values) - set(given)
+    values.update(given)
+    try:
+        check_types(values)
+        if values.get("resume"):
+            from .resume import resumed_settings
 
-        values = resumed_settings(values, log or (lambda _: None))
-    config = TrainConfig(**values)
-    validate(config)
+            values = resumed_settings(values, log or (lambda _: None))
+        config = TrainConfig(**values)
+        validate(config)
+    except SettingError as error:
+        if error.setting not in from_file:
+            raise
+        raise SettingError(error.setting, f"{error} ({error.setting} in {path})") from None
     return config
 
 
