@@ -1,4 +1,4 @@
-"""ResShift residual shifting (docs/method.md §9): the schedule against upstream's numbers, the
+"""ResShift residual shifting (docs/method.md §10): the schedule against upstream's numbers, the
 forward marginal and the posterior against Monte-Carlo estimates, respacing as its authors do, and
 YODA on the chain (A = 1 is plain ResShift bit for bit)."""
 
@@ -192,3 +192,10 @@ def test_a_schedule_is_frozen_data():
     with pytest.raises(AttributeError):
         schedule.kappa = 1.0  # type: ignore[misc]
     assert ResShiftSpec.from_dict(ResShiftSpec(kappa=1.5).to_dict()) == ResShiftSpec(kappa=1.5)
+
+
+def test_a_resshift_model_below_bicubic_is_not_blamed_on_a_pure_noise_start():
+    from yoda_sr.evaluation_results import explain
+
+    lines = explain({"bicubic": {"psnr_y": 30.0}, "plain": {"psnr_y": 29.0}}, 4, "resshift", 15)
+    assert len(lines) == 1 and "pure noise" not in lines[0] and "ResShift" in lines[0]

@@ -1,4 +1,4 @@
-"""Which diffusion process a model was trained for, read from its metadata (docs/method.md §8, §9).
+"""Which diffusion process a model was trained for, read from its metadata (docs/method.md §8, §10).
 
 ``ddpm`` (the default, also for files that name none): gamma schedules (``schedules``) sampled by
 ancestral DDPM or DDIM (``sampling``), the network predicting epsilon. ``resshift``: ResShift's eta

@@ -1,4 +1,4 @@
-"""ResShift residual shifting (Yue et al., 2023), plain and YODA-masked (docs/method.md §9).
+"""ResShift residual shifting (Yue et al., 2023), plain and YODA-masked (docs/method.md §10).
 
 A second diffusion process beside DDPM/DDIM. Its chain starts from the known image y0 plus noise
 and shifts the residual y0 - x0 away step by step; the network predicts x0. With eta_0 = 0 < eta_1

@@ -47,7 +47,7 @@ def train(
     val_steps: int | None = typer.Option(None, "--val-steps", metavar="N", help="Sampling steps of validation."),
     device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
     process: str | None = typer.Option(
-        None, "--process", metavar="ddpm|resshift", help="Diffusion process (default ddpm; docs/method.md §9)."
+        None, "--process", metavar="ddpm|resshift", help="Diffusion process (default ddpm; docs/method.md §10)."
     ),
     kappa: float | None = typer.Option(None, "--kappa", metavar="K", help="ResShift's noise scale (default 2)."),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),

@@ -62,7 +62,7 @@ class TrainConfig:
     which trains the base the diffusion's residual is measured from (SRDiff's aux_l1_loss)."""
     process: str = "ddpm"
     """ddpm (the network predicts epsilon; DDPM/DDIM sampling on the model config's schedule) or
-    resshift (ResShift's chain below, the network predicting x0; docs/method.md §9)."""
+    resshift (ResShift's chain below, the network predicting x0; docs/method.md §10)."""
     shift_steps: int = 15
     """ResShift: T, the number of steps of its chain."""
     kappa: float = 2.0

@@ -50,7 +50,7 @@ def build_model(config: TrainConfig) -> tuple[SRDenoiser, dict[str, Any]]:
 
 
 def shift_spec(config: TrainConfig) -> ResShiftSpec:
-    """The ResShift chain a run's settings describe (docs/method.md §9)."""
+    """The ResShift chain a run's settings describe (docs/method.md §10)."""
     return ResShiftSpec(
         steps=config.shift_steps,
         kappa=config.kappa,

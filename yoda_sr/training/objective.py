@@ -4,7 +4,7 @@ Per sample: draw t, noise eps and the noisy state z_t of the target (image space
 space for SRDiff); the network sees M(t) * z_t (eq. 11) and the loss is the L1 error on eps inside
 M(t), normalised by the number of active elements. With A = 1 this is exactly the plain SR3/SRDiff
 L1 loss. For ResShift (``draw_shift``) the state is its forward marginal, the input is masked with the
-known region y0 outside M(t) and the loss is the L1 error on x0 inside M(t) (docs/method.md §9).
+known region y0 outside M(t) and the loss is the L1 error on x0 inside M(t) (docs/method.md §10).
 
 The random part of a draw (t, sqrt(gamma), eps and so M(t)) does not depend on the target's values,
 only on its shape, so it is drawn first (``draw_noise``) and the loss is evaluated on it
@@ -151,7 +151,7 @@ def draw_noise(
 
 @dataclass
 class ShiftDraw:
-    """The random part of a ResShift training draw: t, eta_t, eps and M(t) (docs/method.md §9)."""
+    """The random part of a ResShift training draw: t, eta_t, eps and M(t) (docs/method.md §10)."""
 
     t: Tensor
     eta: Tensor
@@ -274,7 +274,7 @@ def loss_terms(
 
     The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
     (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
-    get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §9).
+    get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §10).
     """
     z0 = model.to_diffusion_space(hr, cond).detach().float()
     if isinstance(draw, ShiftDraw):
