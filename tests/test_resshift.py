@@ -199,3 +199,28 @@ def test_a_resshift_model_below_bicubic_is_not_blamed_on_a_pure_noise_start():
 
     lines = explain({"bicubic": {"psnr_y": 30.0}, "plain": {"psnr_y": 29.0}}, 4, "resshift", 15)
     assert len(lines) == 1 and "pure noise" not in lines[0] and "ResShift" in lines[0]
+
+
+def test_the_prediction_is_read_only_inside_the_mask():
+    """What a block-sparse evaluator relies on: told M(t), it may leave the prediction undefined
+    outside it (NaN here) and the chain is unchanged, bit for bit."""
+    torch.manual_seed(0)
+    weight = torch.randn(3, 3) * 0.3
+
+    def x0_fn(z, t, level):
+        return torch.einsum("ij,njhw->nihw", weight, z) * level.view(-1, 1, 1, 1)
+
+    def masked(z, t, level, active):
+        return torch.where(active, x0_fn(z, t, level), torch.nan)
+
+    known = torch.rand(1, 3, 16, 16) * 2 - 1
+    attention = torch.rand(1, 1, 16, 16)
+    schedule = ResShiftSpec().build().respace(8)
+    activation = activation_steps(attention, 0.1, 15)
+
+    def run(**hook):
+        noise = make_noise_sampler(torch.Generator().manual_seed(2))
+        return sample_x0(x0_fn, known, schedule, activation=activation, noise=noise, **hook)
+
+    dense, sparse = run(), run(masked_eps_fn=masked)
+    assert torch.isfinite(sparse).all() and torch.equal(dense, sparse)

@@ -39,6 +39,9 @@ PROCESS = "resshift"
 SAMPLER = "resshift"
 """The one sampler of the process (the posterior above); upscale's ``--sampler`` names it."""
 MAX_STEPS = 1000
+MaskedEpsFunction = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(x, t, level, M(t) as bool N x 1 x H x W) -> the network's output, read only where M(t) is true
+(the hook a block-sparse evaluator plugs into, as in ``sampling``)."""
 
 
 def _number(value: object) -> bool:
@@ -211,11 +214,14 @@ def sample_x0(
     mask_input: bool = True,
     noise: NoiseSampler | None = None,
     callback: Callable[[dict], None] | None = None,
+    masked_eps_fn: MaskedEpsFunction | None = None,
 ) -> Tensor:
     """Run ResShift's reverse chain and return x0 (diffusion space, float32).
 
     ``x0_fn(x, t, level)`` predicts x0 from the scaled input; ``known`` is y0 (it also fixes the
     output's shape and device); ``activation`` (from ``masking.activation_steps``) switches YODA on.
+    At a step with a known region the prediction is used only inside M(t): ``masked_eps_fn``, if
+    given, replaces ``x0_fn`` there and is told M(t).
     Per step the noise is drawn in the order: the posterior's, then the known region's (as
     ``sampling.sample_z0``, so ``streaming.PositionalNoise`` keys both the same way).
     """
@@ -233,7 +239,11 @@ def sample_x0(
         active = time_mask(activation, step.t) if activation is not None and step.t > always_active else None
         x_in = masked_input(x, known, active) if active is not None and mask_input else x
         t = steps_on_device[step.index].expand(batch)
-        x0 = x0_fn(x_in * step.scale, t, levels_on_device[step.index].expand(batch)).clamp(-1, 1)
+        level = levels_on_device[step.index].expand(batch)
+        if active is not None and masked_eps_fn is not None:
+            x0 = masked_eps_fn(x_in * step.scale, t, level, active).clamp(-1, 1)
+        else:
+            x0 = x0_fn(x_in * step.scale, t, level).clamp(-1, 1)
         x_next = step.coef_x * x + step.coef_x0 * x0
         if step.sigma > 0:
             x_next = x_next + step.sigma * noise(x)
@@ -259,11 +269,13 @@ def sample(
     noise: NoiseSampler | None = None,
     eps_fn: EpsFunction | None = None,
     callback: Callable[[dict], None] | None = None,
+    masked_eps_fn: MaskedEpsFunction | None = None,
 ) -> SampleResult:
     """Super-resolve a prepared condition with ResShift; YODA-masked when ``attention`` is given.
 
     The arguments are ``sampling.sample``'s (which hands ResShift schedules over to this function);
-    ``eps_fn`` replaces the model call and returns the network's output, here x0.
+    ``eps_fn`` replaces the model call and returns the network's output, here x0, and
+    ``masked_eps_fn`` the call at steps with a known region (``sample_x0``).
     """
     known = model.known_region(cond)
     activation = None
@@ -284,5 +296,6 @@ def sample(
         mask_input=mask_input,
         noise=noise or make_noise_sampler(generator),
         callback=callback,
+        masked_eps_fn=masked_eps_fn,
     )
     return SampleResult(image=model.from_diffusion_space(x0, cond), update_fraction=fraction)
