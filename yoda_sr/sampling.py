@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from torch import Tensor
 from .masking import activation_steps, time_mask, update_fraction
 from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
+
+if TYPE_CHECKING:
+    from .resshift import ResShiftSchedule
 
 SamplerName = Literal["ddpm", "ddim"]
 EpsFunction = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -187,7 +190,7 @@ class SampleResult:
 def sample(
     model: SRDenoiser,
     cond: Condition,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | ResShiftSchedule,
     *,
     sampler: SamplerName = "ddpm",
     eta: float = 0.0,
@@ -204,8 +207,16 @@ def sample(
     ``schedule`` is the model's training schedule, respaced to the number of sampling steps.
     ``mask_input=False`` feeds the whole z_t to a model trained without YODA (docs/method.md §7).
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
-    (``tiling.tiled_eps_fn``) for images larger than memory allows.
+    (``tiling.tiled_eps_fn``) for images larger than memory allows. A ResShift schedule runs
+    ResShift's chain instead (``resshift.sample``; ``sampler`` and ``eta`` do not apply).
     """
+    if not isinstance(schedule, NoiseSchedule):
+        from .resshift import sample as resshift_sample
+
+        return resshift_sample(
+            model, cond, schedule, attention=attention, lower_bound=lower_bound, mask_input=mask_input,
+            generator=generator, noise=noise, eps_fn=eps_fn, callback=callback,
+        )  # fmt: skip
     known = model.known_region(cond)
     activation = None
     fraction = 1.0
