@@ -19,7 +19,7 @@ from PIL import Image
 
 from yoda_sr.api import Settings, Upscaler
 from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
-from yoda_sr.metrics import image_metrics, lpips_available
+from yoda_sr.metrics import LPIPS_NETS, Lpips, crop_border, image_metrics, lpips_missing_note
 from yoda_sr.seeds import derive_seed
 
 from conftest import cli, photo, save_tiny_checkpoint
@@ -31,7 +31,8 @@ CROPS = {
     "chelsea.png": ("chelsea", (80, 150), (64, 64)),
 }
 """File name: (photo, top-left corner, (height, width)); coffee's sides are not multiples of 4."""
-HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS | pixel updates | s / image |"
+HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | pixel updates | s / image |"
+LPIPS_HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS-VGG | LPIPS-Alex | pixel updates | s / image |"
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +55,19 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_file, data) -> dict:
-    """One evaluation of all three methods: exit code, stdout, stderr and the output folder.
+    """One evaluation of three methods, with no LPIPS weights installed: exit code, stdout, stderr
+    and the output folder.
 
     Module-scoped so the tests below share it; capsys is per test, so output is redirected here.
     """
     out = tmp_path_factory.mktemp("eval") / "out"
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        patch.setenv("YODA_SR_HOME", str(tmp_path_factory.mktemp("empty-home")))
         code = cli(
             "evaluate",
             "--model",
@@ -116,11 +123,8 @@ def test_table_has_one_row_per_method_with_finite_numbers_and_the_lpips_note(run
         psnr_y, ssim_y, psnr_rgb, ssim_rgb = (float(cell) for cell in cells[:4])
         assert all(math.isfinite(value) for value in (psnr_y, ssim_y, psnr_rgb, ssim_rgb)), method
         assert 10 < psnr_y < 60 and 0 < ssim_y <= 1 and 0 < ssim_rgb <= 1, (method, cells)
-    available, note = lpips_available()
-    if not available:
-        assert lines[5:] == [note]
-        assert all(cells[4] == "n/a" for cells in rows.values())
-    assert rows["bicubic"][5] == "n/a"
+    assert lines[5:] == [lpips_missing_note(LPIPS_NETS)]
+    assert rows["bicubic"][4] == "n/a"
     assert "Traceback" not in run["stderr"]
     assert run["stderr"].count("yoda-sr: [") == len(CROPS)
 
@@ -134,7 +138,7 @@ def test_summary_and_csv_agree(run, model_file):
     assert summary["model_sha256"] == Upscaler.from_pretrained(model_file, device="cpu").loaded.sha256
     assert summary["settings"]["steps"] == 2 and summary["settings"]["attention"] == "edge"
     assert summary["compare"] == ["bicubic", "plain", "yoda"]
-    assert summary["lpips"]["note"] == lpips_available()[1]
+    assert summary["lpips"] == {"computed": [], "version": "0.1", "note": lpips_missing_note(LPIPS_NETS)}
     rows = table_rows(run["stdout"])
     for method, means in summary["methods"].items():
         mine = [record for record in records if record["method"] == method]
@@ -246,3 +250,37 @@ def test_errors_are_one_line(case, model_file, data, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("yoda-sr: error: "), err
     assert (busy / "keep.txt").read_text() == "mine"
     assert not out.exists()
+
+
+def evaluate_cli(*args) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli("evaluate", *args)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_lpips_columns_appear_when_the_weights_are_installed(lpips_home, model_file, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(lpips_home))
+    out = tmp_path / "out"
+    code, stdout, stderr = evaluate_cli(
+        "--model", model_file, "--data", data, "--compare", "bicubic,base", "--out", out
+    )
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == LPIPS_HEADER and len(lines) == 2 + 2  # no note: both backbones computed
+    rows = table_rows(stdout.replace(LPIPS_HEADER, HEADER))
+    records = read_csv(out / "per_image.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lpips"] == {"computed": ["vgg", "alex"], "version": "0.1", "note": None}
+    for column, net in ((4, "vgg"), (5, "alex")):
+        lpips = Lpips(net)
+        for method in ("bicubic", "plain"):
+            mine = [record for record in records if record["method"] == method]
+            for record in mine:
+                hr, _ = expected_inputs(record["image"])
+                image = pixels(out / method / record["image"])
+                expected = lpips(crop_border(image, 4), crop_border(hr, 4))
+                assert float(record[f"lpips_{net}"]) == pytest.approx(expected, abs=1e-6)
+            mean = np.mean([float(record[f"lpips_{net}"]) for record in mine])
+            assert summary["methods"][method][f"lpips_{net}"] == pytest.approx(mean, abs=1e-12)
+            assert rows[method][column] == f"{mean:.4f}" and 0 < mean < 1

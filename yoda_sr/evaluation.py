@@ -9,8 +9,8 @@ per-image seed (``seeds.derive_seed`` of the base seed and the image's relative 
 - ``plain``: the model with attention ``none`` (every pixel diffused at every step);
 - ``yoda``: the model with its own attention method, or the one asked for.
 
-Metrics (``metrics.image_metrics``, and LPIPS when available) leave out a border of ``scale`` pixels;
-the reported numbers are means over images.
+Metrics (``metrics.image_metrics``, and LPIPS-VGG and LPIPS-Alex for each backbone whose weights are
+installed) leave out a border of ``scale`` pixels; the reported numbers are means over images.
 The output folder gets per_image.csv, summary.json, grid.png, the LR inputs (lr/) and every method's
 results (<method>/), all PNG; stdout gets a Markdown table with one row per method.
 """
@@ -45,7 +45,7 @@ from .evaluation_results import (
 )
 from .imageio import read_picture, write_picture
 from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
-from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
+from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
 from .seeds import derive_seed
 
 METHODS = ("bicubic", "plain", "yoda")
@@ -96,13 +96,14 @@ class Evaluation:
         settings: Settings,
         scale: int,
         seed: int = 0,
-        lpips: Lpips | None = None,
+        lpips: dict[str, Lpips] | None = None,
     ) -> None:
         self.upscaler = upscaler
         self.methods = methods
         self.scale = scale
         self.seed = seed
-        self.lpips = lpips
+        self.lpips = lpips or {}
+        """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
         self.settings = {
             "plain": dataclasses.replace(settings, attention="none"),
             "yoda": settings,
@@ -118,21 +119,33 @@ class Evaluation:
         lr = degrade(hr, self.scale)
         seed = derive_seed(self.seed, key)
         results: dict[str, np.ndarray] = {}
-        records = []
+        costs: dict[str, tuple[float, float | None]] = {}
         for method in self.methods:
+            start = time.perf_counter()
+            fraction = None
             if method == "bicubic":
-                start = time.perf_counter()
                 image = bicubic_upscale(lr, hr.shape[:2])
-                seconds, fraction = time.perf_counter() - start, None
             else:
                 result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
-                image, seconds, fraction = result.image, result.seconds, result.update_fraction
-            scores = image_metrics(image, hr, self.scale)
-            distance = None
-            if self.lpips is not None:
-                distance = self.lpips(crop_border(image, self.scale), crop_border(hr, self.scale))
+                image, fraction = result.image, result.update_fraction
             results[method] = image
-            records.append(Record(key, method, **scores, lpips=distance, update_fraction=fraction, seconds=seconds))
+            costs[method] = (time.perf_counter() - start, fraction)
+        distances: dict[str, list[float | None]] = {net: [None] * len(self.methods) for net in LPIPS_NETS}
+        cropped = [crop_border(results[method], self.scale) for method in self.methods]
+        for net, lpips in self.lpips.items():
+            distances[net] = list(lpips.distances(crop_border(hr, self.scale), cropped))
+        records = [
+            Record(
+                key,
+                method,
+                **image_metrics(results[method], hr, self.scale),
+                lpips_vgg=distances["vgg"][index],
+                lpips_alex=distances["alex"][index],
+                update_fraction=costs[method][1],
+                seconds=costs[method][0],
+            )
+            for index, method in enumerate(self.methods)
+        ]
         return Outcome(hr, lr, results, records)
 
 
@@ -182,8 +195,10 @@ class Summary:
     content: dict[str, Any]
     means: dict[str, dict[str, float | None]]
     lpips_note: str | None
-    """Why LPIPS was not computed (None when it was)."""
+    """One line: which LPIPS backbones were not computed and how to get them (None when all were)."""
     failed: int
+    lpips_nets: list[str] = dataclasses.field(default_factory=list)
+    """The LPIPS backbones computed (``vgg``, ``alex``): the table's LPIPS columns."""
 
 
 def evaluate(
@@ -239,14 +254,8 @@ def evaluate(
     if not found:
         raise YodaError(f"no images found in {data} outside the results folder {out}")
 
-    lpips_model = None
-    lpips_ok, lpips_note = lpips_available()
-    if lpips_ok:
-        try:
-            lpips_model = Lpips(upscaler.device)
-        except YodaError as error:
-            lpips_note = str(error)
-    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_model)
+    lpips_models, lpips_note = load_lpips_models(upscaler.device)
+    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models)
     note(
         f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
         f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
@@ -307,7 +316,7 @@ def evaluate(
         },
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
-        "lpips": {"computed": lpips_model is not None, "note": lpips_note},
+        "lpips": {"computed": list(lpips_models), "version": "0.1", "note": lpips_note},
         "seconds_per_image": elapsed / tally.done,
         "methods": {
             method: {name: json_number(value) for name, value in entry.items()} for method, entry in means.items()
@@ -318,4 +327,4 @@ def evaluate(
     _write_text(out / "per_image.csv", per_image_csv(records))
     _write_text(out / "summary.json", json.dumps(content, indent=2, allow_nan=False) + "\n")
     write_picture(out / "grid.png", make_grid(grid))
-    return Summary(content, means, None if lpips_model is not None else lpips_note, tally.failed)
+    return Summary(content, means, lpips_note, tally.failed, list(lpips_models))

