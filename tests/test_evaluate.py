@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from yoda_sr.api import Settings, Upscaler
@@ -200,7 +201,7 @@ def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, plain, yoda"
+        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, base, plain, yoda"
     ]
     assert not (tmp_path / "o").exists()
 
@@ -252,11 +253,54 @@ def test_errors_are_one_line(case, model_file, data, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def rrdb_model_file(tmp_path_factory) -> Path:
+    """A tiny SRDiff whose residual base is its RRDB encoder's output (so base differs from bicubic)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("rrdb") / "tiny-rrdb.safetensors", "srdiff-tiny-rrdb")
+
+
 def evaluate_cli(*args) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = cli("evaluate", *args)
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_base_is_the_models_known_region_and_what_yoda_leaves_undiffused(rrdb_model_file, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    args = ("--model", rrdb_model_file, "--data", data, "--steps", STEPS, "--lower-bound", "0", "--out", out)
+    code, stdout, stderr = evaluate_cli(*args, "--compare", "bicubic,base,yoda", "-q")
+    assert code == 0, stderr
+    rows = table_rows(stdout)
+    assert list(rows) == ["bicubic", "base", "yoda"] and rows["base"][4] == "n/a"
+    upscaler = Upscaler.from_pretrained(rrdb_model_file, device="cpu")
+    model = upscaler.model
+    identical = []
+    for name in CROPS:
+        hr, lr = expected_inputs(name)
+        base = pixels(out / "base" / name)
+        multiple = model.info.size_multiple // math.gcd(model.info.size_multiple, 4)
+        pad = (0, (-lr.shape[1]) % multiple, 0, (-lr.shape[0]) % multiple)
+        with torch.no_grad():  # the RRDB encoder's residual base, on the LR padded as sampling pads it
+            padded = torch.nn.functional.pad(to_tensor(lr), pad, mode="replicate")
+            cond = model.prepare(padded, resize_bicubic(padded, scale=4))
+        assert np.array_equal(base, to_array(cond.base[..., : hr.shape[0], : hr.shape[1]])), name
+        assert not np.array_equal(base, pixels(out / "bicubic" / name)), name
+        result = upscaler.upscale(lr, seed=derive_seed(0, name), settings=Settings(steps=2, lower_bound=0))
+        yoda = pixels(out / "yoda" / name)
+        assert np.array_equal(yoda, result.image)
+        untouched = result.attention == 0  # never diffused (l = 0): the known region, i.e. the base
+        assert untouched.any(), name
+        assert np.array_equal(yoda[untouched], base[untouched]), name
+        identical.append(np.all(yoda == base, axis=-1).mean())
+    assert 0 < min(identical) and max(identical) < 1
+    records = [record for record in read_csv(out / "per_image.csv") if record["method"] == "base"]
+    assert len(records) == len(CROPS) and {record["update_fraction"] for record in records} == {""}
+    for record in records:
+        hr, _ = expected_inputs(record["image"])
+        direct = image_metrics(pixels(out / "base" / record["image"]), hr, 4)
+        assert float(record["psnr_y"]) == pytest.approx(direct["psnr_y"], abs=1e-9)
 
 
 def test_lpips_columns_appear_when_the_weights_are_installed(lpips_home, model_file, data, tmp_path, monkeypatch):
@@ -274,7 +318,7 @@ def test_lpips_columns_appear_when_the_weights_are_installed(lpips_home, model_f
     assert summary["lpips"] == {"computed": ["vgg", "alex"], "version": "0.1", "note": None}
     for column, net in ((4, "vgg"), (5, "alex")):
         lpips = Lpips(net)
-        for method in ("bicubic", "plain"):
+        for method in ("bicubic", "base"):
             mine = [record for record in records if record["method"] == method]
             for record in mine:
                 hr, _ = expected_inputs(record["image"])

@@ -6,6 +6,9 @@ user's LR file would be. Every compared method gets that same LR, and the diffus
 per-image seed (``seeds.derive_seed`` of the base seed and the image's relative path):
 
 - ``bicubic``: the LR enlarged with the project's bicubic;
+- ``base``: the model's regression output alone, no diffusion: what sampling leaves where no pixel is
+  diffused (the known region, docs/method.md §3). For SRDiff that is its residual base (bicubic, or
+  the RRDB encoder's output for the ``rrdb`` and ``bicubic+rrdb`` bases); for SR3 it is bicubic;
 - ``plain``: the model with attention ``none`` (every pixel diffused at every step);
 - ``yoda``: the model with its own attention method, or the one asked for.
 
@@ -48,7 +51,7 @@ from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
 from .seeds import derive_seed
 
-METHODS = ("bicubic", "plain", "yoda")
+METHODS = ("bicubic", "base", "plain", "yoda")
 """Methods a comparison can name, in the order they are reported by default."""
 __all__ = ["METHODS", "Evaluation", "Summary", "evaluate", "markdown_table", "parse_compare"]
 
@@ -81,6 +84,30 @@ def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
 def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The bicubic baseline: a uint8 LR image enlarged to ``size`` (height, width)."""
     return to_array(resize_bicubic(to_tensor(lr), size=size))
+
+
+def regression_base(upscaler: Upscaler, lr: np.ndarray, scale: int) -> np.ndarray:
+    """The ``base`` method: the model's image where nothing is diffused, from its known region.
+
+    The LR is padded and the condition prepared as ``Upscaler`` does for whole-image sampling, so
+    pixels that YODA never diffuses come out identical to this image.
+    """
+    import torch
+
+    from .tiling import lr_multiple, pad_to
+
+    model = upscaler.model
+    factor = upscaler.scale
+    with torch.inference_mode():
+        padded, (height, width) = pad_to(to_tensor(lr), lr_multiple(model.info.size_multiple, factor))
+        padded = padded.to(upscaler.device)
+        x_up = resize_bicubic(padded, size=(padded.shape[-2] * factor, padded.shape[-1] * factor))
+        cond = model.prepare(padded.to(upscaler.dtype), x_up.to(upscaler.dtype)).to(torch.float32)
+        cond.x_up = x_up
+        image = model.from_diffusion_space(model.known_region(cond), cond)[..., : height * factor, : width * factor]
+        if scale != factor:
+            image = resize_bicubic(image, size=(height * scale, width * scale))
+    return to_array(image)
 
 
 class Evaluation:
@@ -125,6 +152,8 @@ class Evaluation:
             fraction = None
             if method == "bicubic":
                 image = bicubic_upscale(lr, hr.shape[:2])
+            elif method == "base":
+                image = regression_base(self.upscaler, lr, self.scale)
             else:
                 result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
                 image, fraction = result.image, result.update_fraction
