@@ -28,7 +28,7 @@ EPSILON = 1e-10
 
 @dataclass(frozen=True)
 class Conv:
-    """A 3 x 3-style convolution of the backbone (followed by a ReLU)."""
+    """A convolution of the backbone (followed by a ReLU)."""
 
     channels_in: int
     channels_out: int
