@@ -56,27 +56,9 @@ def unseen_photos(folder: Path) -> list[Path]:
     return paths
 
 
-def regression_base(upscaler, lr: np.ndarray) -> np.ndarray:
-    """The model's image where nothing is diffused (its known region), as ``Upscaler`` prepares it."""
-    import torch
-
-    from yoda_sr.conditioning import upscale_condition
-    from yoda_sr.imaging import to_array, to_tensor
-    from yoda_sr.tiling import lr_multiple, pad_to
-
-    model, scale = upscaler.model, upscaler.scale
-    with torch.inference_mode():
-        padded, (height, width) = pad_to(to_tensor(lr), lr_multiple(model.info.size_multiple, scale))
-        x_up = upscale_condition(padded, (padded.shape[-2] * scale, padded.shape[-1] * scale), upscaler.x_up)
-        cond = model.prepare(padded, x_up)
-        cond.x_up = x_up
-        image = model.from_diffusion_space(model.known_region(cond), cond)[..., : height * scale, : width * scale]
-    return to_array(image)
-
-
 def run(args: argparse.Namespace) -> None:
     from yoda_sr.api import Settings, Upscaler
-    from yoda_sr.evaluation import bicubic_upscale, degrade, ground_truth
+    from yoda_sr.baselines import bicubic_upscale, degrade, ground_truth, regression_base
     from yoda_sr.imageio import read_picture, write_picture
     from yoda_sr.metrics import image_metrics
     from yoda_sr.seeds import derive_seed
@@ -119,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
                 if upscaler is None:
                     sr = bicubic_upscale(lr, hr.shape[:2])
                 elif settings is None:
-                    sr = regression_base(upscaler, lr)
+                    sr = regression_base(upscaler, lr, 4)
                 else:
                     result = upscaler.upscale(lr, seed=image_seed, settings=settings)
                     sr, fraction, count = result.image, result.update_fraction, result.steps
@@ -136,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
 def lpips(args: argparse.Namespace) -> None:
     """LPIPS-VGG of every saved output against its ground truth, into OUT/lpips.csv."""
-    from yoda_sr.evaluation import ground_truth
+    from yoda_sr.baselines import ground_truth
     from yoda_sr.imageio import read_picture
     from yoda_sr.metrics import Lpips, crop_border
 

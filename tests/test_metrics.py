@@ -1,4 +1,4 @@
-"""PSNR and SSIM agree with scikit-image's reference implementations on real photos; LPIPS says why it is off."""
+"""PSNR and SSIM agree with scikit-image's reference implementations on real photos; LPIPS says what installs it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from yoda_sr.checkpoints import NotInstalledError
 from yoda_sr.imaging import bicubic_degrade, resize_bicubic, rgb_to_y, to_array, to_tensor
-from yoda_sr.metrics import Lpips, crop_border, image_metrics, lpips_available, psnr, ssim, y_channel
+from yoda_sr.metrics import (
+    Lpips,
+    crop_border,
+    image_metrics,
+    load_lpips_models,
+    lpips_available,
+    lpips_missing_note,
+    psnr,
+    ssim,
+    y_channel,
+)
 
 from conftest import photo
 
@@ -124,17 +135,18 @@ def test_crop_border():
         crop_border(x, -1)
 
 
-def test_lpips_unavailable_offline_says_why():
-    available, note = lpips_available()
-    if available:
-        pytest.skip("lpips and its AlexNet weights are installed here")
-    assert note.startswith("LPIPS not computed: ")
-    assert "\n" not in note
-    assert "pip install lpips" in note or "alexnet" in note.lower()
-    from yoda_sr.errors import YodaError
-
-    with pytest.raises(YodaError, match="LPIPS not computed"):
-        Lpips(torch.device("cpu"))
+def test_lpips_without_its_weights_says_which_command_installs_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
+    assert not lpips_available("vgg") and not lpips_available("alex")
+    assert lpips_missing_note(["vgg", "alex"]) == (
+        "LPIPS not computed: its weights are not installed; run `yoda-sr checkpoints download lpips-vgg lpips-alex`"
+    )
+    assert lpips_missing_note(["alex"]).startswith("LPIPS-Alex not computed: ")
+    with pytest.raises(NotInstalledError, match=r"run `yoda-sr checkpoints download lpips-vgg`"):
+        Lpips("vgg", torch.device("cpu"))
+    with pytest.raises(ValueError, match="vgg, alex"):
+        Lpips("squeeze")
+    assert load_lpips_models("cpu") == ({}, lpips_missing_note(["vgg", "alex"]))
 
 
 def test_image_metrics_of_crops_smaller_than_the_ssim_window_give_nan_ssim():

@@ -6,11 +6,14 @@ user's LR file would be. Every compared method gets that same LR, and the diffus
 per-image seed (``seeds.derive_seed`` of the base seed and the image's relative path):
 
 - ``bicubic``: the LR enlarged with the project's bicubic;
+- ``base``: the model's regression output alone, no diffusion: what sampling leaves where no pixel is
+  diffused (the known region, docs/method.md §3). For SRDiff that is its residual base (bicubic, or
+  the RRDB encoder's output for the ``rrdb`` and ``bicubic+rrdb`` bases); for SR3 it is bicubic;
 - ``plain``: the model with attention ``none`` (every pixel diffused at every step);
 - ``yoda``: the model with its own attention method, or the one asked for.
 
-Metrics (``metrics.image_metrics``, and LPIPS when available) leave out a border of ``scale`` pixels;
-the reported numbers are means over images.
+Metrics (``metrics.image_metrics``, and LPIPS-VGG and LPIPS-Alex for each backbone whose weights are
+installed) leave out a border of ``scale`` pixels; the reported numbers are means over images.
 The output folder gets per_image.csv, summary.json, grid.png (labelled columns), the LR inputs (lr/)
 and every method's results (<method>/), all PNG; stdout gets a Markdown table with one row per
 method, and one line for each diffusion method that scored below bicubic, with the likely cause.
@@ -18,8 +21,9 @@ method, and one line for each diffusion method that scored below bicubic, with t
 An evaluation resumes: per_image.csv and summary.json are rewritten after every image, and a run
 into a folder that holds the same evaluation (model sha256, data folder, scale, steps, sampler, eta,
 attention, lower bound, seed, dtype: ``evaluation_results.IDENTITY``) computes only the (image,
-method) pairs that have no result file and row yet. A folder holding a different evaluation, or
-files that are not an evaluation, is refused unless ``overwrite``.
+method) pairs that have no result file and row yet, or lack an LPIPS value that can now be computed.
+A folder holding a different evaluation, or files that are not an evaluation, is refused unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 
 from ._version import __version__
 from .api import Settings, Upscaler
+from .baselines import bicubic_upscale, degrade, ground_truth, regression_base
 from .batch import Batch, Item, each
 from .errors import SettingError, YodaError
 from .evaluation_results import (
@@ -56,11 +61,10 @@ from .evaluation_results import (
 )
 from .files import resolved
 from .imageio import read_picture, write_picture
-from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
-from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
+from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
 from .seeds import derive_seed
 
-METHODS = ("bicubic", "plain", "yoda")
+METHODS = ("bicubic", "base", "plain", "yoda")
 """Methods a comparison can name, in the order they are reported by default."""
 __all__ = ["METHODS", "Evaluation", "Summary", "evaluate", "markdown_table", "parse_compare"]
 
@@ -76,25 +80,6 @@ def parse_compare(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def ground_truth(rgb: np.ndarray, scale: int) -> np.ndarray:
-    """An H x W x 3 uint8/uint16 image as uint8, cropped top-left to sides that are multiples of ``scale``."""
-    if rgb.dtype == np.uint16:
-        rgb = ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    height, width = rgb.shape[0] // scale * scale, rgb.shape[1] // scale * scale
-    return np.ascontiguousarray(rgb[:height, :width])
-
-
-def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
-    """The uint8 LR input of a uint8 HR image: the project's bicubic downscale, rounded to 8 bits."""
-    _, lr = bicubic_degrade(to_tensor(hr), scale)
-    return to_array(lr)
-
-
-def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The bicubic baseline: a uint8 LR image enlarged to ``size`` (height, width)."""
-    return to_array(resize_bicubic(to_tensor(lr), size=size))
-
-
 class Evaluation:
     """Runs the compared methods on HR images, one image at a time.
 
@@ -108,13 +93,14 @@ class Evaluation:
         settings: Settings,
         scale: int,
         seed: int = 0,
-        lpips: Lpips | None = None,
+        lpips: dict[str, Lpips] | None = None,
     ) -> None:
         self.upscaler = upscaler
         self.methods = methods
         self.scale = scale
         self.seed = seed
-        self.lpips = lpips
+        self.lpips = lpips or {}
+        """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
         self.settings = {
             "plain": dataclasses.replace(settings, attention="none"),
             "yoda": settings,
@@ -131,21 +117,36 @@ class Evaluation:
         lr = degrade(hr, self.scale)
         seed = derive_seed(self.seed, key)
         results: dict[str, np.ndarray] = {}
-        records = []
-        for method in self.methods if methods is None else methods:
+        costs: dict[str, tuple[float, float | None]] = {}
+        methods = list(self.methods if methods is None else methods)
+        for method in methods:
+            start = time.perf_counter()
+            fraction = None
             if method == "bicubic":
-                start = time.perf_counter()
                 image = bicubic_upscale(lr, hr.shape[:2])
-                seconds, fraction = time.perf_counter() - start, None
+            elif method == "base":
+                image = regression_base(self.upscaler, lr, self.scale)
             else:
                 result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
-                image, seconds, fraction = result.image, result.seconds, result.update_fraction
-            scores = image_metrics(image, hr, self.scale)
-            distance = None
-            if self.lpips is not None:
-                distance = self.lpips(crop_border(image, self.scale), crop_border(hr, self.scale))
+                image, fraction = result.image, result.update_fraction
             results[method] = image
-            records.append(Record(key, method, **scores, lpips=distance, update_fraction=fraction, seconds=seconds))
+            costs[method] = (time.perf_counter() - start, fraction)
+        distances: dict[str, list[float | None]] = {net: [None] * len(methods) for net in LPIPS_NETS}
+        cropped = [crop_border(results[method], self.scale) for method in methods]
+        for net, lpips in self.lpips.items():
+            distances[net] = list(lpips.distances(crop_border(hr, self.scale), cropped))
+        records = [
+            Record(
+                key,
+                method,
+                **image_metrics(results[method], hr, self.scale),
+                lpips_vgg=distances["vgg"][index],
+                lpips_alex=distances["alex"][index],
+                update_fraction=costs[method][1],
+                seconds=costs[method][0],
+            )
+            for index, method in enumerate(methods)
+        ]
         return Outcome(hr, lr, results, records)
 
 
@@ -185,8 +186,10 @@ class Summary:
     content: dict[str, Any]
     means: dict[str, dict[str, float | None]]
     lpips_note: str | None
-    """Why LPIPS was not computed (None when it was)."""
+    """One line: which LPIPS backbones were not computed and how to get them (None when all were)."""
     failed: int
+    lpips_nets: list[str] = dataclasses.field(default_factory=list)
+    """The LPIPS backbones computed (``vgg``, ``alex``): the table's LPIPS columns."""
     explanations: list[str] = dataclasses.field(default_factory=list)
     """One line per diffusion method that scored below bicubic, with the likely cause."""
 
@@ -244,13 +247,7 @@ def evaluate(
     if not found:
         raise YodaError(f"no images found in {data} outside the results folder {out}")
 
-    lpips_model = None
-    lpips_ok, lpips_note = lpips_available()
-    if lpips_ok:
-        try:
-            lpips_model = Lpips(upscaler.device)
-        except YodaError as error:
-            lpips_note = str(error)
+    lpips_models, lpips_note = load_lpips_models(upscaler.device)
     content: dict[str, Any] = {
         "model": upscaler.name,
         "model_sha256": upscaler.loaded.sha256,
@@ -272,7 +269,7 @@ def evaluate(
         },
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
-        "lpips": {"computed": lpips_model is not None, "note": lpips_note},
+        "lpips": {"computed": list(lpips_models), "version": "0.1", "note": lpips_note},
     }
     keys = [(folder / image.name).as_posix() for image, folder in found]
     names = _output_names(keys)
@@ -282,9 +279,15 @@ def evaluate(
             known[(record.image, record.method)] = record
 
     def done(key: str, method: str) -> bool:
-        return (key, method) in known and (out / method / names[key]).is_file() and (out / "lr" / names[key]).is_file()
+        record = known.get((key, method))
+        return (
+            record is not None
+            and all(getattr(record, f"lpips_{net}") is not None for net in lpips_models)
+            and (out / method / names[key]).is_file()
+            and (out / "lr" / names[key]).is_file()
+        )
 
-    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_model)
+    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models)
     note(
         f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
         f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
@@ -355,7 +358,7 @@ def evaluate(
     explanations = []
     if steps is not None and settings.sampler is not None and default_steps is not None:
         explanations = explain(means, steps, settings.sampler, default_steps)
-    return Summary(content, means, None if lpips_model is not None else lpips_note, tally.failed, explanations)
+    return Summary(content, means, lpips_note, tally.failed, list(lpips_models), explanations)
 
 
 def _grid_row(image: Path, results: list[Path], scale: int) -> list[np.ndarray] | None:

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import numpy as np
 
 from .errors import SettingError
 
-METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips")
+METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips_vgg", "lpips_alex")
+LPIPS_COLUMNS = {"vgg": "LPIPS-VGG", "alex": "LPIPS-Alex"}
 CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds")
 GRID_ROWS = 4
 """Images shown in grid.png."""
@@ -26,7 +28,7 @@ GRID_CELL = 256
 
 @dataclass
 class Record:
-    """The metrics of one method on one image (``lpips`` None when not computed)."""
+    """The metrics of one method on one image (an LPIPS None when that backbone was not computed)."""
 
     image: str
     method: str
@@ -34,7 +36,8 @@ class Record:
     ssim_y: float
     psnr_rgb: float
     ssim_rgb: float
-    lpips: float | None
+    lpips_vgg: float | None
+    lpips_alex: float | None
     update_fraction: float | None
     """Fraction of pixel updates of a diffusion method (1.0 for plain), None for bicubic."""
     seconds: float
@@ -78,19 +81,19 @@ def _cell(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def markdown_table(means: dict[str, dict[str, float | None]]) -> list[str]:
-    """The results as Markdown lines: a header, a rule and one row per method."""
-    lines = [
-        "| method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | LPIPS | pixel updates | s / image |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def markdown_table(means: dict[str, dict[str, float | None]], lpips: Sequence[str] = ()) -> list[str]:
+    """The results as Markdown lines: a header, a rule and one row per method, with a column for
+    each LPIPS backbone in ``lpips`` (those computed)."""
+    columns = [LPIPS_COLUMNS[net] for net in lpips]
+    header = ["method", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB", *columns, "pixel updates", "s / image"]
+    lines = [f"| {' | '.join(header)} |", "|---|" + "---:|" * (len(header) - 1)]
     for method, entry in means.items():
         cells = [
             _cell(entry["psnr_y"], 2),
             _cell(entry["ssim_y"], 4),
             _cell(entry["psnr_rgb"], 2),
             _cell(entry["ssim_rgb"], 4),
-            _cell(entry["lpips"], 4),
+            *(_cell(entry[f"lpips_{net}"], 4) for net in lpips),
             _cell(entry["update_fraction"], 3),
             _cell(entry["seconds_per_image"], 2),
         ]

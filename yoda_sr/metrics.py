@@ -5,18 +5,16 @@ PSNR and SSIM are scikit-image's, computed in float64 on 0..255 values, on the B
 border. SSIM uses the conventions SR papers use: ``structural_similarity(gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False)``, i.e. an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01,
 K2 = 0.03, population (co)variances, mirrored borders, and the mean of the SSIM map without its outer
-5 pixels. LPIPS (AlexNet, v0.1) needs the optional ``lpips`` package and torchvision's AlexNet
-weights; it is never downloaded here.
+5 pixels. LPIPS v0.1 (VGG16 or AlexNet, ``models.lpips``) reads its weights from the named
+checkpoints ``lpips-vgg`` and ``lpips-alex`` (``yoda-sr checkpoints download``); nothing is
+downloaded here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -127,56 +125,95 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float
     }
 
 
-def alexnet_weights_file() -> Path:
-    """Where torchvision keeps AlexNet's ImageNet weights (LPIPS's backbone): the torch hub cache."""
-    import torch
-    from torchvision.models import AlexNet_Weights
-
-    name = Path(urlparse(AlexNet_Weights.IMAGENET1K_V1.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+LPIPS_NETS = ("vgg", "alex")
+"""LPIPS v0.1 backbones, each a named checkpoint ``lpips-<net>`` (docs/method.md §9)."""
 
 
-def lpips_available() -> tuple[bool, str]:
-    """(whether LPIPS can be computed offline, a one-line note saying so or why not)."""
-    if importlib.util.find_spec("lpips") is None:
-        return False, "LPIPS not computed: the lpips package is not installed (pip install lpips)"
-    weights = alexnet_weights_file()
-    if not weights.is_file():
-        return False, (
-            f"LPIPS not computed: the AlexNet backbone weights are not in the torch hub cache ({weights}); "
-            "download them once with network, e.g. python -c \"import lpips; lpips.LPIPS(net='alex')\""
-        )
-    return True, "LPIPS: AlexNet, v0.1 (lpips package)"
+def lpips_checkpoint(net: str) -> str:
+    """The checkpoint name of an LPIPS backbone: ``lpips-vgg``, ``lpips-alex``."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"LPIPS backbone must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
+    return f"lpips-{net}"
+
+
+def lpips_available(net: str) -> bool:
+    """Whether LPIPS-``net``'s weights are installed (nothing is downloaded here)."""
+    from .checkpoints import is_installed
+
+    return is_installed(lpips_checkpoint(net))
+
+
+def lpips_missing_note(nets: list[str] | tuple[str, ...]) -> str:
+    """One line saying which LPIPS variants are not computed and the command that installs them."""
+    label = "LPIPS" if set(nets) == set(LPIPS_NETS) else "/".join(f"LPIPS-{_LABELS[net]}" for net in nets)
+    names = " ".join(lpips_checkpoint(net) for net in nets)
+    return f"{label} not computed: its weights are not installed; run `yoda-sr checkpoints download {names}`"
+
+
+_LABELS = {"vgg": "VGG", "alex": "Alex"}
 
 
 class Lpips:
-    """LPIPS distance (AlexNet, v0.1) between uint8 RGB images; lower is closer, 0 for identical images."""
+    """LPIPS v0.1 distance between uint8 RGB images (lower is closer, 0 for identical images), with
+    the ``vgg`` or ``alex`` backbone; weights from the named checkpoint (or ``weights``, a file)."""
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, net: str = "alex", device: str | torch.device = "cpu", weights: str | Path | None = None
+    ) -> None:
         import torch
 
+        from .checkpoints import load_lpips
         from .errors import YodaError
 
-        available, reason = lpips_available()
-        if not available:
-            raise YodaError(reason)
-        try:
-            import lpips
-
-            self.model = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval().to(device)
-        except (ImportError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
-            raise YodaError(f"LPIPS not computed: the lpips package failed to load ({reason})") from None
+        self.network = load_lpips(weights or lpips_checkpoint(net), device=device)
+        if self.network.net != net:
+            raise YodaError(f"{weights} holds LPIPS-{self.network.net} weights, not LPIPS-{net}")
+        self.net = net
         self.device = torch.device(device)
 
+    @property
+    def min_side(self) -> int:
+        """Images with a side below this have no distance (NaN): a backbone tap would be empty."""
+        return self.network.backbone.min_side
+
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
-        """LPIPS between two H x W x 3 uint8 images of one shape."""
+        """LPIPS between two H x W x 3 uint8 images of one shape; NaN when a side is below ``min_side``."""
+        return self.distances(b, [a])[0]
+
+    def distances(self, reference: np.ndarray, images: list[np.ndarray]) -> list[float]:
+        """LPIPS of each image to ``reference`` (H x W x 3 uint8, one shape), its features computed once."""
         import torch
 
         from .imaging import to_tensor
 
-        if a.shape != b.shape:
-            raise ValueError(f"images differ in shape: {a.shape} and {b.shape}")
+        for image in images:
+            if image.shape != reference.shape:
+                raise ValueError(f"images differ in shape: {image.shape} and {reference.shape}")
+        if reference.ndim != 3 or reference.shape[2] != 3:
+            raise ValueError(f"expected H x W x 3 RGB images, got shape {reference.shape}")
+        if min(reference.shape[:2]) < self.min_side:
+            return [math.nan] * len(images)
         with torch.inference_mode():
-            distance = self.model(to_tensor(a).to(self.device), to_tensor(b).to(self.device))
-        return float(distance.item())
+            known = self.network.embed(to_tensor(reference).to(self.device))
+            return [
+                float(self.network.compare(self.network.embed(to_tensor(image).to(self.device)), known).item())
+                for image in images
+            ]
+
+
+def load_lpips_models(device: str | torch.device = "cpu") -> tuple[dict[str, Lpips], str | None]:
+    """LPIPS of each backbone whose weights are installed, and one line about the others (None when
+    every backbone loaded)."""
+    from .errors import YodaError
+
+    models: dict[str, Lpips] = {}
+    missing = [net for net in LPIPS_NETS if not lpips_available(net)]
+    notes = [lpips_missing_note(missing)] if missing else []
+    for net in LPIPS_NETS:
+        if net in missing:
+            continue
+        try:
+            models[net] = Lpips(net, device)
+        except YodaError as error:
+            notes.append(f"LPIPS-{_LABELS[net]} not computed: {error}")
+    return models, "; ".join(notes) or None

@@ -18,7 +18,8 @@ command that fetches it.
 
 The modules, bottom up: ``paths`` (where things live), ``registry`` (entries), ``store`` (the lock,
 installed files, verify, remove), ``importing`` (upstream file -> ready file), ``downloading`` (Hub and
-URL sources), ``loading`` (``--model`` -> a denoiser). The file format itself is ``yoda_sr.weights_file``.
+URL sources), ``loading`` (``--model`` -> a denoiser; LPIPS networks). The file format itself is
+``yoda_sr.weights_file``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 from ..weights_file import FORMAT_VERSION, METADATA_KEY, read_metadata, save, sha256_file
 from .downloading import download, download_url
 from .importing import import_checkpoint
-from .loading import LoadedDenoiser, load_denoiser, resolve_model_file
+from .loading import LoadedDenoiser, load_denoiser, load_lpips, resolve_model_file
 from .paths import home, user_registry_path
 from .registry import KINDS, SOURCE_KINDS, Entry, Source, get_entry, load_registry, registry_path
 from .store import (
@@ -62,6 +63,7 @@ __all__ = [
     "installed_path",
     "is_installed",
     "load_denoiser",
+    "load_lpips",
     "load_registry",
     "read_lock",
     "read_metadata",

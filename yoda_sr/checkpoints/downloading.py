@@ -184,6 +184,16 @@ def _unreachable_endpoint(timeout: float = 3.0) -> str | None:
     return None
 
 
+def _elsewhere(entry: Entry, filename: str) -> str:
+    """How to get an entry's source file without network here (its ``fetch`` command), or ''."""
+    if not entry.fetch:
+        return ""
+    return (
+        f"; or, on a machine with network, `{entry.fetch}`, copy {filename} here and run "
+        f"`yoda-sr checkpoints import {filename} --name {entry.name}`"
+    )
+
+
 def _remove_hf_file(path: Path) -> None:
     """Delete a cached Hub file: the snapshot link and the blob it points to."""
     blob = path.resolve()
@@ -215,16 +225,20 @@ def download(name: str, *, offline: bool = False, force: bool = False, progress:
         except DamagedSourceError:
             _remove_hf_file(hub_file)
             raise
-    if offline:
-        raise NotInstalledError(
-            f"{name} is not downloaded and downloads are off (--offline or HF_HUB_OFFLINE=1); "
-            f"run `yoda-sr checkpoints download {name}` with network"
-        )
     url = entry.source.url
     if url is None:
         raise YodaError(f"{name}: a URL source needs a url")
-    raw = download_path(name, Path(urllib.parse.urlparse(url).path).name)
-    download_url(url, raw, progress=progress)
+    filename = Path(urllib.parse.urlparse(url).path).name
+    if offline:
+        raise NotInstalledError(
+            f"{name} is not downloaded and downloads are off (--offline or HF_HUB_OFFLINE=1); "
+            f"run `yoda-sr checkpoints download {name}` with network{_elsewhere(entry, filename)}"
+        )
+    raw = download_path(name, filename)
+    try:
+        download_url(url, raw, progress=progress)
+    except YodaError as error:
+        raise YodaError(f"{error}{_elsewhere(entry, filename)}") from None
     actual = sha256_file(raw)
     check_source_hash(entry, raw, actual, lambda: raw.unlink(missing_ok=True), replace_pin=force)
     try:

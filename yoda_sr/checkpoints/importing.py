@@ -47,7 +47,7 @@ def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | 
         else:
             save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     else:
-        converted = convert_file(raw, entry.format, scale=entry.scale, config=entry.config)
+        converted = convert_file(raw, entry.format, scale=entry.scale, config=entry.config, net=entry.net)
         _check_usable(entry, converted, raw)
         save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     record_install(entry.name, target, source_sha, revision, entry.format, repin=repin)
@@ -151,9 +151,16 @@ def import_checkpoint(
     source_sha = sha256_file(file)
     config = None
     if entry is not None:
-        check_source_hash(entry, file, source_sha, lambda: None)
+        check_source_hash(entry, file, source_sha, None)
         scale, config = scale or entry.scale, entry.config
-    converted = convert_file(file, format, scale=scale, norm_groups=norm_groups, config=config)
+    converted = convert_file(
+        file,
+        format,
+        scale=scale,
+        norm_groups=norm_groups,
+        config=config,
+        net=entry.net if entry is not None else None,
+    )
     check_finite(converted.tensors, str(file))
     if entry is not None:
         if entry.kind != converted.metadata["kind"]:

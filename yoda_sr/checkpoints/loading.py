@@ -1,4 +1,5 @@
-"""From a ``--model`` value to a denoiser ready to sample: a file, a run folder or a store name."""
+"""From a ``--model`` value to a denoiser ready to sample (a file, a run folder or a store name), and
+LPIPS networks from their named checkpoints."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..models import SRDenoiser
+    from ..models.lpips import LpipsNetwork
 
 
 @dataclass
@@ -102,3 +104,26 @@ def load_denoiser(
     model = model.to(device=device, dtype=dtype if dtype is not None else torch.float32).eval()
     model.requires_grad_(False)
     return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=sha256)
+
+
+def load_lpips(name_or_path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> LpipsNetwork:
+    """An LPIPS network (eval mode, no gradients) from a named checkpoint (``lpips-vgg``,
+    ``lpips-alex``) or a yoda-sr .safetensors file; NotInstalledError naming the command that gets it."""
+    from safetensors.torch import load as load_weights
+
+    from ..models.lpips import NETS, LpipsNetwork
+
+    path, _ = resolve_model_file(name_or_path)
+    metadata = read_metadata(path)
+    if metadata.get("kind") != "lpips" or metadata.get("net") not in NETS:
+        what = metadata.get("kind") or "no yoda-sr metadata"
+        raise YodaError(
+            f"{path} is not a yoda-sr LPIPS checkpoint ({what}); get one with `yoda-sr checkpoints download lpips-vgg`"
+        )
+    data, _ = _read_and_hash(path)
+    network = LpipsNetwork(metadata["net"])
+    try:
+        network.load_state_dict(load_weights(data), strict=True)
+    except Exception as error:  # safetensors' own errors, or RuntimeError from a strict load
+        raise YodaError(f"{path}: weights do not fit LPIPS-{metadata['net']} ({str(error).splitlines()[0]})") from None
+    return network.to(device).eval().requires_grad_(False)

