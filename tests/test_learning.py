@@ -181,7 +181,9 @@ def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name
 @pytest.mark.slow
 def test_a_tiny_resshift_model_trained_by_the_trainer_beats_bicubic_on_held_out_blocks(tmp_path):
     """ResShift (docs/method.md §10) through the same path: a short run on small crops, then plain
-    and YODA ResShift sampling at upstream's respaced 4 steps and the whole 15-step chain."""
+    and YODA ResShift sampling at upstream's respaced 4 steps and the whole 15-step chain (measured on
+    the shared 2-core CPU: bicubic 27.88 dB; plain 29.26 / YODA 29.39 at 4 steps, 28.53 / 28.77 at 15,
+    in 254 s with other jobs running)."""
     tests = split_photo(tmp_path / "train")
     config = TrainConfig(
         data=str(tmp_path / "train"),
