@@ -60,7 +60,7 @@ def test_missing_inputs_fail_one_line_each_and_nothing_at_all_is_an_error(tmp_pa
     batch.find([tmp_path / "a.png", tmp_path / "nope.png"])
     assert batch.tally.failed == 1 and recorder.errors == [f"{tmp_path / 'nope.png'}: no such file or folder"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(YodaError, match="no images found"):
+    with pytest.raises(YodaError, match="no images found in .*empty; give image files, or folders that hold some"):
         recorder.batch().find([tmp_path / "empty"])
 
 

@@ -254,14 +254,40 @@ def test_remove_deletes_only_what_the_store_wrote(tmp_path, monkeypatch):
     assert victim.read_bytes() == b"precious"
 
 
-@pytest.mark.parametrize("content", [b"\x00garbage\xff", b"[1, 2]", b'"text"', b'{"installed": "x", "pins": []}'])
-def test_a_damaged_lock_file_is_one_line_or_ignored(tmp_path, monkeypatch, capsys, content):
-    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
-    (tmp_path / "checkpoints.lock.json").write_bytes(content)
-    for args in (["checkpoints", "list"], ["checkpoints", "verify"]):
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00garbage\xff",
+        b"[1, 2]",
+        b'"text"',
+        b'{"installed": "x", "pins": {}}',
+        b'{"installed": {}, "pins": []}',
+        b'{"installed": {"mine": "here"}}',
+        b'{"installed": {"mine": {"path": "x"}}}',
+    ],
+)
+def test_a_damaged_lock_file_is_one_line_and_changes_nothing(tmp_path, monkeypatch, capsys, content):
+    """Malformed tables and records were silently dropped (pins with them), or a KeyError; an
+    import wrote its file into the store before failing on the lock."""
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "home" / "checkpoints.lock.json").write_bytes(content)
+    kept = tmp_path / "home" / "checkpoints" / "kept.safetensors"
+    kept.write_bytes(b"an installed file")
+    model = upstream_ckpt_bytes(tmp_path)
+    (tmp_path / "m.ckpt").write_bytes(model)
+    for args in (
+        ["checkpoints", "list"],
+        ["checkpoints", "verify"],
+        ["checkpoints", "import", tmp_path / "m.ckpt", "--name", "mine"],
+        ["checkpoints", "remove", "kept"],
+    ):
         code = cli(*args)
         err = capsys.readouterr().err
-        assert code in (0, 1) and "Traceback" not in err and err.count("\n") <= 1, err
+        assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+        assert "checkpoints.lock.json is" in err and "remove it" in err, err
+    assert sorted(p.name for p in (tmp_path / "home" / "checkpoints").iterdir()) == ["kept.safetensors"]
+    assert (tmp_path / "home" / "checkpoints.lock.json").read_bytes() == content
 
 
 def test_a_resume_answered_from_byte_zero_is_not_spliced(hub, tmp_path):

@@ -21,6 +21,7 @@ import torch
 from yoda_sr import checkpoints
 from yoda_sr.convert import convert_file, sr3_janspiry, srdiff
 from yoda_sr.convert.pickles import UnsafeCheckpointError
+from yoda_sr.errors import SettingError, YodaError
 from yoda_sr.models import create_model_from_config, get_config
 from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
 from yoda_sr.schedules import ScheduleSpec
@@ -123,9 +124,10 @@ def test_janspiry_sr3_gen_pth_imports_bit_exact(case, tmp_path, capsys, hr_crops
         original = randomise(tiny_model(config), seed=1)
     else:
         original = randomise(create_model_from_config("sr3", config), seed=2)
-    spec = ScheduleSpec(kind="linear", steps=2000, start=1e-6, end=1e-2)
+    # a registered config is matched with its schedule; a custom model keeps the one its betas say
+    spec = get_config(config).schedule if isinstance(config, str) else ScheduleSpec("linear", 2000, 1e-6, 1e-2)
     file = save_janspiry_gen(original, spec, tmp_path / "I640000_E37_gen.pth")
-    extra = ("--scale", str(scale)) if scale else ()
+    extra = ("--scale", str(scale), "--norm-groups", str(config["norm_groups"])) if scale else ()
     loaded = import_and_load(file, f"sr3-{case}", capsys, *extra)
 
     assert loaded.metadata["arch"] == "sr3"
@@ -279,3 +281,100 @@ def test_layers_import_only_what_they_need() -> None:
         "['yoda_sr', 'yoda_sr._version', 'yoda_sr.errors', 'yoda_sr.fsutil', 'yoda_sr.weights_file']",
         "False False",
     ]
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+@pytest.mark.parametrize("upstream", ["sr3-janspiry", "srdiff"])
+def test_imported_models_are_conditioned_as_their_upstream_trained(upstream, stream, tmp_path, capsys):
+    """The recipe is recorded at import, and loading the checkpoint conditions on it (whole or streamed)."""
+    import numpy as np
+
+    from yoda_sr import Settings, Upscaler
+    from yoda_sr.conditioning import upscale_condition
+    from yoda_sr.imaging import resize_bicubic, to_tensor
+
+    reference = np.load(Path(__file__).parent / "data" / "upstream_x_up.npz")
+    if upstream == "srdiff":
+        model = randomise(tiny_model("srdiff-tiny"), seed=1)
+        file = save_srdiff_ckpt(model, ScheduleSpec(kind="cosine", steps=100), tmp_path / "m.ckpt")
+        lr = reference["srdiff4_lr"]  # 6 x 8 -> 24 x 32: the stored upstream condition itself
+        expected = torch.from_numpy(reference["srdiff4_x_up"])[None]
+    else:
+        model = randomise(tiny_model("sr3-tiny"), seed=1)
+        file = save_janspiry_gen(model, ScheduleSpec(kind="linear", steps=500, end=0.03), tmp_path / "m_gen.pth")
+        lr = reference["sr3_lr"]  # 8 x 8 -> 32 x 32 (the stored reference is 8x; the recipe is the same)
+        expected = upscale_condition(to_tensor(lr), (32, 32), "pil-uint8")
+    loaded = import_and_load(file, "imported", capsys)
+    assert loaded.metadata["x_up"] == {"srdiff": "matlab-lr256", "sr3-janspiry": "pil-uint8"}[upstream]
+
+    upscaler = Upscaler.from_pretrained("imported", device="cpu")
+    seen: list[torch.Tensor] = []
+    prepare = upscaler.model.prepare
+    upscaler.model.prepare = lambda lr, x_up: seen.append(x_up) or prepare(lr, x_up)  # type: ignore[method-assign]
+    tile = 64 if stream == "on" else 0
+    upscaler.upscale(lr, settings=Settings(steps=2, attention="none", stream=stream, tile=tile, tile_overlap=8))
+    assert torch.equal(seen[-1], expected)  # (seen[0] is the memory estimate's probe)
+    assert not torch.equal(expected, resize_bicubic(to_tensor(lr), size=tuple(expected.shape[-2:])))
+
+
+def meta_upstream_unet(config: str) -> dict[str, torch.Tensor]:
+    """Our keys of a registered SR3 config's UNet, as shapes only (the meta device: no memory)."""
+    with torch.device("meta"):
+        return create_model_from_config("sr3", get_config(config).hparams).state_dict()
+
+
+def test_janspiry_configs_are_matched_on_everything_that_identifies_them():
+    """sr3-64-256 and sr3-64-512 share their UNet: the schedule or the scale tells them apart, and
+    when nothing does, the importer asks instead of taking the first name."""
+    unet = meta_upstream_unet("sr3-64-512")
+    upstream_schedule = ScheduleSpec(kind="linear", steps=2000, start=1e-6, end=1e-2)  # sr_sr3_64_512.json
+    hparams, matched = sr3_janspiry.infer(unet, schedule=upstream_schedule)
+    assert matched == "sr3-64-512"
+    assert (hparams["scale"], hparams["image_size"], hparams["norm_groups"]) == (8, 512, 16)
+    assert sr3_janspiry.infer(unet, schedule=get_config("sr3-64-256").schedule)[1] == "sr3-64-256"
+    assert sr3_janspiry.infer(unet, 8)[1] == "sr3-64-512"  # no betas in the file: the scale decides
+    with pytest.raises(SettingError, match="sr3-64-256 \\(4x\\), sr3-64-512 \\(8x\\) alike") as raised:
+        sr3_janspiry.infer(unet)
+    assert raised.value.setting == "scale"
+    # a registry entry names its config: weights with another UNet are refused
+    assert sr3_janspiry.infer(unet, 8, config="sr3-64-512")[1] == "sr3-64-512"
+    with pytest.raises(YodaError, match="do not have the UNet of sr3-16-128"):
+        sr3_janspiry.infer(unet, 8, config="sr3-16-128")
+    with pytest.raises(SettingError, match="sr3-64-512 has norm_groups 16, not 32"):
+        sr3_janspiry.infer(unet, 8, config="sr3-64-512", norm_groups=32)
+
+
+def test_janspiry_groups_come_from_the_match_or_the_user_never_a_guess():
+    unet = meta_upstream_unet("sr3-16-128")  # Janspiry's default norm_groups (32) is its config's
+    assert sr3_janspiry.infer(unet, schedule=get_config("sr3-16-128").schedule)[0]["norm_groups"] == 32
+    other = ScheduleSpec(kind="linear", steps=1000, start=1e-4, end=2e-2)  # trained on another schedule
+    with pytest.raises(SettingError, match="the UNet is sr3-16-128's, 8x with 32 groups") as raised:
+        sr3_janspiry.infer(unet, 8, schedule=other)
+    assert raised.value.setting == "norm_groups"
+    assert sr3_janspiry.infer(unet, 8, schedule=other, norm_groups=16)[0]["norm_groups"] == 16
+    with pytest.raises(SettingError, match="does not divide the UNet's widths"):
+        sr3_janspiry.infer(unet, 8, schedule=other, norm_groups=24)
+
+
+def test_sr3_groups_are_never_guessed_on_import(tmp_path, capsys, store, hr_crops):
+    """16 groups on widths that 32 divides: the old importer took 32 with a note, and the outputs were off."""
+    hparams = {**SR3_CASES["custom"][0], "inner_channel": 32, "channel_mults": [1, 2], "norm_groups": 16}
+    original = randomise(create_model_from_config("sr3", hparams), seed=3)
+    file = save_janspiry_gen(original, ScheduleSpec(kind="linear", steps=1000), tmp_path / "own_gen.pth")
+    assert cli("checkpoints", "import", file, "--name", "own", "--scale", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("yoda-sr: error: --norm-groups: ") and err.count("\n") == 1, err
+    assert not (store / "checkpoints" / "own.safetensors").exists()
+    assert cli("checkpoints", "import", file, "--name", "own", "--scale", "2", "--norm-groups", "12") == 2
+    assert "does not divide" in capsys.readouterr().err
+    loaded = import_and_load(file, "own", capsys, "--scale", "2", "--norm-groups", "16")
+    assert loaded.metadata["hparams"]["norm_groups"] == 16
+    hr = hr_crops[..., :32, :32]
+    assert torch.equal(outputs(loaded.model, hr, 2), outputs(original, hr, 2))
+
+
+def test_srdiff_weights_take_no_group_count(tmp_path, capsys, store):
+    model = randomise(tiny_model("srdiff-tiny"), seed=1)
+    file = save_srdiff_ckpt(model, ScheduleSpec(kind="cosine", steps=100), tmp_path / "m.ckpt")
+    assert cli("checkpoints", "import", file, "--name", "m", "--norm-groups", "8") == 2
+    assert "only SR3 weights take a group count" in capsys.readouterr().err

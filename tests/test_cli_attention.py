@@ -270,3 +270,25 @@ def test_defaults_are_what_upscale_would_use_and_names_carry_the_method(astronau
     code, out, err = run_in_process(capsys, "attention", astronaut.name, "--method", "edge")
     assert code == 0 and "skipped" not in err  # another method's map does not count as done
     assert (astronaut.parent / "astronaut.edge.attention.png").is_file()
+
+
+def test_colorbar_titles_the_heat_map_and_adds_a_colour_bar(astronaut, tmp_path, capsys):
+    from yoda_sr.attention.colormap import colormap
+    from yoda_sr.grids import HEADER, layout
+
+    plain, labelled = tmp_path / "plain.png", tmp_path / "labelled.png"
+    for out, extra in ((plain, []), (labelled, ["--colorbar"])):
+        code, _, err = run_in_process(
+            capsys, "attention", astronaut, "--method", "edge", "--scale", "1", "--out", out, *extra
+        )
+        assert code == 0, err
+    heat = np.asarray(Image.open(plain).convert("RGB"))
+    picture = np.asarray(Image.open(labelled).convert("RGB"))
+    plan = layout(1, 1, (HEIGHT, WIDTH), colorbar=True)
+    assert heat.shape == (HEIGHT, WIDTH, 3) and picture.shape == (plan.height, plan.width, 3)
+    top, left = plan.origin(0, 0)
+    np.testing.assert_array_equal(picture[top : top + HEIGHT, left : left + WIDTH], heat)  # the map itself, unscaled
+    assert (picture[:HEADER].min(axis=2) < 128).sum() > 10  # its title
+    bar_left, bar_top, bar_width, bar_height = plan.bar
+    middle = picture[bar_top + 2 : bar_top + bar_height - 2, bar_left + bar_width // 2].astype(int)
+    assert np.abs(middle[0] - colormap()[-1]).max() <= 12 and np.abs(middle[-1] - colormap()[0]).max() <= 12

@@ -118,8 +118,9 @@ def test_table_has_one_row_per_method_with_finite_numbers_and_the_lpips_note(run
         assert 10 < psnr_y < 60 and 0 < ssim_y <= 1 and 0 < ssim_rgb <= 1, (method, cells)
     available, note = lpips_available()
     if not available:
-        assert lines[5:] == [note]
+        assert lines[5] == note
         assert all(cells[4] == "n/a" for cells in rows.values())
+    assert all(line.startswith("note: ") for line in lines[5 + (not available) :])
     assert rows["bicubic"][5] == "n/a"
     assert "Traceback" not in run["stderr"]
     assert run["stderr"].count("yoda-sr: [") == len(CROPS)
@@ -183,12 +184,115 @@ def test_plain_and_yoda_get_the_same_lr_and_seed(run, model_file):
         assert not np.array_equal(pixels(out / "plain" / name), pixels(out / "yoda" / name))
 
 
-def test_grid_has_a_row_per_image_and_a_column_per_input_method_and_truth(run):
-    with Image.open(run["out"] / "grid.png") as grid:
-        size, mode = grid.size, grid.mode
-    cell, gap, columns, rows = 64, 4, 1 + 3 + 1, len(CROPS)
-    assert mode == "RGB"
-    assert size == (columns * cell + (columns - 1) * gap, rows * cell + (rows - 1) * gap)
+def test_grid_has_a_row_per_image_and_a_labelled_column_per_input_method_and_truth(run):
+    from yoda_sr.grids import HEADER, layout
+
+    picture = pixels(run["out"] / "grid.png")
+    plan = layout(len(CROPS), 1 + 3 + 1, (64, 64), colorbar=False)
+    assert picture.shape == (plan.height, plan.width, 3)
+    first = sorted(CROPS)[0]
+    for column, method in enumerate(["bicubic", "plain", "yoda"], start=1):
+        top, left = plan.origin(0, column)
+        cell = np.repeat(np.repeat(pixels(run["out"] / method / first), plan.zoom, axis=0), plan.zoom, axis=1)
+        assert np.array_equal(picture[top : top + plan.cell[0], left : left + plan.cell[1]], cell), method
+    labels = picture[:HEADER].min(axis=2) < 128
+    for column in range(plan.columns):
+        left = plan.origin(0, column)[1]
+        assert labels[:, left : left + plan.cell[1]].sum() > 10, f"column {column} has no label"
+
+
+def test_a_diffusion_method_below_bicubic_gets_one_line_with_the_likely_cause(run):
+    rows = table_rows(run["stdout"])
+    below = [m for m in ("plain", "yoda") if float(rows[m][0]) < float(rows["bicubic"][0])]
+    assert below, "the tiny random model was expected to score below bicubic"
+    notes = [line for line in run["stdout"].splitlines() if line.startswith("note: ")]
+    assert [line.split()[1] for line in notes] == below
+    assert all(f"{STEPS} ddpm step(s) are likely too few (this model's default is 20)" in line for line in notes)
+
+
+def test_explanations_name_the_measured_cause():
+    from yoda_sr.evaluation_results import explain
+
+    def means(**psnr):
+        return {method: {"psnr_y": value} for method, value in psnr.items()}
+
+    assert explain(means(bicubic=25.0, plain=26.0, yoda=27.0), 2, "ddpm", 5) == []
+    (few,) = explain(means(bicubic=25.0, plain=22.9, yoda=27.0), 2, "ddpm", 5)
+    assert few.startswith("note: plain scores 2.10 dB below bicubic (PSNR-Y): 2 ddpm step(s) are likely too few")
+    assert "7.9 dB below bicubic at 1 step" in few and "bench/plain_steps.py" in few
+    (ddim,) = explain(means(bicubic=25.0, plain=24.9, yoda=26.0), 20, "ddim", 20)
+    assert "DDIM" in ddim and "up to 20 steps" in ddim
+    (plain_only,) = explain(means(bicubic=25.0, plain=24.0, yoda=26.0), 20, "ddpm", 20)
+    assert "yoda does not" in plain_only and "plain_fraction" in plain_only
+    both = explain(means(bicubic=25.0, plain=24.0, yoda=24.5), 20, "ddpm", 20)
+    assert [line.split()[1] for line in both] == ["plain", "yoda"]
+    assert all("does not improve on bicubic" in line for line in both)
+
+
+def evaluate_into(out: Path, model_file: Path, data: Path, *extra) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli(
+            "evaluate", "--model", model_file, "--data", data, "--steps", STEPS, "--device", "cpu", "-o", out, *extra
+        )
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_an_interrupted_evaluation_resumes_and_computes_only_what_is_missing(
+    run, model_file, data, tmp_path, monkeypatch
+):
+    import shutil
+
+    from yoda_sr.evaluation import Evaluation
+
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    (out / "yoda" / "coffee.png").unlink()  # as if killed while writing coffee's results
+    (out / "grid.png").unlink()
+    computed = []
+    original = Evaluation.image
+
+    def spy(self, rgb, key, methods=None):
+        computed.append((key, list(methods or self.methods)))
+        return original(self, rgb, key, methods)
+
+    monkeypatch.setattr(Evaluation, "image", spy)
+    code, stdout, stderr = evaluate_into(out, model_file, data)
+    assert code == 0, stderr
+    assert computed == [("coffee.png", ["yoda"])]
+    assert f"resuming the evaluation in {out}: 2 of 3 image(s) done already" in stderr
+    assert (
+        {m: cells[:-1] for m, cells in table_rows(stdout).items()}
+        == {  # all but s / image
+            m: cells[:-1] for m, cells in table_rows(run["stdout"]).items()
+        }
+    )
+
+    def without_seconds(path):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_csv(path)]
+
+    assert without_seconds(out / "per_image.csv") == without_seconds(run["out"] / "per_image.csv")
+    assert np.array_equal(pixels(out / "yoda" / "coffee.png"), pixels(run["out"] / "yoda" / "coffee.png"))
+    assert np.array_equal(pixels(out / "grid.png"), pixels(run["out"] / "grid.png"))
+
+    computed.clear()  # everything done: nothing computed, same table
+    code, stdout, stderr = evaluate_into(out, model_file, data)
+    assert code == 0 and computed == [] and "3 of 3 image(s) done already" in stderr
+
+
+def test_a_folder_holding_another_evaluation_is_refused_in_one_line(run, model_file, data, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    code, stdout, stderr = evaluate_into(out, model_file, data, "--seed", "7")
+    assert code == 2 and stdout == ""
+    assert stderr.splitlines() == [
+        f"yoda-sr: error: --out: {out} holds a different evaluation (seed 0 there, 7 here); choose another "
+        "folder, or overwrite it (--overwrite)"
+    ]
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, capsys):
@@ -246,3 +350,17 @@ def test_errors_are_one_line(case, model_file, data, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("yoda-sr: error: "), err
     assert (busy / "keep.txt").read_text() == "mine"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage", b"[1, 2]", b'"a string"'])
+def test_a_damaged_summary_is_refused_in_one_line(content, model_file, data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_bytes(content)
+    code, stdout, stderr = evaluate_into(out, model_file, data)
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.splitlines() == [
+        f"yoda-sr: error: --out: {out / 'summary.json'} is not a yoda-sr evaluation; choose another folder, or "
+        "overwrite it (--overwrite)"
+    ]
+    assert sorted(path.name for path in out.iterdir()) == ["summary.json"]

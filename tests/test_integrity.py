@@ -128,6 +128,21 @@ def test_symlink_loops_in_input_folders_are_listed_once(tmp_path):
     assert [path.name for path, _ in find_images([tmp_path / "d" / "sub"]).images] == ["img0.png"]
 
 
+def test_a_file_link_that_loops_is_one_line_and_the_rest_goes_on(tmp_path, model_file, capsys):
+    """A link to itself among images (and as an argument): resolving it raised RuntimeError."""
+    write_crops(tmp_path / "d", 1)
+    (tmp_path / "d" / "loop.png").symlink_to(tmp_path / "d" / "loop.png")
+    for args in (["-o", tmp_path / "out"], []):
+        capsys.readouterr()
+        assert cli("upscale", tmp_path / "d", *args, "--model", model_file, "--steps", STEPS) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("yoda-sr: error:") == 1, err
+        assert "loop.png: is a symbolic link that loops or points to nothing; fix or remove the link" in err
+    assert (tmp_path / "out" / "img0.png").is_file() and (tmp_path / "d" / "img0_x4.png").is_file()
+    assert cli("upscale", tmp_path / "d" / "loop.png", "--model", model_file) == 1
+    assert "loop.png: is a symbolic link that loops" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "case", ["text file", "bmp name", "folder under a file", "read-only folder", "symlinked run log"]
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
+from yoda_sr.grids import layout
 from yoda_sr.imaging import resize_bicubic
 from yoda_sr.seeds import derive_seed
 from yoda_sr.training import Trainer, data, diffusion_loss, load_config, objective
@@ -45,10 +47,11 @@ def train_command(photos: Path, out: Path, *extra) -> list[str]:
     return [sys.executable, "-m", "yoda_sr", "train", "--data", str(photos), "--out", str(out), *BASE, *map(str, extra)]
 
 
-def test_short_real_run_learns_writes_everything_and_upscales(photos, tmp_path, capsys):
+def test_short_real_run_writes_everything_and_upscales(photos, tmp_path, capsys):
+    """What a run leaves behind (that a run learns is tests/test_learning.py's job)."""
     out = tmp_path / "run"
     code = cli(
-        "train", "--data", photos, "--out", out, *BASE, "--iterations", "240", "--batch-size", "16", "--val-every", "60"
+        "train", "--data", photos, "--out", out, *BASE, "--iterations", "16", "--batch-size", "4", "--val-every", "4"
     )
     err = capsys.readouterr().err
     assert code == 0, err
@@ -64,15 +67,16 @@ def test_short_real_run_learns_writes_everything_and_upscales(photos, tmp_path, 
     ):
         assert (out / name).is_file(), name
     grids = sorted((out / "samples").glob("step_*.png"))
-    assert [g.name for g in grids] == [f"step_{s:06d}.png" for s in (60, 120, 180, 240)]
+    assert [g.name for g in grids] == [f"step_{s:06d}.png" for s in (4, 8, 12, 16)]
     with Image.open(grids[-1]) as grid:
-        assert grid.size == (5 * 32, 3 * 32)  # LR | bicubic | SR | HR | attention, one row per image
+        plan = layout(3, 5, (32, 32), colorbar=True)  # LR | bicubic | SR | HR | attention, one row per image
+        assert grid.size == (plan.width, plan.height)
     rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
-    losses = [float(r["val_loss"]) for r in rows]
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert [int(r["step"]) for r in rows] == [4, 8, 12, 16]
+    assert all(math.isfinite(float(r["val_loss"])) and float(r["val_psnr"]) > 0 for r in rows), rows
     metadata = checkpoints.read_metadata(out / "weights" / "ema.safetensors")
     assert metadata["yoda"] == {"attention": "edge", "lower_bound": 0.2, "mask_input": True}
-    assert metadata["training"]["iterations"] == 240 and metadata["arch"] == "srdiff"
+    assert metadata["training"]["iterations"] == 16 and metadata["arch"] == "srdiff"
     # the attention maps were cached on disk by content
     assert len(list((checkpoints.home() / "cache" / "attention").glob("*-edge-x4-*.npy"))) == 3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,12 @@ def test_bad_config_values_are_one_line_before_anything_runs(photos, tmp_path, c
     assert cli("train", "--config", config, "--out", out) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and setting.replace("_", "-") in err and "Traceback" not in err, err
+    assert f"({setting} in {config})" in err, err  # where the value came from
     assert not out.exists()
+    # the same value given as a flag is the flag's problem alone
+    if setting == "val_steps":
+        assert cli("train", "--config", config, "--out", out, "--val-steps", "0") == 2
+        assert "recipe.toml" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "keys missing"])
@@ -154,7 +160,8 @@ def test_resuming_from_a_damaged_state_is_one_line(photos, one_step_run, tmp_pat
     capsys.readouterr()
     assert cli(*args, "--iterations", "2") == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "last.pt" in err and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("yoda-sr: error:")]
+    assert len(errors) == 1 and "last.pt" in errors[0] and "Traceback" not in err, err
 
 
 def test_a_killed_save_leaves_nothing_the_next_run_keeps(photos, one_step_run, tmp_path):
@@ -167,3 +174,82 @@ def test_a_killed_save_leaves_nothing_the_next_run_keeps(photos, one_step_run, t
     assert cli(*args, "--iterations", "2") == 0
     assert not stale.exists()
     assert math.isfinite(float((out / "metrics.csv").read_text().splitlines()[-1].split(",")[1]))
+
+
+def test_resume_reads_the_run_config_and_says_what_a_new_length_changes(one_step_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run, out)
+    capsys.readouterr()
+    assert cli("train", "--out", out, "--resume", "--iterations", "3", "--log-every", "1") == 0  # no --data
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"yoda-sr: resuming {out} with iterations 3 (was 1); log_every 1 (was 0); validation stays every step, "
+        "as recorded (val_every changes that)"
+    )
+    start = next(line for line in lines if line.startswith("yoda-sr: training "))
+    assert f"srdiff-tiny (0.23M parameters, 4x) in {out}: 2 image(s)" in start and "steps 1 -> 3" in start
+    assert "cpu" in start
+    progress = [line for line in lines if line.startswith("yoda-sr: step ") and "/3" in line]
+    assert [line.split()[2] for line in progress] == ["2/3", "3/3"], err
+    for line in progress:
+        assert re.fullmatch(r"yoda-sr: step \d/3 \(\d+%\): loss \d\.\d{4}, \d+\.\d\d it/s, ETA \d+s", line), line
+    steps = [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3"]
+    recorded = (out / "config.toml").read_text()
+    assert "iterations = 3" in recorded.splitlines() and not any(
+        line.startswith("resume") for line in recorded.splitlines()
+    )
+
+
+def test_resume_keeps_the_recorded_validation_spacing(photos, tmp_path):
+    from yoda_sr.training import load_config
+    from yoda_sr.training.config import TrainConfig, to_toml
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text(to_toml(TrainConfig(data=str(photos), out=str(out), iterations=200)))
+    notes: list[str] = []
+    config = load_config(None, {"out": str(out), "resume": True, "iterations": 500}, log=notes.append)
+    assert config.data == str(photos) and config.iterations == 500 and config.resume
+    assert config.val_every == 20 and config.save_every == 0  # 200 // 10, not 500 // 10
+    assert notes == [
+        f"resuming {out} with iterations 500 (was 200); validation and checkpoints stay every 20 steps, as "
+        "recorded (val_every changes that)"
+    ]
+    (out / "config.toml").write_text(to_toml(config))  # what the resumed run records: the spacing stays
+    assert load_config(None, {"out": str(out), "resume": True, "iterations": 900}).val_every == 20
+    explicit = load_config(None, {"out": str(out), "resume": True, "iterations": 900, "val_every": 50})
+    assert explicit.val_every == 50
+
+
+@pytest.mark.parametrize(
+    "cosine,extra,flag",
+    [
+        (False, ["--lr", "0.001"], "--lr"),
+        (False, ["--seed", "3"], "--seed"),
+        (True, ["--iterations", "9"], "--iterations"),
+    ],
+)
+def test_resume_refuses_settings_that_change_the_run(photos, tmp_path, capsys, cosine, extra, flag):
+    from yoda_sr.training.config import TrainConfig, to_toml
+
+    out = tmp_path / "run"
+    out.mkdir()
+    schedule = "cosine" if cosine else "constant"
+    recorded = to_toml(TrainConfig(data=str(photos), out=str(out), iterations=5, lr_schedule=schedule))
+    (out / "config.toml").write_text(recorded)
+    assert cli("train", "--data", photos, "--out", out, "--resume", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"yoda-sr: error: {flag}: ") and "config.toml" in err, err
+    assert "--init-from" in err and (out / "config.toml").read_text() == recorded
+    assert sorted(path.name for path in out.iterdir()) == ["config.toml"]
+
+
+def test_resume_of_a_folder_without_a_run_is_one_line(tmp_path, capsys):
+    assert cli("train", "--out", tmp_path / "nothing", "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no config.toml" in err and "--data" in err, err

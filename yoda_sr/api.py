@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoints, memory
+from .conditioning import x_up_recipe
 from .errors import SettingError, YodaError
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ class Upscaler:
             lower_bound=float(yoda.get("lower_bound", 0.2)),
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
+        self.x_up = x_up_recipe(self.metadata)
+        """How the condition x_up is built (``conditioning``): as the model's training data was."""
         self._float_model: SRDenoiser | None = None
         self._pixel_bytes: dict[torch.dtype, int] = {}
 
@@ -167,8 +170,6 @@ class Upscaler:
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
         if merged.stream == "on" and merged.tile == 0:
             raise SettingError("stream", "streaming works in tiles; it needs tile auto or a tile size, not 0")
-        if not isinstance(merged.sparse, bool):
-            raise SettingError("sparse", f"must be True or False, got {merged.sparse!r}")
         merged.block = resolve_block(merged.block, merged.sparse, self.model.info.size_multiple)
         budget = merged.memory_budget
         if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
@@ -322,10 +323,11 @@ class Upscaler:
     ) -> list[Result]:
         """Prepare the condition and attention once, then sample through ``sampling.sample``."""
         from .attention import compute_attention
+        from .conditioning import upscale_condition
         from .imaging import resize_bicubic, to_tensor
         from .masking import update_fraction
         from .sampling import sample
-        from .sparse import Evaluator, StepProgress, cell_side
+        from .sparse import Evaluator, StepProgress
         from .tiling import lr_multiple, pad_to
 
         assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
@@ -339,7 +341,7 @@ class Upscaler:
         lr, (height, width) = pad_to(lr, lr_multiple(info.size_multiple, self.scale))
         lr = lr.to(self.device)
         hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        x_up = resize_bicubic(lr, size=hr_size)
+        x_up = upscale_condition(lr, hr_size, self.x_up)
         cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
         cond.x_up = x_up
         attention = None
@@ -350,8 +352,7 @@ class Upscaler:
         tile = self._tile_side(settings.tile, *hr_size)
         # The denoiser runs one image at a time, which keeps each result independent of its batch
         # (convolutions are not bitwise batch-invariant); the sampler's elementwise work runs batched.
-        cell = cell_side(settings.block, info.size_multiple)
-        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=cell, dtype=dtype)
+        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block, dtype=dtype)
         ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
         evaluator.on_tile = ticks.call
         sampled = sample(

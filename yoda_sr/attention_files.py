@@ -116,6 +116,7 @@ class AttentionMaps:
         weights: Path | None = None,
         scale: float = 1.0,
         overlay: bool = False,
+        colorbar: bool = False,
         timeline: int | None = None,
         lower_bound: float = 0.2,
         steps: int = 500,
@@ -133,7 +134,7 @@ class AttentionMaps:
             raise SettingError("timeline", f"needs at least 1 frame, got {timeline}")
         if not (math.isfinite(scale) and scale > 0):
             raise SettingError("scale", f"must be a positive number, got {scale:g}")
-        self.weights, self.scale, self.overlay = weights, scale, overlay
+        self.weights, self.scale, self.overlay, self.colorbar = weights, scale, overlay, colorbar
         self.timeline, self.lower_bound, self.steps = timeline, lower_bound, steps
         self.device = resolve_device(device)
 
@@ -177,6 +178,11 @@ class AttentionMaps:
                 renders[output] = values.astype("float32")
             else:
                 renders[output] = timeline(values, self.lower_bound, self.steps, self.timeline or 1)
+        if self.colorbar and primary in renders:
+            from .grids import labelled_grid
+
+            title = f"{self.method} attention{' over the image' if self.overlay else ''}"
+            renders[primary] = labelled_grid([[renders[primary]]], [title], colorbar="A")
         for output, content in renders.items():
             output.parent.mkdir(parents=True, exist_ok=True)
             if output.suffix == ".npy":

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .errors import YodaError
-from .files import FoundImages, expand_globs, find_images
+from .files import FoundImages, expand_globs, find_images, missing_reason, resolved
 from .fsutil import claim, release, remove_stale_temporaries
 
 
@@ -129,9 +129,10 @@ class Batch(Generic[ItemT]):
         for text in found.notes:
             self.note(text)
         for path in found.missing:
-            self.fail(f"{path}: no such file or folder")
+            self.fail(f"{path}: {missing_reason(path)}")
         if not found.images and not found.missing:
-            raise YodaError(f"no images found in {', '.join(map(str, arguments))}")
+            where = ", ".join(map(str, arguments))
+            raise YodaError(f"no images found in {where}; give image files, or folders that hold some")
         return found
 
     def plan(self, items: Iterable[ItemT]) -> list[ItemT]:
@@ -144,13 +145,13 @@ class Batch(Generic[ItemT]):
         for folder in sorted({output.parent for item in items for output in item.outputs}):
             for removed in remove_stale_temporaries(folder):
                 self.note(f"removed {removed}, left by a run that was stopped")
-        inputs = {item.image.resolve() for item in items}
+        inputs = {resolved(item.image) for item in items}
         claimed: dict[Path, Path] = {}
         mine: list[ItemT] = []
         for index, item in enumerate(items):
             problem = self._conflict(item, inputs, claimed)
             for output in item.outputs:
-                claimed.setdefault(output.resolve(), item.image)
+                claimed.setdefault(resolved(output), item.image)
             if index % self.world != self.rank:
                 continue
             if problem:
@@ -171,7 +172,7 @@ class Batch(Generic[ItemT]):
 
     def _conflict(self, item: ItemT, inputs: set[Path], claimed: dict[Path, Path]) -> str | None:
         for output in item.outputs:
-            target = output.resolve()
+            target = resolved(output)
             if target in inputs:
                 hint = _parenthesized(self.hints.input)
                 return f"{item.image}: its output {output} is an input image; refusing to overwrite it{hint}"

@@ -11,8 +11,15 @@ per-image seed (``seeds.derive_seed`` of the base seed and the image's relative 
 
 Metrics (``metrics.image_metrics``, and LPIPS when available) leave out a border of ``scale`` pixels;
 the reported numbers are means over images.
-The output folder gets per_image.csv, summary.json, grid.png, the LR inputs (lr/) and every method's
-results (<method>/), all PNG; stdout gets a Markdown table with one row per method.
+The output folder gets per_image.csv, summary.json, grid.png (labelled columns), the LR inputs (lr/)
+and every method's results (<method>/), all PNG; stdout gets a Markdown table with one row per
+method, and one line for each diffusion method that scored below bicubic, with the likely cause.
+
+An evaluation resumes: per_image.csv and summary.json are rewritten after every image, and a run
+into a folder that holds the same evaluation (model sha256, data folder, scale, steps, sampler, eta,
+attention, lower bound, seed, dtype: ``evaluation_results.IDENTITY``) computes only the (image,
+method) pairs that have no result file and row yet. A folder holding a different evaluation, or
+files that are not an evaluation, is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -36,13 +43,18 @@ from .evaluation_results import (
     GRID_ROWS,
     Outcome,
     Record,
+    check_out,
+    explain,
+    grid_labels,
     grid_row,
     json_number,
     make_grid,
     markdown_table,
     per_image_csv,
+    previous_records,
     summarize,
 )
+from .files import resolved
 from .imageio import read_picture, write_picture
 from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from .metrics import SSIM_RADIUS, Lpips, crop_border, image_metrics, lpips_available
@@ -108,8 +120,9 @@ class Evaluation:
             "yoda": settings,
         }
 
-    def image(self, rgb: np.ndarray, key: str) -> Outcome:
-        """Evaluate every method on one HR image; ``key`` (its relative path) names it and seeds it."""
+    def image(self, rgb: np.ndarray, key: str, methods: Sequence[str] | None = None) -> Outcome:
+        """Evaluate ``methods`` (default: every method) on one HR image; ``key`` (its relative path)
+        names it and seeds it."""
         hr = ground_truth(rgb, self.scale)
         smallest = 2 * SSIM_RADIUS + 1 + 2 * self.scale
         if min(hr.shape[:2]) < smallest:
@@ -119,7 +132,7 @@ class Evaluation:
         seed = derive_seed(self.seed, key)
         results: dict[str, np.ndarray] = {}
         records = []
-        for method in self.methods:
+        for method in self.methods if methods is None else methods:
             if method == "bicubic":
                 start = time.perf_counter()
                 image = bicubic_upscale(lr, hr.shape[:2])
@@ -156,16 +169,6 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a results folder that is a file, or that is not empty (unless ``overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise SettingError("out", f"{out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SettingError(
-            "out", f"{out} is not empty; allow overwriting to replace its results, or choose another folder"
-        )
-
-
 def default_out(model_name: str) -> Path:
     """The results folder when none is given: ./eval_<model name>."""
     return Path(f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', model_name)}")
@@ -184,6 +187,8 @@ class Summary:
     lpips_note: str | None
     """Why LPIPS was not computed (None when it was)."""
     failed: int
+    explanations: list[str] = dataclasses.field(default_factory=list)
+    """One line per diffusion method that scored below bicubic, with the likely cause."""
 
 
 def evaluate(
@@ -236,8 +241,8 @@ def evaluate(
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)
-    results_folder = out.resolve()
-    found = [(image, folder) for image, folder in search.images if not image.resolve().is_relative_to(results_folder)]
+    results_folder = resolved(out)
+    found = [(image, folder) for image, folder in search.images if not resolved(image).is_relative_to(results_folder)]
     found = found[:limit] if limit is not None else found
     if not found:
         raise YodaError(f"no images found in {data} outside the results folder {out}")
@@ -249,53 +254,13 @@ def evaluate(
             lpips_model = Lpips(upscaler.device)
         except YodaError as error:
             lpips_note = str(error)
-    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_model)
-    note(
-        f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
-        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
-        f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
-    )
-    if "yoda" in methods and settings.attention == "none":
-        note("note: the yoda method uses attention none here, so it equals plain")
-
-    keys = [(folder / image.name).as_posix() for image, folder in found]
-    names = _output_names(keys)
-    items = [
-        Item(image, key, [out / folder / names[key] for folder in ("lr", *methods)])
-        for (image, _), key in zip(found, keys, strict=True)
-    ]
-    position = {key: index for index, key in enumerate(keys, start=1)}
-    records: list[Record] = []
-    grid: list[list[np.ndarray]] = []
-
-    def run_one(item: Item) -> Outcome:
-        outcome = evaluation.image(read_picture(item.image).rgb, item.key)
-        write_picture(out / "lr" / names[item.key], outcome.lr)
-        for method, image in outcome.results.items():
-            write_picture(out / method / names[item.key], image)
-        return outcome
-
-    def finished(item: Item, outcome: Outcome) -> None:
-        records.extend(outcome.records)
-        if len(grid) < GRID_ROWS:
-            grid.append(grid_row(outcome, scale))
-        scores = ", ".join(f"{r.method} {r.psnr_y:.2f} dB / {r.ssim_y:.4f}" for r in outcome.records)
-        note(f"[{position[item.key]}/{len(found)}] {item.key}: PSNR-Y / SSIM-Y {scores}")
-
-    start = time.perf_counter()
-    tally = batch.run(batch.plan(items), each(run_one), done=finished)
-    elapsed = time.perf_counter() - start
-    if not tally.done:
-        raise YodaError(f"none of the {len(found)} image(s) could be evaluated")
-
-    means = summarize(records, methods)
-    content = {
+    content: dict[str, Any] = {
         "model": upscaler.name,
         "model_sha256": upscaler.loaded.sha256,
         "yoda_sr_version": __version__,
         "data": str(data),
-        "images": tally.done,
-        "failed": tally.failed,
+        "images": 0,
+        "failed": 0,
         "compare": methods,
         "settings": {
             "scale": scale,
@@ -311,14 +276,96 @@ def evaluate(
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
         "lpips": {"computed": lpips_model is not None, "note": lpips_note},
-        "seconds_per_image": elapsed / tally.done,
-        "methods": {
-            method: {name: json_number(value) for name, value in entry.items()} for method, entry in means.items()
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "per_image.csv", per_image_csv(records))
-    _write_text(out / "summary.json", json.dumps(content, indent=2, allow_nan=False) + "\n")
-    write_picture(out / "grid.png", make_grid(grid))
-    return Summary(content, means, None if lpips_model is not None else lpips_note, tally.failed)
+    keys = [(folder / image.name).as_posix() for image, folder in found]
+    names = _output_names(keys)
+    known: dict[tuple[str, str], Record] = {}
+    if not overwrite:
+        for record in previous_records(out, content):
+            known[(record.image, record.method)] = record
+
+    def done(key: str, method: str) -> bool:
+        return (key, method) in known and (out / method / names[key]).is_file() and (out / "lr" / names[key]).is_file()
+
+    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_model)
+    note(
+        f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
+        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
+        f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
+    )
+    if "yoda" in methods and settings.attention == "none":
+        note("note: the yoda method uses attention none here, so it equals plain")
+
+    todo = {key: [method for method in methods if not done(key, method)] for key in keys}
+    items = [
+        Item(image, key, [out / "lr" / names[key], *(out / method / names[key] for method in todo[key])])
+        for (image, _), key in zip(found, keys, strict=True)
+        if todo[key]
+    ]
+    if len(items) < len(found):
+        note(f"resuming the evaluation in {out}: {len(found) - len(items)} of {len(found)} image(s) done already")
+    position = {key: index for index, key in enumerate(keys, start=1)}
+
+    def write_results(failed: int) -> dict[str, Any]:
+        records = [known[(key, method)] for key in keys for method in methods if (key, method) in known]
+        complete = [key for key in keys if all((key, method) in known for method in methods)]
+        means = summarize([record for record in records if record.image in complete], methods)
+        content.update(
+            images=len(complete),
+            failed=failed,
+            seconds_per_image=json_number(
+                float(np.mean([sum(r.seconds for r in records if r.image == key) for key in complete]))
+                if complete
+                else None
+            ),
+            methods={
+                method: {name: json_number(value) for name, value in entry.items()} for method, entry in means.items()
+            },
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text(out / "per_image.csv", per_image_csv(records))
+        _write_text(out / "summary.json", json.dumps(content, indent=2, allow_nan=False) + "\n")
+        return means
+
+    def run_one(item: Item) -> Outcome:
+        outcome = evaluation.image(read_picture(item.image).rgb, item.key, todo[item.key])
+        write_picture(out / "lr" / names[item.key], outcome.lr)
+        for method, image in outcome.results.items():
+            write_picture(out / method / names[item.key], image)
+        return outcome
+
+    def finished(item: Item, outcome: Outcome) -> None:
+        for record in outcome.records:
+            known[(record.image, record.method)] = record
+        write_results(batch.tally.failed)
+        scores = ", ".join(f"{r.method} {r.psnr_y:.2f} dB / {r.ssim_y:.4f}" for r in outcome.records)
+        note(f"[{position[item.key]}/{len(found)}] {item.key}: PSNR-Y / SSIM-Y {scores}")
+
+    write_results(0)
+    tally = batch.run(batch.plan(items), each(run_one), done=finished)
+    means = write_results(tally.failed)
+    if not content["images"]:
+        raise YodaError(f"none of the {len(found)} image(s) could be evaluated")
+    rows: list[list[np.ndarray]] = []
+    for key, (image, _) in zip(keys, found, strict=True):
+        if len(rows) < GRID_ROWS and all((key, method) in known for method in methods):
+            row = _grid_row(image, [out / folder / names[key] for folder in ("lr", *methods)], scale)
+            rows.extend([row] if row else [])
+    if rows:
+        write_picture(out / "grid.png", make_grid(rows, grid_labels(methods, scale)))
+    steps, default_steps = settings.steps, upscaler.resolve(Settings()).steps
+    explanations = []
+    if steps is not None and settings.sampler is not None and default_steps is not None:
+        explanations = explain(means, steps, settings.sampler, default_steps)
+    return Summary(content, means, None if lpips_model is not None else lpips_note, tally.failed, explanations)
+
+
+def _grid_row(image: Path, results: list[Path], scale: int) -> list[np.ndarray] | None:
+    """The grid cells of an evaluated image, read back from its files (None if one is unreadable)."""
+    try:
+        hr = ground_truth(read_picture(image).rgb, scale)
+        lr, *images = (read_picture(path).rgb for path in results)
+    except YodaError:
+        return None
+    return grid_row(Outcome(hr, lr, {str(index): image for index, image in enumerate(images)}, []), scale)

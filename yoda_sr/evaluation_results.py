@@ -1,15 +1,20 @@
 """The results of an evaluation as numbers, text and pictures: per-method means, a Markdown table,
-per-image CSV and a grid of centre crops (LR, each method, ground truth)."""
+per-image CSV and a labelled grid of centre crops (LR, each method, ground truth)."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .errors import SettingError
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips")
 CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds")
@@ -17,8 +22,6 @@ GRID_ROWS = 4
 """Images shown in grid.png."""
 GRID_CELL = 256
 """Largest side of a grid cell: a centre crop of each image."""
-GRID_GAP = 4
-"""White pixels between grid cells."""
 
 
 @dataclass
@@ -118,20 +121,153 @@ def grid_row(outcome: Outcome, scale: int) -> list[np.ndarray]:
     return [_centre(image, side) for image in (lr, *outcome.results.values(), outcome.hr)]
 
 
-def make_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Square cells side by side (rows of equal length) on white, cropped to the smallest cell's side."""
+def grid_labels(methods: list[str], scale: int) -> list[str]:
+    """Column labels of grid.png, in the order of :func:`grid_row`'s cells."""
+    return [f"LR (x{scale} nearest)", *methods, "HR (truth)"]
+
+
+def make_grid(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
+    """Square cells (rows of equal length), cropped to the smallest cell's side, under column labels."""
+    from .grids import labelled_grid
+
     side = min(min(cell.shape[:2]) for row in rows for cell in row)
-    columns = len(rows[0])
-    grid = np.full(
-        (len(rows) * side + (len(rows) - 1) * GRID_GAP, columns * side + (columns - 1) * GRID_GAP, 3), 255, np.uint8
-    )
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            top, left = r * (side + GRID_GAP), c * (side + GRID_GAP)
-            grid[top : top + side, left : left + side] = _centre(cell, side)
-    return grid
+    return labelled_grid([[_centre(cell, side) for cell in row] for row in rows], labels)
 
 
 def json_number(value: float | None) -> float | None:
     """JSON has no infinity or NaN: those become null."""
     return value if value is None or math.isfinite(value) else None
+
+
+IDENTITY = ("model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "seed", "dtype")
+"""What makes two evaluations the same: results computed under one can stand in for the other's."""
+
+
+def identity(content: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`IDENTITY` values of a summary.json's content (None where missing)."""
+    settings = content.get("settings")
+    flat = {
+        **(settings if isinstance(settings, dict) else {}),
+        **{key: content.get(key) for key in ("model_sha256", "data", "dtype")},
+    }
+    return {key: flat.get(key) for key in IDENTITY}
+
+
+def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """How two identities differ, as "KEY THEIRS there, OURS here" (data compared as resolved paths)."""
+    found = []
+    for key in IDENTITY:
+        a, b = theirs.get(key), ours.get(key)
+        if key == "data" and isinstance(a, str) and isinstance(b, str):
+            same = Path(a).resolve() == Path(b).resolve()
+        else:
+            same = a == b
+        if not same:
+            if key == "model_sha256":
+                a, b = str(a)[:12], str(b)[:12]
+            found.append(f"{key} {a} there, {b} here")
+    return found
+
+
+def read_records(path: Path) -> list[Record]:
+    """The records of a per_image.csv written by :func:`per_image_csv`; rows that do not parse are
+    left out (their images are evaluated again)."""
+    names = [item.name for item in dataclasses.fields(Record)]
+    records = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    for row in rows:
+        try:
+            values: dict[str, Any] = {name: row.get(name) or None for name in names}
+            for name in names[2:]:
+                values[name] = None if values[name] is None else float(values[name])
+            if values["image"] is None or values["method"] is None or values["seconds"] is None:
+                continue
+            records.append(Record(**values))
+        except (TypeError, ValueError):
+            continue
+    return records
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a results folder that is a file, or a non-empty folder that holds no evaluation
+    (unless ``overwrite``); one that holds an evaluation is checked by :func:`previous_records`."""
+    if out.exists() and not out.is_dir():
+        raise SettingError("out", f"{out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not (out / "summary.json").is_file():
+        raise SettingError(
+            "out",
+            f"{out} is not empty and holds no evaluation (no summary.json); choose another folder, or write "
+            "into it anyway (--overwrite)",
+        )
+
+
+def previous_records(out: Path, ours: dict[str, Any]) -> list[Record]:
+    """The records of the evaluation already in ``out`` if it is the same evaluation as ``ours``
+    (summary.json content); SettingError if ``out`` holds a different or unreadable one."""
+    summary = out / "summary.json"
+    if not summary.is_file():
+        return []
+    try:
+        content = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        content = error
+    if not isinstance(content, dict):
+        raise SettingError(
+            "out", f"{summary} is not a yoda-sr evaluation; choose another folder, or overwrite it (--overwrite)"
+        )
+    changed = differences(identity(content), identity(ours))
+    if changed:
+        raise SettingError(
+            "out",
+            f"{out} holds a different evaluation ({'; '.join(changed)}); choose another folder, or "
+            "overwrite it (--overwrite)",
+        )
+    return read_records(out / "per_image.csv")
+
+
+MEASURED = (
+    "measured with the default model on 4 held-out crops: plain DDPM sampling is 7.9 dB below bicubic at 1 step, "
+    "2.1 dB at 2 and 0.8 dB above it at 3; plain DDIM stays below bicubic up to 20 steps (bench/plain_steps.py)"
+)
+"""What bench/plain_steps.py measured (4 held-out 192-px crops, 4x, 2-core CPU), cited by :func:`explain`."""
+
+
+def explain(means: dict[str, dict[str, float | None]], steps: int, sampler: str, default_steps: int) -> list[str]:
+    """One line per diffusion method whose mean PSNR-Y is below bicubic's, with the likely cause:
+    too few steps (at most 2, or fewer than the model's default), plain DDIM sampling, plain
+    diffusion alone (yoda above bicubic), or a model that does not improve on bicubic here."""
+    scores = {method: entry.get("psnr_y") for method, entry in means.items()}
+    bicubic = scores.get("bicubic")
+    if bicubic is None or not math.isfinite(bicubic):
+        return []
+    below = {method: bicubic - score for method, score in scores.items() if score is not None and score < bicubic}
+    lines = []
+    for method, gap in below.items():
+        start = f"note: {method} scores {gap:.2f} dB below bicubic (PSNR-Y)"
+        if steps <= 2 or steps < default_steps:
+            lines.append(
+                f"{start}: {steps} {sampler} step(s) are likely too few (this model's default is {default_steps}). "
+                f"Diffusion starts from pure noise, and its first predictions of the image are poor until later "
+                f"steps correct them ({MEASURED}); evaluate with more steps"
+            )
+        elif method == "plain" and sampler == "ddim":
+            lines.append(
+                f"{start} with {steps} DDIM steps: deterministic DDIM sampling of every pixel can stay below bicubic "
+                f"at any step count ({MEASURED}); compare with DDPM sampling"
+            )
+        elif method == "plain" and "yoda" in scores and "yoda" not in below:
+            lines.append(
+                f"{start} and yoda does not: this model improves on bicubic only where its attention map sends the "
+                "diffusion (a model trained with YODA masks and no plain samples, plain_fraction = 0, has never "
+                "seen plain diffusion's inputs; docs/method.md §6)"
+            )
+        else:
+            lines.append(
+                f"{start} at {steps} steps: the model does not improve on bicubic for these images with {method} "
+                "sampling; check that its weights are trained, for this scale and this kind of image"
+            )
+    return lines

@@ -59,8 +59,24 @@ def find_images(
 
 
 def _inside(path: Path, folders: list[Path]) -> bool:
-    resolved = path.resolve()
-    return any(resolved == folder or folder in resolved.parents for folder in folders)
+    target = resolved(path)
+    return any(target == folder or folder in target.parents for folder in folders)
+
+
+def resolved(path: Path) -> Path:
+    """``path.resolve()``, or its absolute form for a symbolic link that loops (which reading then
+    reports), so that comparing paths never fails."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError before Python 3.13
+        return path.absolute()
+
+
+def missing_reason(path: Path) -> str:
+    """Why a path is neither a file nor a folder, and what to do, for an error line."""
+    if path.is_symlink():
+        return "is a symbolic link that loops or points to nothing; fix or remove the link"
+    return "no such file or folder"
 
 
 def _walk(top: Path, recursive: bool, excluded: list[Path], notes: list[str]) -> list[Path]:

@@ -109,6 +109,8 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
     try:
         if source.is_dir():
             raise YodaError(f"{source}: is a folder, not an image")
+        if source.is_symlink() and not source.exists():
+            raise YodaError(f"{source}: is a symbolic link that loops or points to nothing; fix or remove the link")
         if source.stat().st_size == 0:
             raise YodaError(f"{source}: is empty (0 bytes); copy it again or remove it")
         with _pillow_limit() as pillow_max, _open(source) as image:

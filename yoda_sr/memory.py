@@ -151,6 +151,7 @@ def _run_streamed(
         overlap=settings.tile_overlap,
         dtype=dtype,
         lr_multiple=lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
+        x_up=upscaler.x_up,
         sparse=settings.sparse,
         block=int(settings.block),
     )

@@ -52,6 +52,8 @@ Box = tuple[int, int, int, int]
 def resolve_block(block: int | str, sparse: bool, multiple: int) -> int:
     """The block side a setting means: auto is DEFAULT_BLOCK (rounded up to ``multiple``) with sparse
     evaluation and 0 (pixel-level maps) without; a side must be 0 or a multiple of ``multiple``."""
+    if not isinstance(sparse, bool):
+        raise SettingError("sparse", f"must be True or False, got {sparse!r}")
     if block == "auto":
         return cell_side(0, multiple) if sparse else 0
     if not isinstance(block, int) or isinstance(block, bool) or block < 0 or block % multiple:
@@ -164,9 +166,10 @@ class Evaluator:
     """Epsilon functions over whole states of a batch of images: ``dense`` and ``masked``.
 
     ``tile`` bounds the side of what the denoiser sees at once (None: the whole image); ``overlap``
-    is the dense tiles'. ``block`` is the cell side and ``origin`` the image position of the state's
-    first pixel (for windows of a larger image whose blocks are anchored at the image's origin). The
-    denoiser runs one image at a time, so an image's eps depends on nothing else in its batch.
+    is the dense tiles'. ``block`` is the cell side (the map's blocks; 0: DEFAULT_BLOCK rounded up
+    to the model's size multiple) and ``origin`` the image position of the state's first pixel (for
+    windows of a larger image whose blocks are anchored at the image's origin). The denoiser runs
+    one image at a time, so an image's eps depends on nothing else in its batch.
     """
 
     def __init__(
@@ -176,7 +179,7 @@ class Evaluator:
         *,
         tile: int | None = None,
         overlap: int = 32,
-        block: int = DEFAULT_BLOCK,
+        block: int = 0,
         halo: int = HALO,
         origin: tuple[int, int] = (0, 0),
         dtype: torch.dtype | None = None,
@@ -186,8 +189,9 @@ class Evaluator:
         height, width = cond.x_up.shape[-2:]
         if height % multiple or width % multiple:
             raise ValueError(f"the state's sides must be multiples of {multiple}, got {height} x {width}")
-        if block < 1:
-            raise ValueError(f"the block side must be positive, got {block}")
+        block = cell_side(block, multiple)
+        if block < 1 or block % multiple:
+            raise ValueError(f"the block side must be a positive multiple of {multiple}, got {block}")
         self.model = model
         self.dtype = dtype or next(model.parameters()).dtype
         self.cond = cond.to(self.dtype)

@@ -55,10 +55,12 @@ class StreamSpec:
     dtype: torch.dtype
     lr_multiple: int
     """LR sides are padded (replicating the border) to a multiple of this."""
+    x_up: str = "bicubic"
+    """The model's condition recipe (``conditioning``)."""
     sparse: bool = False
     """Evaluate the denoiser on the active blocks only (``sparse.Evaluator``)."""
     block: int = 0
-    """HR side of the blocks the map is pooled to, anchored at the image's origin (0: pixel-level)."""
+    """HR side of the blocks the map is averaged over, anchored at the image's origin (0: pixel-level)."""
 
 
 class PositionalNoise:
@@ -214,10 +216,10 @@ def upscale_streamed(
     and the work fraction (pixels the denoiser ran on / steps x image pixels).
     """
     from .attention import compute_attention
-    from .imaging import resize_bicubic
+    from .conditioning import upscale_condition
     from .masking import activation_steps, update_fraction
     from .sampling import sample
-    from .sparse import Evaluator, cell_side
+    from .sparse import Evaluator
     from .tiling import gaussian_window, plan_tiles
 
     schedule = spec.schedule
@@ -252,7 +254,7 @@ def upscale_streamed(
             c, d = max(0, tile.left // scale - margin), min(lr_width, (tile.left + tile.width) // scale + margin)
             dy, dx = tile.top - a * scale, tile.left - c * scale
             crop = lr[..., a:b, c:d].to(device)
-            x_up = resize_bicubic(crop, size=((b - a) * scale, (d - c) * scale))
+            x_up = upscale_condition(crop, ((b - a) * scale, (d - c) * scale), spec.x_up)
             cond = model.prepare(crop.to(spec.dtype), x_up.to(spec.dtype)).to(torch.float32)
             cond.x_up = x_up
             cond = cond.crop(dy, dx, tile.height, tile.width)
@@ -263,8 +265,7 @@ def upscale_streamed(
                 (r0, r1), (c0, c1) = rows_owned[tile.top], cols_owned[tile.left]
                 owned = activation[..., r0 - tile.top : r1 - tile.top, c0 - tile.left : c1 - tile.left]
                 updates += update_fraction(owned, schedule.steps) * owned.numel()
-            cell = cell_side(spec.block, model.info.size_multiple)
-            evaluator = Evaluator(model, cond, block=cell, origin=(tile.top, tile.left), dtype=spec.dtype)
+            evaluator = Evaluator(model, cond, block=spec.block, origin=(tile.top, tile.left), dtype=spec.dtype)
             noise = PositionalNoise(seed, tile.top, tile.left)
 
             def step(info: object, noise: PositionalNoise = noise) -> None:

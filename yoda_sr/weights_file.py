@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 METADATA_KEY = "yoda_sr"
 """The safetensors ``__metadata__`` key whose value is yoda-sr's JSON metadata."""
 FORMAT_VERSION = 1
+_DAMAGED = "the file cannot be used: download, import or train it again"
 _CHUNK = 1 << 20
 
 
@@ -53,9 +54,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         metadata = json.loads(raw)
     except ValueError as error:
-        raise YodaError(f"{path}: its yoda-sr metadata is not valid JSON ({error})") from None
+        raise YodaError(f"{path}: its yoda-sr metadata is not valid JSON ({error}); {_DAMAGED}") from None
     if not isinstance(metadata, dict):
-        raise YodaError(f"{path}: its yoda-sr metadata is a JSON {type(metadata).__name__}, not an object")
+        what = type(metadata).__name__
+        raise YodaError(f"{path}: its yoda-sr metadata is a JSON {what}, not an object; {_DAMAGED}")
     return metadata
 
 

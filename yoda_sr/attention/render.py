@@ -2,16 +2,16 @@
 
 Only numpy and Pillow draw here (no matplotlib): ``heatmap`` colours a map with viridis
 (``attention.colormap``), ``overlay`` blends it over a photo, and ``timeline`` draws the paper's
-Figures 1 and 5: M(t) at a few steps above a plot of the active-area fraction versus t.
+Figures 1 and 5: M(t) at a few steps, a legend of the panels' colours, and a plot of the
+active-area fraction versus t.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from ..plots import font as _font
 from .colormap import colormap
 
 COLORMAP_SIZE = 256
@@ -73,15 +73,6 @@ _ACTIVE_WHITE = 0.5
 _MAX_STRIP_WIDTH = 1800
 
 
-@lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled font at ``size`` pixels (its bitmap font where FreeType is missing)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):
-        return ImageFont.load_default()
-
-
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     """Width and height in pixels of ``text`` drawn in ``font``."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -105,6 +96,48 @@ def _mask_panel(grey: np.ndarray, tint: np.ndarray, active: np.ndarray) -> Image
     dark = (grey * _INACTIVE_DIM)[..., None].repeat(3, axis=-1)
     bright = _ACTIVE_WHITE * 255.0 + (1.0 - _ACTIVE_WHITE) * tint
     return Image.fromarray(np.round(np.where(active[..., None], bright, dark)).astype(np.uint8))
+
+
+_LEGEND_HEIGHT = 16
+LEGEND_ENTRIES = (
+    (True, "M(t) = 1: denoised at step t (tint: A, low to high)"),
+    (False, "M(t) = 0: holds the upscaled input, noised to t (shade: A)"),
+)
+"""The timeline's legend of the panels' colours: active, then inactive pixels."""
+
+
+def legend_swatch(active: bool, width: int = 36, height: int = 12) -> np.ndarray:
+    """A swatch of the panels' colours for A from 0 (left) to 1 (right), active or inactive."""
+    values = np.repeat(np.linspace(0.0, 1.0, width)[None, :], height, axis=0)
+    panel = _mask_panel(values * 255.0, heatmap(values).astype(np.float64), np.full(values.shape, active))
+    return np.asarray(panel)
+
+
+def _legend_widths(draw: ImageDraw.ImageDraw, font) -> list[int]:
+    return [36 + 6 + _text_size(draw, text, font)[0] for _, text in LEGEND_ENTRIES]
+
+
+def _legend_rows(width: int, font) -> int:
+    """1 when the legend's entries fit side by side in ``width`` pixels, else one row per entry."""
+    widths = _legend_widths(ImageDraw.Draw(Image.new("RGB", (1, 1))), font)
+    return 1 if sum(widths) + 28 * (len(widths) - 1) <= width else len(widths)
+
+
+def _mask_legend(canvas: Image.Image, draw: ImageDraw.ImageDraw, centre: float, top: int, font, rows: int) -> None:
+    """The legend of the panels' colours (``LEGEND_ENTRIES``) under them, in ``rows`` rows."""
+    widths = _legend_widths(draw, font)
+    spacing = 28
+    x = round(centre - (sum(widths) + spacing * (len(widths) - 1)) / 2)
+    for index, ((active, text), width) in enumerate(zip(LEGEND_ENTRIES, widths, strict=True)):
+        if rows > 1:
+            x = round(centre - max(widths) / 2)
+        middle = top + _LEGEND_HEIGHT // 2 + (index * _LEGEND_HEIGHT if rows > 1 else 0)
+        swatch = legend_swatch(active)
+        y = middle - swatch.shape[0] // 2
+        canvas.paste(Image.fromarray(swatch), (x, y))
+        draw.rectangle((x - 1, y - 1, x + swatch.shape[1], y + swatch.shape[0]), outline=_FAINT)
+        _draw_text(draw, (x + swatch.shape[1] + 6, middle), text, font, _LABEL, "lm")
+        x += width + spacing
 
 
 def _percent(value: float) -> str:
@@ -177,7 +210,9 @@ def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames
     title_height, label_height, caption_height = 30, 22, 20
     strip_top = title_height + label_height
     plot_height = 260
-    plot_top = strip_top + panel_height + caption_height + 28
+    legend_top = strip_top + panel_height + caption_height + 4
+    legend_rows = _legend_rows(canvas_width - 2 * margin, small_font)
+    plot_top = legend_top + legend_rows * _LEGEND_HEIGHT + 28
     canvas_height = plot_top + plot_height + 70
     canvas = Image.new("RGB", (canvas_width, canvas_height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
@@ -214,6 +249,8 @@ def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames
             _FAINT,
             "mt",
         )
+
+    _mask_legend(canvas, draw, canvas_width / 2, legend_top, small_font, legend_rows)
 
     # The plot: x runs from T (left) to 0 (right), like the panels above; y is the active area in %.
     axis_label_width = 62

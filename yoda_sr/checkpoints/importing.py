@@ -13,7 +13,7 @@ from ..fsutil import temporary_path
 from ..weights_file import save, sha256_file, tensor_names
 from .paths import check_name
 from .registry import Entry, find_entry
-from .store import check_source_hash, installed_path, record_install
+from .store import check_source_hash, installed_path, read_lock, record_install
 
 if TYPE_CHECKING:
     from ..convert import Converted
@@ -47,7 +47,7 @@ def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | 
         else:
             save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     else:
-        converted = convert_file(raw, entry.format, scale=entry.scale)
+        converted = convert_file(raw, entry.format, scale=entry.scale, config=entry.config)
         _check_usable(entry, converted, raw)
         save(target, converted.tensors, _entry_metadata(entry, converted.metadata, source_sha))
     record_install(entry.name, target, source_sha, revision, entry.format, repin=repin)
@@ -125,24 +125,35 @@ def _scale_of(metadata: dict[str, Any]) -> int | None:
 
 
 def import_checkpoint(
-    file: str | Path, *, name: str, format: str = "auto", scale: int | None = None, force: bool = False
+    file: str | Path,
+    *,
+    name: str,
+    format: str = "auto",
+    scale: int | None = None,
+    norm_groups: int | None = None,
+    force: bool = False,
 ) -> tuple[Path, str | None]:
-    """Convert an upstream file into the store as ``name``; returns the file and a note (or None)."""
+    """Convert an upstream file into the store as ``name``; returns the file and a note (or None).
+
+    ``scale`` and ``norm_groups`` are for SR3 weights that match no registered configuration.
+    """
     from ..convert import convert_file
 
     check_name(name)
     entry = find_entry(name)
     if entry is not None and entry.embedded:
         raise UsageError(f"{name} is embedded in the package; import under another name")
+    read_lock()  # a damaged lock stops the import before anything is written
     target = installed_path(name)
     if target.exists() and not force:
         raise UsageError(f"{name} is already installed ({target}); pass --force to replace it")
     file = Path(file)
     source_sha = sha256_file(file)
+    config = None
     if entry is not None:
         check_source_hash(entry, file, source_sha, lambda: None)
-        scale = scale or entry.scale
-    converted = convert_file(file, format, scale=scale)
+        scale, config = scale or entry.scale, entry.config
+    converted = convert_file(file, format, scale=scale, norm_groups=norm_groups, config=config)
     check_finite(converted.tensors, str(file))
     if entry is not None:
         if entry.kind != converted.metadata["kind"]:

@@ -33,28 +33,36 @@ def installed_path(name: str) -> Path:
     return store_path(name)
 
 
+_LOCK_ADVICE = "remove it, then download or import (with --force) the checkpoints again"
+
+
 def read_lock() -> dict[str, dict[str, Any]]:
-    """The store's record: ``{"installed": {name: {...}}, "pins": {name: {...}}}``."""
+    """The store's record: ``{"installed": {name: {...}}, "pins": {name: {...}}}``.
+
+    Only yoda-sr writes this file, so anything else in it is damage: YodaError naming the file,
+    never a record silently dropped (a dropped pin would let another file in under its name).
+    """
+    path = lock_path()
     try:
-        data = json.loads(lock_path().read_bytes())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         data = {}
     except (OSError, ValueError) as error:
-        raise YodaError(f"{lock_path()} is unreadable ({error}); remove it and download again") from None
+        raise YodaError(f"{path} is unreadable ({error}); {_LOCK_ADVICE}") from None
     if not isinstance(data, dict):
-        raise YodaError(f"{lock_path()} is damaged (not a JSON object); remove it and download again")
-    return {"installed": _records(data.get("installed")), "pins": _records(data.get("pins"))}
+        raise YodaError(f"{path} is damaged (not a JSON object); {_LOCK_ADVICE}")
+    return {"installed": _records(path, data, "installed"), "pins": _records(path, data, "pins")}
 
 
-def _records(table: object) -> dict[str, dict[str, Any]]:
-    """The well-formed records of a lock table: valid names mapping to objects (the rest is ignored)."""
-    if not isinstance(table, dict):
-        return {}
-    return {
-        name: dict(record)
-        for name, record in table.items()
-        if isinstance(name, str) and NAME.fullmatch(name) and isinstance(record, dict)
-    }
+def _records(path: Path, data: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
+    """One table of the lock: valid names mapping to objects with a sha256 string."""
+    records = data.get(table, {})
+    if not isinstance(records, dict):
+        raise YodaError(f"{path} is damaged ({table!r} is not an object); {_LOCK_ADVICE}")
+    for name, record in records.items():
+        if not NAME.fullmatch(name) or not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            raise YodaError(f"{path} is damaged (its {table!r} record {name[:80]!r} is malformed); {_LOCK_ADVICE}")
+    return {name: dict(record) for name, record in records.items()}
 
 
 @contextmanager
@@ -191,6 +199,7 @@ def remove(name: str) -> bool:
     if entry is not None and entry.embedded:
         raise UsageError(f"{name} is embedded in the package and cannot be removed")
     path = installed_path(name)
+    read_lock()  # a damaged lock stops here, before the file goes
     existed = _delete_store_file(path)
     with _updating_lock() as lock:
         existed = lock["installed"].pop(name, None) is not None or existed

@@ -54,6 +54,9 @@ def attention(
         help="The map's size is the image's times S. Default: the model's scale.",
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Blend the heat map over the image."),
+    colorbar: bool = typer.Option(
+        False, "--colorbar", help="Title the heat map (or overlay) and add a colour bar of A; the PNG gets wider."
+    ),
     timeline: int | None = typer.Option(
         None,
         "--timeline",
@@ -89,6 +92,7 @@ def attention(
         weights=weights,
         scale=float(defaults.scale) if scale is None else scale,
         overlay=overlay,
+        colorbar=colorbar,
         timeline=timeline,
         lower_bound=defaults.lower_bound if lower_bound is None else lower_bound,
         steps=defaults.train_steps if steps is None else steps,

@@ -183,6 +183,9 @@ def import_(
     name: str = typer.Option(..., "--name", help="The name to use it by (--model NAME)."),
     format: str = typer.Option("auto", "--format", help="auto | sr3-janspiry | srdiff | dino-resnet50-pth | timm."),
     scale: int | None = typer.Option(None, "--scale", help="SR factor, for SR3 weights matching no known config."),
+    norm_groups: int | None = typer.Option(
+        None, "--norm-groups", help="GroupNorm groups of SR3 weights matching no known config (not in the weights)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an installed checkpoint of that name."),
 ) -> None:
     """Convert an upstream checkpoint into yoda-sr's safetensors format, usable by name."""
@@ -190,7 +193,9 @@ def import_(
 
     if not file.is_file():
         raise YodaError(f"{file} does not exist")
-    path, note = checkpoints.import_checkpoint(file, name=name, format=format, scale=scale, force=force)
+    path, note = checkpoints.import_checkpoint(
+        file, name=name, format=format, scale=scale, norm_groups=norm_groups, force=force
+    )
     if note:
         typer.echo(f"yoda-sr: note: {note}", err=True)
     metadata = checkpoints.read_metadata(path)

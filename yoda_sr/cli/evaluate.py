@@ -48,13 +48,18 @@ def evaluate(
     out: Path | None = typer.Option(
         None, "--out", "-o", metavar="DIR", help="Results folder (default: ./eval_<model name>)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Recompute every result in --out (default: finish an evaluation with these settings).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the results table."),
 ) -> None:
     """Measure PSNR/SSIM/LPIPS of a model against bicubic and plain diffusion on HR images.
 
     Prints a Markdown table (one row per method) and writes per_image.csv, summary.json, grid.png
-    and every method's results to --out.
+    and every method's results to --out. Run again into the same --out with the same settings, it
+    computes only what is missing (an interrupted evaluation finishes).
     """
     from ..evaluation import evaluate as run_evaluation
     from ..evaluation import markdown_table
@@ -85,5 +90,7 @@ def evaluate(
         typer.echo(line)
     if summary.lpips_note is not None:
         typer.echo(summary.lpips_note)
+    for line in summary.explanations:
+        typer.echo(line)
     if summary.failed:
         raise typer.Exit(1)

@@ -32,15 +32,29 @@ def train(
     num_workers: int | None = typer.Option(None, "--num-workers", metavar="W", help="Data loader workers."),
     seed: int | None = typer.Option(None, "--seed", metavar="N", help="Seed of weights, data and noise."),
     out: str | None = typer.Option(None, "--out", metavar="RUN_DIR", help="Run folder (weights, state, metrics)."),
-    resume: bool | None = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool | None = typer.Option(
+        None, "--resume", help="Continue the run in --out from its last checkpoint (settings from its config.toml)."
+    ),
     val_every: int | None = typer.Option(None, "--val-every", metavar="N", help="Validate every N steps."),
     save_every: int | None = typer.Option(None, "--save-every", metavar="N", help="Checkpoint every N steps."),
+    log_every: int | None = typer.Option(
+        None,
+        "--log-every",
+        metavar="N",
+        help="Progress line every N steps when stderr is not a terminal (default: 100, or 5% of shorter runs).",
+    ),
     val_images: int | None = typer.Option(None, "--val-images", metavar="N", help="Crops each validation samples."),
     val_steps: int | None = typer.Option(None, "--val-steps", metavar="N", help="Sampling steps of validation."),
     device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
-    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun)."""
+    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun).
+
+    `--out RUN --resume` continues a run with the settings in RUN/config.toml; it may be given a new
+    --iterations (the validation spacing stays as recorded), but not settings that change its weights.
+    """
+    import os
+
     from ..training import Trainer, load_config
 
     overrides = dict(
@@ -67,10 +81,12 @@ def train(
         resume=resume,
         val_every=val_every,
         save_every=save_every,
+        log_every=log_every,
         val_images=val_images,
         val_steps=val_steps,
         device=device,
     )
-    settings = load_config(config, overrides)
+    main_process = os.environ.get("RANK", "0") == "0"
+    settings = load_config(config, overrides, log=note if main_process else None)
     weights = Trainer(settings, log=note).run()
     typer.echo(f"weights: {weights} (use --model {Path(settings.out)})")

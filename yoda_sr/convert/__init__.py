@@ -15,7 +15,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, UsageError, YodaError
 from ..models import create_model_from_config
 from ..models.validation import check_denoiser_metadata, check_shapes
 from ..weights_file import read_metadata
@@ -91,8 +91,19 @@ def _check_loads(arch: str, hparams: dict[str, Any], tensors: dict[str, Tensor])
         raise YodaError(f"the weights do not fit the inferred {arch} architecture: {first}") from None
 
 
-def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = None) -> Converted:
-    """Read an upstream (or yoda-sr) checkpoint and return it in yoda-sr's layout."""
+def convert_file(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    scale: int | None = None,
+    norm_groups: int | None = None,
+    config: str | None = None,
+) -> Converted:
+    """Read an upstream (or yoda-sr) checkpoint and return it in yoda-sr's layout.
+
+    ``scale`` and ``norm_groups`` are what SR3 weights cannot show; ``config`` is the registered
+    configuration a registry entry names (SR3 weights must then have its UNet).
+    """
     if format not in IMPORT_FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}")
     state = read_tensors(path)
@@ -102,9 +113,14 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
     detected = detect_format(state)
     if format not in ("auto", "safetensors") and format != detected:
         raise YodaError(f"{path} looks like {detected}, not {format}")
+    if norm_groups is not None and detected != sr3_janspiry.FORMAT:
+        raise SettingError("norm_groups", f"{path} holds {detected} weights; only SR3 weights take a group count")
     if detected in (sr3_janspiry.FORMAT, srdiff.FORMAT):
         module = sr3_janspiry if detected == sr3_janspiry.FORMAT else srdiff
-        result = module.convert(state, scale=scale)
+        if module is sr3_janspiry:
+            result = sr3_janspiry.convert(state, scale=scale, norm_groups=norm_groups, config=config)
+        else:
+            result = srdiff.convert(state, scale=scale)
         _check_loads(result["arch"], result["hparams"], result["tensors"])
         metadata = {
             "kind": "denoiser",
@@ -112,12 +128,15 @@ def convert_file(path: str | Path, format: str = "auto", *, scale: int | None = 
             "hparams": result["hparams"],
             "schedule": None if result["schedule"] is None else result["schedule"].to_dict(),
             "matched_config": result["matched_config"],
+            "x_up": module.X_UP,
         }
         note = None
-        if result["matched_config"] is None and result["arch"] == "sr3":
+        if result["matched_config"] is not None and result["arch"] == "sr3":
+            hparams = result["hparams"]
             note = (
-                f"GroupNorm groups ({result['hparams']['norm_groups']}) are not recorded in SR3 weights; "
-                "inferred as the largest common divisor of the widths"
+                f"SR3 weights do not record GroupNorm's groups, the scale or the training size: "
+                f"{hparams['norm_groups']} groups, {hparams['scale']}x and {hparams['image_size']} px "
+                f"from {result['matched_config']}, whose UNet and schedule these weights have"
             )
         return Converted(result["tensors"], metadata, detected, note)
     if detected == dino.RESNET_FORMAT:

@@ -20,6 +20,9 @@ from ..models.srdiff import UPSTREAM_PREFIXES
 from .schedule import schedule_from_betas
 
 FORMAT = "srdiff"
+X_UP = "matlab-lr256"
+"""Upstream's condition: ``SRDataSet`` builds ``img_lr_up = imresize(img_lr / 256, sr_scale)`` with
+its MATLAB-style resize, unclipped (``conditioning``); imported models are conditioned the same way."""
 _TO_OURS = {upstream: ours for ours, upstream in UPSTREAM_PREFIXES.items()}
 
 

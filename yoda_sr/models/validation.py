@@ -8,6 +8,7 @@ refused before a single weight is allocated.
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class MetadataError(YodaError):
 
 def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """MetadataError naming the file and the first problem; returns quietly for usable metadata."""
+    from ..conditioning import DEFAULT_X_UP, X_UP_RECIPES
     from ..schedules import ScheduleSpec
     from ._registry import ARCHS
 
@@ -38,9 +40,13 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     hparams = metadata.get("hparams")
     if not isinstance(hparams, dict):
         raise fail("has no 'hparams' object")
+    parameters = inspect.signature(ARCHS[arch].__init__).parameters
     for key, value in hparams.items():
         if not _sane(value):
             raise fail(f"has an unusable hyperparameter {key!r} = {value!r}")
+        annotation = parameters[key].annotation if key in parameters else None
+        if isinstance(annotation, str) and not _fits(annotation, value):
+            raise fail(f"has hyperparameter {key!r} = {value!r}, which is not {annotation}")
     scale = metadata.get("scale")
     if scale is not None and not (_is_int(scale) and 1 <= scale <= MAX_SCALE):
         raise fail(f"has scale {scale!r}; expected an integer 1..{MAX_SCALE}")
@@ -70,6 +76,9 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
         raise fail(f"has lower bound {lower_bound!r}; expected a number in [0, 1]")
     if not isinstance(yoda.get("attention", "none"), str) or not isinstance(yoda.get("mask_input", True), bool):
         raise fail("has a 'yoda' entry with an attention that is not a name or a mask_input that is not true/false")
+    x_up = metadata.get("x_up", DEFAULT_X_UP)
+    if not isinstance(x_up, str) or x_up not in X_UP_RECIPES:
+        raise fail(f"names an unknown condition recipe x_up = {x_up!r} (known: {', '.join(X_UP_RECIPES)})")
 
 
 def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tuple[int, ...]]) -> None:
@@ -86,7 +95,9 @@ def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tu
             model = create_model_from_config(metadata["arch"], metadata["hparams"])
     except (KeyError, TypeError, ValueError, RuntimeError, AssertionError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise MetadataError(f"{path}: its metadata does not describe a buildable model ({message})") from None
+        raise MetadataError(
+            f"{path}: its metadata does not describe a buildable model ({message}); the file cannot be used as a model"
+        ) from None
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     missing = sorted(set(expected) - set(file_shapes))
     unexpected = sorted(set(file_shapes) - set(expected))
@@ -95,7 +106,8 @@ def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tu
         first = (missing or unexpected or wrong)[0]
         raise MetadataError(
             f"{path}: its weights do not fit the {metadata['arch']} its metadata describes "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first})"
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first}); "
+            "the file cannot be used as a model"
         )
 
 
@@ -105,6 +117,27 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _fits(annotation: str, value: object) -> bool:
+    """Whether ``value`` has a type the constructor annotation names (``int``, ``int | None``,
+    ``Sequence[int]``, ...): a string "4" for an int is refused here, not deep inside a model.
+    Annotations this does not know pass (the meta-device build checks the rest)."""
+    for option in (part.strip() for part in annotation.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option == "int" and _is_int(value):
+            return True
+        if option == "float" and _is_number(value):
+            return True
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if option.startswith(("Sequence[int]", "list[int]", "tuple[int")):
+            if isinstance(value, list | tuple) and all(_is_int(item) for item in value):
+                return True
+        elif option not in ("None", "int", "float", "bool") and (option != "str" or isinstance(value, str)):
+            return True
+    return False
 
 
 def _sane(value: object) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class TrainConfig:
     """0: ten validations per run."""
     save_every: int = 0
     """0: at every validation."""
+    log_every: int = 0
+    """Progress line every N steps when stderr is not a terminal; 0: every 100 steps (5% of shorter runs)."""
     val_images: int = 4
     val_steps: int = 20
     device: str = "auto"
@@ -63,25 +66,48 @@ class TrainConfig:
         return {f.name for f in fields(cls)}
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a TOML file (optional) with non-None ``overrides`` applied on top."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise SettingError("config", f"{path}: no such file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
-            raise SettingError("config", f"{path}: {error}") from None
-        values = {key.replace("-", "_"): value for key, value in values.items()}
-        unknown = sorted(set(values) - TrainConfig.keys())
-        if unknown:
-            raise SettingError("config", f"{path}: unknown keys {', '.join(unknown)}")
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    check_types(values)
-    config = TrainConfig(**values)
-    validate(config)
+def read_settings(path: str | Path, setting: str = "config") -> dict[str, Any]:
+    """The settings of a TOML file (keys with ``-`` or ``_``); SettingError under ``setting`` for a
+    missing or unreadable file or an unknown key."""
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingError(setting, f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
+        raise SettingError(setting, f"{path}: {error}") from None
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - TrainConfig.keys())
+    if unknown:
+        raise SettingError(setting, f"{path}: unknown keys {', '.join(unknown)}")
+    return values
+
+
+def load_config(
+    path: str | Path | None, overrides: dict[str, Any], log: Callable[[str], None] | None = None
+) -> TrainConfig:
+    """A TrainConfig from a TOML file (optional) with non-None ``overrides`` applied on top.
+
+    With ``resume``, the run's recorded ``config.toml`` is the base and what the file and the
+    overrides ask for is checked against it (``resume.resumed_settings``); ``log`` gets the one
+    line that says what a resume changes.
+    """
+    values: dict[str, Any] = read_settings(path) if path is not None else {}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    from_file = set(values) - set(given)
+    values.update(given)
+    try:
+        check_types(values)
+        if values.get("resume"):
+            from .resume import resumed_settings
+
+            values = resumed_settings(values, log or (lambda _: None))
+        config = TrainConfig(**values)
+        validate(config)
+    except SettingError as error:
+        if error.setting not in from_file:
+            raise
+        raise SettingError(error.setting, f"{error} ({error.setting} in {path})") from None
     return config
 
 
@@ -128,6 +154,7 @@ def validate(config: TrainConfig) -> None:
         ("clip_grad", config.clip_grad >= 0, "must be >= 0 (0: no clipping)"),
         ("val_every", config.val_every >= 0, "must be >= 0 (0: ten validations per run)"),
         ("save_every", config.save_every >= 0, "must be >= 0 (0: at every validation)"),
+        ("log_every", config.log_every >= 0, "must be >= 0 (0: every 100 steps, or 5% of shorter runs)"),
         ("val_images", config.val_images >= 1, "must be at least 1"),
         ("val_steps", config.val_steps >= 1, "must be at least 1"),
         ("plain_fraction", 0 <= config.plain_fraction <= 1, "must lie in [0, 1]"),
@@ -140,10 +167,11 @@ def validate(config: TrainConfig) -> None:
 
 
 def to_toml(config: TrainConfig) -> str:
-    """The resolved settings as a TOML file that ``--config`` reads back (None values left out)."""
-    lines = ["# yoda-sr train: the resolved settings of this run (usable as --config)"]
+    """The resolved settings as a TOML file that ``--config`` reads back (None values and ``resume``,
+    a request rather than a setting, left out)."""
+    lines = ["# yoda-sr train: the resolved settings of this run (usable as --config; --resume continues it)"]
     for key, value in asdict(config).items():
-        if value is None:
+        if value is None or key == "resume":
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,6 +24,8 @@ from ..errors import UsageError, YodaError
 from ..fsutil import atomic_save, atomic_write_bytes, remove_stale_temporaries
 from .config import TrainConfig, to_toml
 
+GRID_LABELS = ("LR", "bicubic", "SR (EMA)", "HR", "attention")
+"""Columns of the samples/step_*.png grids."""
 METRICS = ["step", "loss", "lr", "seconds", "val_loss", "val_psnr", "val_ssim", "bicubic_psnr"]
 
 
@@ -140,8 +141,10 @@ class RunFolder:
         )
 
     def write_grid(self, step: int, lr: Tensor, x_up: Tensor, sr: Tensor, hr: Tensor, attention: Tensor) -> Path:
-        """samples/step_NNNNNN.png: one row per image, LR (nearest) | bicubic | SR | HR | attention."""
+        """samples/step_NNNNNN.png: one row per image, LR (nearest) | bicubic | SR | HR | attention,
+        under column labels, with a colour bar for the attention map."""
         from ..attention.render import heatmap
+        from ..grids import labelled_grid
         from ..imageio import save_png
         from ..imaging import to_array
 
@@ -150,9 +153,10 @@ class RunFolder:
         for i in range(hr.shape[0]):
             tiles = [to_array(images[i : i + 1]) for images in (lr_big, x_up, sr, hr)]
             tiles.append(heatmap(attention[i, 0].cpu().numpy()))
-            rows.append(np.concatenate(tiles, axis=1))
+            rows.append(tiles)
+        grid = labelled_grid(rows, GRID_LABELS, colorbar="A")
         (self.out / "samples").mkdir(parents=True, exist_ok=True)
-        return save_png(np.concatenate(rows, axis=0), self.out / "samples" / f"step_{step:06d}.png")
+        return save_png(grid, self.out / "samples" / f"step_{step:06d}.png")
 
 
 def weights_metadata(

@@ -33,6 +33,41 @@ from .model import build_model, ema_decay, lr_factor, update_ema
 from .run_folder import Checkpoint, RunFolder, RunState, weights_metadata
 
 
+def duration(seconds: float) -> str:
+    """A duration for people: 42s, 6m21s, 2h05m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Progress lines for logs (stderr not a terminal): step, mean loss since the last line, speed
+    since the last line and the time left at the average speed of this process."""
+
+    def __init__(self, first: int, last: int, log: Callable[[str], None]) -> None:
+        self.first, self.last, self.log = first, last, log
+        self.start = self.since = time.perf_counter()
+        self.step_since = first
+        self.losses: list[float] = []
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def report(self, step: int) -> None:
+        now = time.perf_counter()
+        speed = (step - self.step_since) / max(now - self.since, 1e-9)
+        average = (step - self.first) / max(now - self.start, 1e-9)
+        left = duration((self.last - step) / average) if average > 0 else "?"
+        loss = float(np.mean(self.losses)) if self.losses else math.nan
+        self.log(
+            f"step {step}/{self.last} ({100 * step / self.last:.0f}%): loss {loss:.4f}, {speed:.2f} it/s, ETA {left}"
+        )
+        self.since, self.step_since, self.losses = now, step, []
+
+
 class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
@@ -242,6 +277,20 @@ class Trainer:
             ) from None
         self._main_log(f"resumed {self.folder.out} at step {self.state.step}")
 
+    def _start_message(self) -> str:
+        """What is trained, on what, for how long, where: the line a run starts with."""
+        config = self.config
+        parameters = sum(p.numel() for p in self.model.parameters()) / 1e6
+        pixels = sum(source.hr[0].numel() for source in self.sources) / 1e6
+        batch = config.batch_size * config.grad_accum * self.dist.world
+        processes = f" x {self.dist.world} processes" if self.dist.world > 1 else ""
+        return (
+            f"training {config.model} ({parameters:.2f}M parameters, {self.scale}x) in {self.folder.out}: "
+            f"{len(self.sources)} image(s) ({pixels:.3g} MP) from {config.data}, {config.hr_size} px "
+            f"{config.mode}, batch {batch}; steps {self.state.step} -> {config.iterations}, validation "
+            f"every {self.val_every}; {self.device}{processes}"
+        )
+
     def run(self) -> Path:
         """Train from the current (or resumed) step to ``config.iterations``; the EMA weights' path."""
         from tqdm import tqdm
@@ -258,14 +307,18 @@ class Trainer:
         if self.state.step >= config.iterations:
             self._main_log(f"{self.folder.out} is already at step {self.state.step} of {config.iterations}")
             return self.folder.ema_weights
+        self._main_log(self._start_message())
+        terminal = sys.stderr.isatty()
         bar = tqdm(
             total=config.iterations,
             initial=self.state.step,
             unit="it",
             file=sys.stderr,
-            disable=not self.dist.main or not sys.stderr.isatty(),
+            disable=not self.dist.main or not terminal,
             dynamic_ncols=True,
         )
+        progress = None if terminal else Progress(self.state.step, config.iterations, self._main_log)
+        log_every = config.log_every or max(1, min(100, config.iterations // 20))
         micro_batches = batches(self.sources, config, self.scale, self.state.step, self.dist.rank, self.dist.world)
         start = time.perf_counter()
         running: list[float] = []
@@ -275,6 +328,10 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             step = self.state.step
+            if progress is not None:
+                progress.add(loss)
+                if step % log_every == 0 or step == config.iterations:
+                    progress.report(step)
             if step % self.val_every == 0 or step == config.iterations:
                 row = {
                     "step": step,

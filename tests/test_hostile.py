@@ -1,0 +1,452 @@
+"""The hostile-input sweep: every case is one `yoda-sr` command on a damaged, forged or impossible
+input, run in-process inside its own sandbox folder (inputs, outputs, $YODA_SR_HOME, working
+directory), and every case must end the same way:
+
+- exactly one ``yoda-sr: error:`` line on stderr, naming the file (or flag, or variable) at fault
+  and saying what to do, and no traceback;
+- the exit code: 2 for a usage error (a flag, the environment, an output that cannot work), 1 when
+  an input or a store file is at fault;
+- no temporary or claim file left anywhere (``.yoda-tmp``, ``.yoda-claim``), no partial output;
+- every input byte for byte as it was, and nothing created, changed or removed outside the output
+  folder (the whole sandbox is snapshotted before and after, symbolic links not followed).
+
+The corpora: images (truncated, forged, zero bytes, a wrong extension, a header claiming huge
+dimensions, a symbolic-link loop, a folder named like an image), checkpoints (metadata that is not
+JSON, not an object, lacks keys, holds strings for numbers, absurd hyperparameters, hostile
+architecture names) and the store's ``checkpoints.lock.json``, training configs (zero, negative,
+NaN and string values) and a damaged ``state/last.pt``, and the environment (``WORLD_SIZE=0``,
+``RANK >= WORLD_SIZE``, ``--suffix`` with slashes, ``--tile 17``, ``--steps 0``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from yoda_sr.weights_file import METADATA_KEY, read_metadata
+
+from conftest import cli, photo, save_tiny_checkpoint
+
+STEPS = ("--steps", "2")
+
+
+# --- the sandbox and the checks every case shares -------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: relative path -> file hash, ``dir`` or ``link -> target``."""
+    entries: dict[str, str] = {}
+    for folder, folders, files in os.walk(root, followlinks=False):
+        for name in folders + files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                entries[relative] = f"link -> {os.readlink(path)}"
+            elif path.is_dir():
+                entries[relative] = "dir"
+            else:
+                entries[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return entries
+
+
+@dataclass
+class Case:
+    """One hostile command: how to build its sandbox, what it runs, what it must say."""
+
+    build: Callable[[Path], list[object]]
+    """Creates the inputs under the sandbox and returns the command's arguments."""
+    code: int
+    names: tuple[str, ...]
+    """What the error line must name: a file name, a flag, a variable."""
+    advice: str
+    """A regular expression for what the error line tells the user to do (or what it must be)."""
+    out: str | None = None
+    """The output folder (relative to the sandbox), where the command may write; None: nowhere."""
+    env: dict[str, str] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    """The images the output folder must hold afterwards (those of the good inputs beside a bad one)."""
+
+
+@pytest.fixture(scope="module")
+def model_bytes(tmp_path_factory) -> bytes:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors").read_bytes()
+
+
+def sweep(case: Case, sandbox: Path, model: bytes, monkeypatch, capsys) -> None:
+    """Build the case in ``sandbox``, run it, and check everything the module docstring promises."""
+    (sandbox / "model.safetensors").write_bytes(model)
+    monkeypatch.setenv("YODA_SR_HOME", str(sandbox / "home"))
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in case.env.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.chdir(sandbox)
+    args = case.build(sandbox)
+    before = snapshot(sandbox)
+    capsys.readouterr()
+
+    code = cli(*args)
+    err = capsys.readouterr().err
+    after = snapshot(sandbox)
+
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("yoda-sr: error:")]
+    assert len(errors) == 1, err
+    assert code == case.code, err
+    for name in case.names:
+        assert name in errors[0], (name, errors[0])
+    assert re.search(case.advice, errors[0]), (case.advice, errors[0])
+    left = [path for path in after if ".yoda-tmp" in path or ".yoda-claim" in path]
+    assert not left, left
+    inside = (case.out + "/") if case.out else None
+    changed = sorted(
+        path
+        for path in before.keys() | after.keys()
+        if before.get(path) != after.get(path) and not (inside and (path + "/").startswith(inside))
+    )
+    assert not changed, changed
+    if case.out and (sandbox / case.out).is_dir():
+        folder = sandbox / case.out
+        written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in (".png", ".npy"))
+        assert written == sorted(case.outputs), written
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+
+def png_bytes(array: np.ndarray | None = None, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(photo("astronaut")[:24, :32] if array is None else array).save(buffer, format)
+    return buffer.getvalue()
+
+
+def huge_header_png() -> bytes:
+    """A valid PNG signature and IHDR claiming 100000 x 100000 pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def image_file(name: str, make: Callable[[Path], None]) -> Callable[[Path], Path]:
+    def build(sandbox: Path) -> Path:
+        folder = sandbox / "in"
+        folder.mkdir(exist_ok=True)
+        make(folder / name)
+        return folder / name
+
+    return build
+
+
+IMAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    "truncated": ("cut.png", lambda p: p.write_bytes(png_bytes()[: len(png_bytes()) // 2]), "again"),
+    "forged": ("forged.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3), "remove it"),
+    "zero bytes": ("empty.png", lambda p: p.write_bytes(b""), "copy it again or remove it"),
+    "wrong extension": ("notes.jpg", lambda p: p.write_text("meeting notes, not a photo\n"), "remove it"),
+    "huge dimensions": ("bomb.png", lambda p: p.write_bytes(huge_header_png()), "--max-pixels"),
+    "symlink loop": ("loop.png", lambda p: p.symlink_to(p), "symbolic link"),
+    "folder named like an image": ("folder.png", lambda p: p.mkdir(), "give image files"),
+}
+
+
+def image_cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {}
+    for label, (name, make, advice) in IMAGES.items():
+        build = image_file(name, make)
+
+        def upscale_file(sandbox: Path, build=build) -> list[object]:
+            return ["upscale", build(sandbox), "-o", "out/", "--model", "model.safetensors", *STEPS]
+
+        def upscale_folder(sandbox: Path, build=build) -> list[object]:
+            build(sandbox)
+            (sandbox / "in" / "good.png").write_bytes(png_bytes())
+            return ["upscale", "in", "-r", "-o", "out", "--model", "model.safetensors", *STEPS]
+
+        def attention_file(sandbox: Path, build=build) -> list[object]:
+            return ["attention", build(sandbox), "--method", "edge", "--scale", "1", "--out", "maps/"]
+
+        def evaluate_folder(sandbox: Path, build=build) -> list[object]:
+            build(sandbox)
+            (sandbox / "in" / "good.png").write_bytes(png_bytes(photo("astronaut")[:64, :64]))
+            return ["evaluate", "--data", "in", "--model", "model.safetensors", "--compare", "bicubic", "-o", "eval"]
+
+        cases[f"upscale {label}"] = Case(upscale_file, 1, (name,), advice, out="out")
+        if label != "folder named like an image":  # in a folder, a folder is a folder (-r goes inside)
+            cases[f"upscale folder with {label}"] = Case(
+                upscale_folder, 1, (name,), advice, out="out", outputs=("good.png",)
+            )
+        cases[f"attention {label}"] = Case(attention_file, 1, (name,), advice, out="maps")
+        if label != "folder named like an image":
+            cases[f"evaluate folder with {label}"] = Case(
+                evaluate_folder, 1, (name,), advice, out="eval", outputs=("bicubic/good.png", "grid.png", "lr/good.png")
+            )
+    return cases
+
+
+# --- checkpoints and the store's lock file ---------------------------------------------------------
+
+
+def hostile_metadata(metadata: dict, case: str) -> str:
+    changed = json.loads(json.dumps(metadata))
+    if case == "invalid json":
+        return "{not json"
+    if case == "a list":
+        return "[1, 2, 3]"
+    if case == "a string":
+        return '"denoiser"'
+    if case == "no hparams":
+        del changed["hparams"]
+    elif case == "no schedule":
+        del changed["schedule"]
+    elif case == "string numbers":
+        changed["hparams"] = {k: str(v) if isinstance(v, int) else v for k, v in changed["hparams"].items()}
+    elif case == "absurd hparams":  # a memory bomb, refused before anything is allocated
+        changed["hparams"] = {**changed["hparams"], "hidden_size": 200_000, "rrdb_num_block": 60_000}
+    elif case == "large hparams the weights do not have":
+        changed["hparams"] = {**changed["hparams"], "hidden_size": 4096}
+    elif case == "a huge schedule":
+        changed["schedule"] = {**changed["schedule"], "steps": 2_000_000_000}
+    elif case == "a NaN eta":
+        changed["sampling"] = {**changed.get("sampling", {}), "eta": float("nan")}
+    elif case == "steps as words":
+        changed["sampling"] = {**changed.get("sampling", {}), "steps": "twenty"}
+    elif case == "dunder arch":
+        changed["arch"] = "__class__"
+    elif case == "path arch":
+        changed["arch"] = "../../x"
+    elif case == "unknown condition":
+        changed["x_up"] = "__import__('os')"
+    return json.dumps(changed)
+
+
+def hostile_checkpoint(case: str) -> Callable[[Path], Path]:
+    def build(sandbox: Path) -> Path:
+        good = sandbox / "model.safetensors"
+        with safe_open(str(good), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        path = sandbox / "hostile.safetensors"
+        save_file(tensors, str(path), metadata={METADATA_KEY: hostile_metadata(read_metadata(good), case)})
+        return path
+
+    return build
+
+
+METADATA = [
+    "invalid json",
+    "a list",
+    "a string",
+    "no hparams",
+    "no schedule",
+    "string numbers",
+    "absurd hparams",
+    "large hparams the weights do not have",
+    "a huge schedule",
+    "a NaN eta",
+    "steps as words",
+    "dunder arch",
+    "path arch",
+    "unknown condition",
+]
+
+LOCKS = {
+    "garbage": os.urandom(64) + b"\xff",
+    "a list": b"[1, 2]",
+    "a string": b'"installed"',
+    "installed as a string": b'{"installed": "mine", "pins": {}}',
+    "pins as a list": b'{"installed": {}, "pins": []}',
+    "record as a string": b'{"installed": {"mine": "here"}, "pins": {}}',
+    "record without its hash": b'{"installed": {"mine": {"path": "x"}}, "pins": {}}',
+}
+
+
+def with_lock(content: bytes, args: Callable[[Path], list[object]]) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        (sandbox / "home").mkdir(exist_ok=True)
+        (sandbox / "home" / "checkpoints.lock.json").write_bytes(content)
+        (sandbox / "in").mkdir(exist_ok=True)
+        (sandbox / "in" / "a.png").write_bytes(png_bytes())
+        return args(sandbox)
+
+    return build
+
+
+def checkpoint_cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {}
+    for label in METADATA:
+        build = hostile_checkpoint(label)
+
+        def upscale(sandbox: Path, build=build) -> list[object]:
+            path = build(sandbox)
+            (sandbox / "in").mkdir()
+            (sandbox / "in" / "a.png").write_bytes(png_bytes())
+            return ["upscale", "in/a.png", "-o", "out.png", "--model", path, *STEPS]
+
+        def import_(sandbox: Path, build=build) -> list[object]:
+            return ["checkpoints", "import", build(sandbox), "--name", "mine"]
+
+        cases[f"upscale --model with {label} metadata"] = Case(upscale, 1, ("hostile.safetensors",), "cannot be used")
+        cases[f"import with {label} metadata"] = Case(import_, 1, ("hostile.safetensors",), "cannot be used")
+    commands: dict[str, Callable[[Path], list[object]]] = {
+        "list": lambda s: ["checkpoints", "list"],
+        "verify": lambda s: ["checkpoints", "verify"],
+        "info": lambda s: ["checkpoints", "info", "yoda-srdiff-x4"],
+        "upscale --model NAME": lambda s: ["upscale", "in/a.png", "-o", "out.png", "--model", "yoda-srdiff-x4"],
+        "import": lambda s: ["checkpoints", "import", "model.safetensors", "--name", "mine"],
+    }
+    for label, content in LOCKS.items():
+        for command, args in commands.items():
+            cases[f"{command} with a lock file that is {label}"] = Case(
+                with_lock(content, args), 1, ("checkpoints.lock.json",), "remove it"
+            )
+    return cases
+
+
+# --- training configs and damaged run state --------------------------------------------------------
+
+
+TRAIN_VALUES = {
+    "zero hr_size": ("hr_size = 0", "--hr-size"),
+    "negative batch_size": ("batch_size = -2", "--batch-size"),
+    "zero val_steps": ("val_steps = 0", "--val-steps"),
+    "zero val_images": ("val_images = 0", "--val-images"),
+    "NaN seed": ("seed = nan", "--seed"),
+    "NaN learning rate": ("lr = nan", "--lr"),
+    "string batch_size": ('batch_size = "4"', "--batch-size"),
+    "string iterations": ('iterations = "ten"', "--iterations"),
+    "negative lower_bound": ("lower_bound = -0.5", "--lower-bound"),
+}
+
+
+def train_config(line: str) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        (sandbox / "photos").mkdir()
+        for name in ("astronaut", "coffee"):
+            Image.fromarray(photo(name)[:64, :64]).save(sandbox / "photos" / f"{name}.png")
+        base = {"data": '"photos"', "model": '"srdiff-tiny"', "hr_size": "32"}
+        key, value = (part.strip() for part in line.split("=", 1))
+        lines = [f"{name} = {text}" for name, text in {**base, key: value}.items()]
+        (sandbox / "recipe.toml").write_text("\n".join(lines) + "\n")
+        return ["train", "--config", "recipe.toml", "--out", "run"]
+
+    return build
+
+
+RUN = ["--model", "srdiff-tiny", "--hr-size", "32", "--attention", "none", "--batch-size", "2", "--warmup", "0"]
+RUN += ["--val-images", "1", "--val-steps", "1", "--save-every", "1", "--val-every", "1"]
+"""The settings of the run that the damaged-state cases resume (as a user resumes it)."""
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory) -> Path:
+    """A real run folder after one step: config.toml, weights and state/last.pt."""
+    root = tmp_path_factory.mktemp("run")
+    (root / "photos").mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(photo(name)[:64, :64]).save(root / "photos" / f"{name}.png")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YODA_SR_HOME", str(root / "home"))
+        assert cli("train", "--data", root / "photos", "--out", root / "run", *RUN, "--iterations", "1") == 0
+    return root
+
+
+def damaged_state(damage: str, source: Path) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        import torch
+
+        shutil.copytree(source / "photos", sandbox / "photos")
+        shutil.copytree(source / "run", sandbox / "run")
+        state = sandbox / "run" / "state" / "last.pt"
+        if damage == "truncated":
+            state.write_bytes(state.read_bytes()[:1000])
+        elif damage == "garbage":
+            state.write_bytes(os.urandom(4096))
+        elif damage == "empty":
+            state.write_bytes(b"")
+        else:
+            payload = torch.load(state, weights_only=True)
+            payload["model"] = dict(list(payload["model"].items())[1:])
+            torch.save(payload, state)
+        return ["train", "--out", "run", "--resume", "--iterations", "2"]  # the rest from run/config.toml
+
+    return build
+
+
+# --- the environment and impossible flags ----------------------------------------------------------
+
+
+def one_image(sandbox: Path) -> None:
+    (sandbox / "in").mkdir()
+    (sandbox / "in" / "a.png").write_bytes(png_bytes())
+
+
+def upscale_with(*extra: object) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        one_image(sandbox)
+        return ["upscale", "in", "-o", "out", "--model", "model.safetensors", *extra]
+
+    return build
+
+
+ENVIRONMENT = {
+    "WORLD_SIZE=0": Case(upscale_with(*STEPS), 2, ("WORLD_SIZE",), "unset them", env={"WORLD_SIZE": "0"}),
+    "RANK >= WORLD_SIZE": Case(
+        upscale_with(*STEPS), 2, ("RANK=5",), "unset them", env={"RANK": "5", "WORLD_SIZE": "2"}
+    ),
+    "--suffix with slashes": Case(upscale_with("--suffix", "/../../escaped"), 2, ("--suffix",), "use letters"),
+    "--suffix with a slash, beside the input": Case(
+        lambda s: (one_image(s), ["upscale", "in/a.png", "--model", "model.safetensors", "--suffix", "a/b"])[1],
+        2,
+        ("--suffix",),
+        "use letters",
+    ),
+    "--tile 17": Case(upscale_with("--tile", "17", *STEPS), 2, ("--tile",), "at most half|at least"),
+    "--steps 0": Case(upscale_with("--steps", "0"), 2, ("--steps",), "must be 1"),
+    "--steps 0 for attention": Case(
+        lambda s: (one_image(s), ["attention", "in/a.png", "--steps", "0", "--out", "maps/"])[1],
+        2,
+        ("--steps",),
+        "must be",
+    ),
+}
+
+
+# --- the sweep ---------------------------------------------------------------------------------------
+
+CASES: dict[str, Case] = {**image_cases(), **checkpoint_cases(), **ENVIRONMENT}
+for label, (line, flag) in TRAIN_VALUES.items():
+    CASES[f"train config with {label}"] = Case(train_config(line), 2, (flag, "recipe.toml"), "must")
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
+    import torch
+
+    before = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    sweep(CASES[label], tmp_path, model_bytes, monkeypatch, capsys)
+    if "metadata" in label:  # refused from the header: not one weight reached the GPU
+        assert before == (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "keys missing"])
+def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
+    case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
+    sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
