@@ -53,7 +53,7 @@ class Settings:
     memory_budget: int | None = None
     """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
     sparse: bool = True
-    """Run the denoiser only on the active blocks of M(t) (docs/method.md §9); False: dense masked sampling."""
+    """Run the denoiser only on the active blocks of M(t) (docs/method.md §10); False: dense masked sampling."""
     block: int | str = "auto"
     """HR side of the blocks the map is averaged over; auto: 64 with ``sparse``, 0 (pixel-level) without."""
 
@@ -350,11 +350,11 @@ class Upscaler:
 
         schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
-        # The denoiser runs one image at a time, which keeps each result independent of its batch
-        # (convolutions are not bitwise batch-invariant); the sampler's elementwise work runs batched.
-        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block, dtype=dtype)
-        ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
-        evaluator.on_tile = ticks.call
+        ticks = StepProgress(progress, schedule.num_steps)  # the evaluator runs one image at a time
+        evaluator = Evaluator(
+            model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block, on_tile=ticks.call
+        )
+        ticks.per_step = len(evaluator.tiles) * len(images)
         sampled = sample(
             model,
             cond,

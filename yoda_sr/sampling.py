@@ -12,7 +12,7 @@ HR image. Per step t -> t-1 with mask M(t):
 Steps at which every pixel is active draw no eps' and blend nothing, so with A = 1 masked sampling
 is plain sampling, bit for bit. A step at which no pixel is active makes no model call: its eps would
 be discarded. Where some pixels are active, a ``masked_eps_fn`` (``sparse.Evaluator.masked``) is
-told M(t) and may evaluate only there (docs/method.md §9). All coefficients are computed on the host
+told M(t) and may evaluate only there (docs/method.md §10). All coefficients are computed on the host
 before the loop; the loop makes at most one model call per step and, densely, no host/device transfer.
 """
 
@@ -226,7 +226,7 @@ def sample(
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
     (``tiling.tiled_eps_fn``) for images larger than memory allows. ``block`` > 1 pools the map to
     blocks of that side first (``masking.block_attention``); ``masked_eps_fn`` evaluates eps only
-    where M(t) is active (``sparse.Evaluator``, docs/method.md §9).
+    where M(t) is active (``sparse.Evaluator``, docs/method.md §10).
     """
     known = model.known_region(cond)
     activation = None

@@ -1,4 +1,4 @@
-"""Block-sparse denoising: the denoiser runs only on rectangles that cover M(t) (docs/method.md §9).
+"""Block-sparse denoising: the denoiser runs only on rectangles that cover M(t) (docs/method.md §10).
 
 YODA's sampler discards eps wherever M(t) is off (those pixels take the known region, eq. 14), so
 the denoiser need not run there. An ``Evaluator`` gives the sampler two epsilon functions over the
@@ -6,7 +6,7 @@ whole state: ``dense`` (the model on the whole image, in Gaussian-blended tiles 
 ``tiling.tiled_eps_fn``) for steps at which every pixel is active, and ``masked`` for the others:
 
 1. the image is divided into cells of ``block`` x ``block`` pixels (the blocks the attention map was
-   pooled to, so that a cell is wholly active or not), and the cells holding an active pixel found;
+   averaged over, so that a cell is wholly active or not), and the cells holding an active pixel found;
 2. they are grouped into disjoint rectangles (``cover``): runs of active cells along each row,
    stacked while the next row repeats them, then merged greedily while a merged rectangle costs less
    to evaluate than its parts (each part pays a halo and a model call; a merge pays for the
@@ -43,7 +43,8 @@ HALO = 16
 on the embedded model at 512 x 512: eps of a 64 x 128 region evaluated alone differs from the whole
 image's by at most 0.85 with no halo, 0.014 with 8 px and 0.003 with 16 px."""
 CALL_COST = 2048
-"""A model call's fixed cost, in pixels of evaluation (merging two rectangles saves one call)."""
+"""A model call's fixed cost, in pixels of evaluation (merging two rectangles saves one call): the
+embedded model on the 2-core CPU took 16 ms per call plus 7.8 us per pixel (crops of 32-256 px)."""
 
 Box = tuple[int, int, int, int]
 """Cells [top, bottom) x [left, right)."""
@@ -203,7 +204,9 @@ class Evaluator:
         self.images = [self.cond.select(slice(i, i + 1)) for i in range(cond.x_up.shape[0])]
         self.tiles = plan_tiles(height, width, tile or max(height, width), overlap, multiple)
         """The dense tile plan (one tile when the image fits)."""
-        self._dense = [tiled_eps_fn(model, image, self.tiles, self.dtype, self._tick) for image in self.images]
+        # The callback itself, not a method of self: a reference cycle would keep every tile's
+        # condition alive until the garbage collector ran (streamed tiles make one evaluator each).
+        self._dense = [tiled_eps_fn(model, image, self.tiles, self.dtype, on_tile) for image in self.images]
         self._dense_pixels = sum(t.height * t.width for t in self.tiles)
         self.pixels = [0] * len(self.images)
         """Pixels the denoiser ran on so far, per image."""
@@ -236,12 +239,9 @@ class Evaluator:
                 columns = slice(centre.left - crop.left, centre.left - crop.left + centre.width)
                 eps[i : i + 1][centre.window()] = out[..., rows, columns].float()
                 self.pixels[i] += crop.height * crop.width
-                self._tick()
+                if self.on_tile is not None:
+                    self.on_tile()
         return eps
-
-    def _tick(self) -> None:
-        if self.on_tile is not None:
-            self.on_tile()
 
     def _cells(self, active: Tensor) -> np.ndarray:
         """Which cells of one image's mask (1 x 1 x H x W) hold an active pixel."""
@@ -294,11 +294,12 @@ class Evaluator:
 
 
 class StepProgress:
-    """``progress(done, total)`` in dense tile calls per step: the denoiser's calls move it within a
-    step (never past it, since a sparse step makes more calls or fewer), each finished step completes it."""
+    """``progress(done, total)`` in dense tile calls per step (``per_step``, which may be set after
+    the evaluator that calls ``call`` is made): the denoiser's calls move it within a step (never
+    past it, since a sparse step makes more calls or fewer), each finished step completes it."""
 
-    def __init__(self, progress: Callable[[int, int], None] | None, steps: int, per_step: int) -> None:
-        self.progress, self.per_step, self.total = progress, per_step, steps * per_step
+    def __init__(self, progress: Callable[[int, int], None] | None, steps: int, per_step: int = 1) -> None:
+        self.progress, self.total_steps, self.per_step = progress, steps, per_step
         self.steps = self.calls = self.shown = 0
 
     def call(self) -> None:
@@ -312,4 +313,4 @@ class StepProgress:
     def _show(self, done: int) -> None:
         if done > self.shown and self.progress is not None:
             self.shown = done
-            self.progress(done, self.total)
+            self.progress(done, self.total_steps * self.per_step)
