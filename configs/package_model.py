@@ -1,11 +1,13 @@
-"""Turn a training run into the embedded `yoda-srdiff-x4` checkpoint and print its sha256.
+"""Turn a training run into an embedded checkpoint (`yoda-srdiff-x4`, `yoda-resshift-x4`) and print its sha256.
 
     python configs/package_model.py runs/yoda-srdiff-x4 --attention edge --steps 20 --sampler ddim \
         --wall-time "34 min" --hardware "2-core Intel Xeon CPU"
+    python configs/package_model.py runs/yoda-resshift-x4 --name yoda-resshift-x4 --attention sift \
+        --lower-bound 0 --steps 4 --sampler resshift --wall-time "..." --hardware "2-core Intel Xeon CPU"
 
-Copies the run's EMA weights (float32) to yoda_sr/weights/yoda-srdiff-x4.safetensors with the
-sampling defaults chosen on the validation split and the provenance the model card states; the
-sha256 it prints goes into checkpoints.toml.
+Copies the run's EMA weights (float32) to yoda_sr/weights/NAME.safetensors with the sampling
+defaults chosen on the validation split and the provenance the model card states (the recipe is
+configs/NAME.toml); the sha256 it prints goes into checkpoints.toml.
 """
 
 from __future__ import annotations
@@ -17,29 +19,31 @@ from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
 
-TARGET = Path(__file__).resolve().parent.parent / "yoda_sr" / "weights" / "yoda-srdiff-x4.safetensors"
+WEIGHTS = Path(__file__).resolve().parent.parent / "yoda_sr" / "weights"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
+    parser.add_argument("--name", default="yoda-srdiff-x4", choices=("yoda-srdiff-x4", "yoda-resshift-x4"))
     parser.add_argument("--attention", required=True, choices=("edge", "sift"))
     parser.add_argument("--lower-bound", type=float, default=0.2)
     parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--sampler", required=True, choices=("ddpm", "ddim"))
+    parser.add_argument("--sampler", required=True, choices=("ddpm", "ddim", "resshift"))
     parser.add_argument("--wall-time", required=True)
     parser.add_argument("--hardware", required=True)
     args = parser.parse_args()
     source = args.run / "weights" / "ema.safetensors"
     metadata = checkpoints.read_metadata(source)
+    target = WEIGHTS / f"{args.name}.safetensors"
     metadata.update(
-        name="yoda-srdiff-x4",
+        name=args.name,
         sampling={"steps": args.steps, "sampler": args.sampler, "eta": 0.0},
         yoda={"attention": args.attention, "lower_bound": args.lower_bound, "mask_input": True},
         source={
             "trained_by": metadata["source"]["trained_by"],
-            "recipe": "configs/yoda-srdiff-x4.toml",
-            "command": "yoda-sr train --config configs/yoda-srdiff-x4.toml",
+            "recipe": f"configs/{args.name}.toml",
+            "command": f"yoda-sr train --config configs/{args.name}.toml",
             "data": "configs/fetch_photos.py: Debian mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 "
             "(CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0), lxqt-themes (CC-BY-SA-3.0, LGPL) and scikit-image photos",
             "hardware": args.hardware,
@@ -49,8 +53,8 @@ def main() -> None:
     )
     for key in ("format_version", "yoda_sr_version", "weights"):
         metadata.pop(key, None)
-    checkpoints.save(TARGET, load_file(str(source)), metadata)
-    print(f"{TARGET}: {TARGET.stat().st_size / 2**20:.1f} MiB, sha256 {checkpoints.sha256_file(TARGET)}")
+    checkpoints.save(target, load_file(str(source)), metadata)
+    print(f"{target}: {target.stat().st_size / 2**20:.1f} MiB, sha256 {checkpoints.sha256_file(target)}")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,16 @@ def hostile_metadata(metadata: dict, case: str) -> str:
         changed["arch"] = "../../x"
     elif case == "unknown condition":
         changed["x_up"] = "__import__('os')"
+    elif case == "unknown process":
+        changed["process"] = "ddim-but-faster"
+    elif case == "a ResShift chain out of range":
+        changed["process"] = "resshift"
+        changed["schedule"] = {"kind": "exponential", "steps": 15, "kappa": 2.0, "eta_first": 0.5, "eta_last": 1.5}
+        changed["sampling"] = {"steps": 4, "sampler": "resshift"}
+    elif case == "a ResShift model with a DDPM sampler":
+        changed["process"] = "resshift"
+        changed["schedule"] = {"kind": "exponential", "steps": 15}
+        changed["sampling"] = {"steps": 4, "sampler": "ddpm"}
     return json.dumps(changed)
 
 
@@ -266,6 +276,9 @@ METADATA = [
     "dunder arch",
     "path arch",
     "unknown condition",
+    "unknown process",
+    "a ResShift chain out of range",
+    "a ResShift model with a DDPM sampler",
 ]
 
 LOCKS = {

@@ -176,3 +176,46 @@ def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name
     assert scores["plain"] > scores["bicubic"], scores
     assert scores["yoda"] > scores["bicubic"], scores
     assert scores["yoda_updates"] < 0.9, scores
+
+
+@pytest.mark.slow
+def test_a_tiny_resshift_model_trained_by_the_trainer_beats_bicubic_on_held_out_blocks(tmp_path):
+    """ResShift (docs/method.md §10) through the same path: a short run on small crops, then plain
+    and YODA ResShift sampling at upstream's respaced 4 steps and the whole 15-step chain."""
+    tests = split_photo(tmp_path / "train")
+    config = TrainConfig(
+        data=str(tmp_path / "train"),
+        model="srdiff-tiny",
+        process="resshift",
+        attention="edge",
+        lower_bound=LOWER_BOUND,
+        plain_fraction=0.5,
+        lr_schedule="cosine",
+        ema=0.99,
+        weight_decay=0.0,
+        val_images=1,
+        val_steps=4,
+        device="cpu",
+        out=str(tmp_path / "run"),
+        **RECIPES["srdiff-tiny"],
+    )
+    config.val_every = config.iterations
+    validate(config)
+    weights = Trainer(config, log=lambda message: None).run()
+
+    upscaler = Upscaler.from_pretrained(weights.parent, device="cpu", dtype="fp32")
+    assert upscaler.process == "resshift"
+    low = [to_array(resize_bicubic(to_tensor(block), scale=1 / SCALE), np.uint8) for block in tests]
+    bicubic = [to_array(resize_bicubic(to_tensor(image), scale=SCALE), np.uint8) for image in low]
+    scores = {"bicubic": mean_psnr(bicubic, tests)}
+    for steps in (4, 15):
+        for label, attention in (("plain", "none"), ("yoda", "edge")):
+            settings = Settings(steps=steps, attention=attention, lower_bound=LOWER_BOUND)
+            results = upscaler.upscale_batch(low, seeds=[1] * len(low), settings=settings)
+            scores[f"{label}-{steps}"] = mean_psnr([result.image for result in results], tests)
+            scores[f"{label}-{steps}_updates"] = float(np.mean([result.update_fraction for result in results]))
+    print("resshift", scores)
+    for steps in (4, 15):
+        assert scores[f"plain-{steps}"] > scores["bicubic"], scores
+        assert scores[f"yoda-{steps}"] > scores["bicubic"], scores
+        assert scores[f"yoda-{steps}_updates"] < 0.9, scores

@@ -1,4 +1,4 @@
-"""Block-sparse YODA sampling (docs/method.md §10): block masks, the rectangle cover, and a denoiser
+"""Block-sparse YODA sampling (docs/method.md §11): block masks, the rectangle cover, and a denoiser
 that runs only where M(t) is active, equal to dense sampling where it must be and close elsewhere."""
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def test_sparse_and_dense_agree_on_a_real_photo():
     """The embedded model on a 256 x 256 crop of a real photo, sift map in 32 px blocks.
 
     Eps of a rectangle evaluated with a 16 px halo differs from the whole image's by at most 0.003
-    (docs/method.md §10), and only within a few pixels of the rectangle's edge. Through 5 steps that
+    (docs/method.md §11), and only within a few pixels of the rectangle's edge. Through 5 steps that
     moved 0.01-0.02 % of the pixels by one grey level (PSNR 84-90 dB between the two outputs on
     crops of coffee, astronaut and chelsea): the test allows 2 levels and 60 dB, for other BLAS."""
     upscaler = Upscaler.from_pretrained(None, device="cpu")

@@ -53,7 +53,7 @@ class Settings:
     memory_budget: int | None = None
     """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
     sparse: bool = True
-    """Run the denoiser only on the active blocks of M(t) (docs/method.md §10); False: dense masked sampling."""
+    """Run the denoiser only on the active blocks of M(t) (docs/method.md §11); False: dense masked sampling."""
     block: int | str = "auto"
     """HR side of the blocks the map is averaged over; auto: 64 with ``sparse``, 0 (pixel-level) without."""
 
@@ -97,14 +97,16 @@ class Upscaler:
         self.device = device
         self.dtype = dtype
         self.scale = int(self.model.info.scale)
-        from .schedules import ScheduleSpec
+        from .processes import SAMPLERS, process_of, schedule_spec
 
-        self.schedule_spec = ScheduleSpec.from_dict(self.metadata["schedule"])
+        self.process = process_of(self.metadata)  # ddpm or resshift: what the network was trained for
+        self.samplers = SAMPLERS[self.process]
+        self.schedule_spec = schedule_spec(self.metadata)
         sampling = self.metadata.get("sampling") or {}
         yoda = self.metadata.get("yoda") or {}
         self.defaults = Settings(
             steps=int(sampling.get("steps", min(100, self.schedule_spec.steps))),
-            sampler=str(sampling.get("sampler", "ddpm")),
+            sampler=str(sampling.get("sampler", self.samplers[0])),
             eta=float(sampling.get("eta", 0.0)),
             attention=str(yoda.get("attention", "none")),
             lower_bound=float(yoda.get("lower_bound", 0.2)),
@@ -140,7 +142,7 @@ class Upscaler:
         defaults = self.defaults
         merged = Settings(
             steps=defaults.steps if settings.steps is None else settings.steps,
-            sampler=(settings.sampler or defaults.sampler or "ddpm").lower(),
+            sampler=(settings.sampler or defaults.sampler or self.samplers[0]).lower(),
             eta=defaults.eta if settings.eta is None else settings.eta,
             attention=settings.attention if settings.attention not in (None, "auto") else defaults.attention,
             lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
@@ -155,8 +157,8 @@ class Upscaler:
         assert steps is not None and eta is not None and lower_bound is not None
         if not 1 <= steps <= self.schedule_spec.steps:
             raise SettingError("steps", f"must be 1..{self.schedule_spec.steps} for this model, got {steps}")
-        if merged.sampler not in ("ddpm", "ddim"):
-            raise SettingError("sampler", f"must be ddpm or ddim, got {merged.sampler!r}")
+        if merged.sampler not in self.samplers:
+            raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {merged.sampler}")
         if not eta >= 0:
             raise SettingError("eta", f"must be >= 0, got {eta}")
         if merged.attention not in METHODS:
@@ -350,11 +352,9 @@ class Upscaler:
 
         schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
-        ticks = StepProgress(progress, schedule.num_steps)  # the evaluator runs one image at a time
-        evaluator = Evaluator(
-            model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block, on_tile=ticks.call
-        )
-        ticks.per_step = len(evaluator.tiles) * len(images)
+        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block)
+        ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
+        evaluator.watch(ticks.call)  # the evaluator runs the denoiser one image at a time
         sampled = sample(
             model,
             cond,
@@ -375,7 +375,6 @@ class Upscaler:
         sr = sampled.image[window]
         if scale != self.scale:
             sr = resize_bicubic(sr, size=(height * scale, width * scale))
-        work = evaluator.work_fraction(schedule.num_steps)
         return [
             self._result(
                 _to_image(sr[i : i + 1], bits_dtype),
@@ -384,7 +383,7 @@ class Upscaler:
                 settings,
                 tile,
                 dtype,
-                work=work[i],
+                work=evaluator.work_fraction(schedule.num_steps)[i],
             )
             for i in range(len(images))
         ]

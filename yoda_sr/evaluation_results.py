@@ -248,7 +248,13 @@ def explain(means: dict[str, dict[str, float | None]], steps: int, sampler: str,
     lines = []
     for method, gap in below.items():
         start = f"note: {method} scores {gap:.2f} dB below bicubic (PSNR-Y)"
-        if steps <= 2 or steps < default_steps:
+        if sampler == "resshift":  # its chain starts from the base plus noise: no pure-noise start to blame
+            lines.append(
+                f"{start} with {steps} ResShift step(s) (this model's default is {default_steps}): the model does not "
+                "improve on bicubic for these images; check that its weights are trained, for this scale and this "
+                "kind of image"
+            )
+        elif steps <= 2 or steps < default_steps:
             lines.append(
                 f"{start}: {steps} {sampler} step(s) are likely too few (this model's default is {default_steps}). "
                 f"Diffusion starts from pure noise, and its first predictions of the image are poor until later "

@@ -6,7 +6,7 @@ diffused, and it stays active for every lower step. Sampling compares integers o
 respaced run (which visits a subset of the original steps) is exact.
 
 ``block_attention`` averages a map over square blocks before the mask is formed, so that M(t) is
-made of whole blocks that a block-sparse sampler can evaluate (docs/method.md §10).
+made of whole blocks that a block-sparse sampler can evaluate (docs/method.md §11).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def block_attention(attention: Tensor, block: int, origin: tuple[int, int] = (0,
     """A map (N x 1 x H x W) with every pixel replaced by the mean of its ``block`` x ``block`` block.
 
     The mean keeps the pixel-update budget, mean(min(1, A + l)), about where it was, while M(t) becomes
-    whole blocks (docs/method.md §10: a maximum would keep the same blocks active as the pixel-level map
+    whole blocks (docs/method.md §11: a maximum would keep the same blocks active as the pixel-level map
     does, so it would cost as much, and diffuse more). Blocks are anchored at multiples of ``block``
     in image coordinates; ``origin`` is where the map's first pixel lies in the image, so a window
     that holds whole blocks agrees with the whole map. Blocks cut by the map's border average the

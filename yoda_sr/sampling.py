@@ -12,7 +12,7 @@ HR image. Per step t -> t-1 with mask M(t):
 Steps at which every pixel is active draw no eps' and blend nothing, so with A = 1 masked sampling
 is plain sampling, bit for bit. A step at which no pixel is active makes no model call: its eps would
 be discarded. Where some pixels are active, a ``masked_eps_fn`` (``sparse.Evaluator.masked``) is
-told M(t) and may evaluate only there (docs/method.md §10). All coefficients are computed on the host
+told M(t) and may evaluate only there (docs/method.md §11). All coefficients are computed on the host
 before the loop; the loop makes at most one model call per step and, densely, no host/device transfer.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from torch import Tensor
 from .masking import activation_steps, block_attention, time_mask, update_fraction
 from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
+
+if TYPE_CHECKING:
+    from .resshift import ResShiftSchedule
 
 SamplerName = Literal["ddpm", "ddim"]
 EpsFunction = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -205,7 +208,7 @@ class SampleResult:
 def sample(
     model: SRDenoiser,
     cond: Condition,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | ResShiftSchedule,
     *,
     sampler: SamplerName = "ddpm",
     eta: float = 0.0,
@@ -224,10 +227,19 @@ def sample(
     ``schedule`` is the model's training schedule, respaced to the number of sampling steps.
     ``mask_input=False`` feeds the whole z_t to a model trained without YODA (docs/method.md §7).
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
-    (``tiling.tiled_eps_fn``) for images larger than memory allows. ``block`` > 1 pools the map to
-    blocks of that side first (``masking.block_attention``); ``masked_eps_fn`` evaluates eps only
-    where M(t) is active (``sparse.Evaluator``, docs/method.md §10).
+    (``tiling.tiled_eps_fn``) for images larger than memory allows. ``block`` > 1 averages the map
+    over blocks of that side first (``masking.block_attention``); ``masked_eps_fn`` evaluates eps
+    only where M(t) is active (``sparse.Evaluator``, docs/method.md §11). A ResShift schedule runs
+    ResShift's chain instead (``resshift.sample``; ``sampler`` and ``eta`` do not apply).
     """
+    if not isinstance(schedule, NoiseSchedule):
+        from .resshift import sample as resshift_sample
+
+        return resshift_sample(
+            model, cond, schedule, attention=None if attention is None else block_attention(attention, block),
+            lower_bound=lower_bound, mask_input=mask_input, generator=generator, noise=noise, eps_fn=eps_fn,
+            callback=callback, masked_eps_fn=masked_eps_fn,
+        )  # fmt: skip
     known = model.known_region(cond)
     activation = None
     fraction = 1.0

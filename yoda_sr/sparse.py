@@ -1,4 +1,4 @@
-"""Block-sparse denoising: the denoiser runs only on rectangles that cover M(t) (docs/method.md §10).
+"""Block-sparse denoising: the denoiser runs only on rectangles that cover M(t) (docs/method.md §11).
 
 YODA's sampler discards eps wherever M(t) is off (those pixels take the known region, eq. 14), so
 the denoiser need not run there. An ``Evaluator`` gives the sampler two epsilon functions over the
@@ -200,13 +200,19 @@ class Evaluator:
         self.multiple, self.block, self.origin = multiple, block, origin
         self.halo = -(-halo // multiple) * multiple
         self.tile = tile
-        self.on_tile = on_tile
+        hooks: list[Callable[[], None]] = [] if on_tile is None else [on_tile]
+
+        def tick() -> None:  # refers to the hooks, not to self: no reference cycle (see below)
+            for hook in hooks:
+                hook()
+
+        self._hooks, self._tick = hooks, tick
         self.images = [self.cond.select(slice(i, i + 1)) for i in range(cond.x_up.shape[0])]
         self.tiles = plan_tiles(height, width, tile or max(height, width), overlap, multiple)
         """The dense tile plan (one tile when the image fits)."""
-        # The callback itself, not a method of self: a reference cycle would keep every tile's
-        # condition alive until the garbage collector ran (streamed tiles make one evaluator each).
-        self._dense = [tiled_eps_fn(model, image, self.tiles, self.dtype, on_tile) for image in self.images]
+        # A reference cycle through self would keep every tile's condition alive until the garbage
+        # collector ran (streamed tiles make one evaluator each): the tile functions call ``tick``.
+        self._dense = [tiled_eps_fn(model, image, self.tiles, self.dtype, tick) for image in self.images]
         self._dense_pixels = sum(t.height * t.width for t in self.tiles)
         self.pixels = [0] * len(self.images)
         """Pixels the denoiser ran on so far, per image."""
@@ -239,9 +245,12 @@ class Evaluator:
                 columns = slice(centre.left - crop.left, centre.left - crop.left + centre.width)
                 eps[i : i + 1][centre.window()] = out[..., rows, columns].float()
                 self.pixels[i] += crop.height * crop.width
-                if self.on_tile is not None:
-                    self.on_tile()
+                self._tick()
         return eps
+
+    def watch(self, on_tile: Callable[[], None]) -> None:
+        """Call ``on_tile`` after every denoiser call (a dense tile or a sparse crop)."""
+        self._hooks.append(on_tile)
 
     def _cells(self, active: Tensor) -> np.ndarray:
         """Which cells of one image's mask (1 x 1 x H x W) hold an active pixel."""
@@ -294,12 +303,11 @@ class Evaluator:
 
 
 class StepProgress:
-    """``progress(done, total)`` in dense tile calls per step (``per_step``, which may be set after
-    the evaluator that calls ``call`` is made): the denoiser's calls move it within a step (never
-    past it, since a sparse step makes more calls or fewer), each finished step completes it."""
+    """``progress(done, total)`` in dense tile calls per step: the denoiser's calls move it within a
+    step (never past it, since a sparse step makes more calls or fewer), each finished step completes it."""
 
-    def __init__(self, progress: Callable[[int, int], None] | None, steps: int, per_step: int = 1) -> None:
-        self.progress, self.total_steps, self.per_step = progress, steps, per_step
+    def __init__(self, progress: Callable[[int, int], None] | None, steps: int, per_step: int) -> None:
+        self.progress, self.per_step, self.total = progress, per_step, steps * per_step
         self.steps = self.calls = self.shown = 0
 
     def call(self) -> None:
@@ -313,4 +321,4 @@ class StepProgress:
     def _show(self, done: int) -> None:
         if done > self.shown and self.progress is not None:
             self.shown = done
-            self.progress(done, self.total_steps * self.per_step)
+            self.progress(done, self.total)

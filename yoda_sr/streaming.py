@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from torch import Tensor
 from .models.base import SRDenoiser
 from .schedules import NoiseSchedule
 from .tiling import Tile
+
+if TYPE_CHECKING:
+    from .resshift import ResShiftSchedule
 
 NOISE_BLOCK = 64
 """Side (HR pixels) of the blocks that noise is drawn in, each from its own position-keyed seed."""
@@ -44,7 +48,7 @@ precision, at 12 px its base is within 0.002 of an 8-bit level, at 8 px within 0
 class StreamSpec:
     """How one image is streamed: the sampler's settings and the tile plan's."""
 
-    schedule: NoiseSchedule
+    schedule: NoiseSchedule | ResShiftSchedule
     sampler: str
     eta: float
     attention: str

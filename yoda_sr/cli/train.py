@@ -46,9 +46,13 @@ def train(
     val_images: int | None = typer.Option(None, "--val-images", metavar="N", help="Crops each validation samples."),
     val_steps: int | None = typer.Option(None, "--val-steps", metavar="N", help="Sampling steps of validation."),
     device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
+    process: str | None = typer.Option(
+        None, "--process", metavar="ddpm|resshift", help="Diffusion process (default ddpm; docs/method.md §10)."
+    ),
+    kappa: float | None = typer.Option(None, "--kappa", metavar="K", help="ResShift's noise scale (default 2)."),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
-    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun).
+    """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun), for DDPM or ResShift.
 
     `--out RUN --resume` continues a run with the settings in RUN/config.toml; it may be given a new
     --iterations (the validation spacing stays as recorded), but not settings that change its weights.
@@ -85,6 +89,8 @@ def train(
         val_images=val_images,
         val_steps=val_steps,
         device=device,
+        process=process,
+        kappa=kappa,
     )
     main_process = os.environ.get("RANK", "0") == "0"
     settings = load_config(config, overrides, log=note if main_process else None)

@@ -38,7 +38,7 @@ def upscale(
         None, "--model", "-m", metavar="NAME|PATH", help="Checkpoint name, .safetensors file or training run folder."
     ),
     steps: int | None = typer.Option(None, "--steps", metavar="N", help="Sampling steps (default: the model's)."),
-    sampler: str | None = typer.Option(None, "--sampler", metavar="ddpm|ddim", help="Default: the model's."),
+    sampler: str | None = typer.Option(None, "--sampler", metavar="ddpm|ddim|resshift", help="Default: the model's."),
     eta: float | None = typer.Option(None, "--eta", metavar="E", help="DDIM eta (0 = deterministic)."),
     attention: str = typer.Option(
         "auto",

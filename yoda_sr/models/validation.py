@@ -28,7 +28,7 @@ class MetadataError(YodaError):
 def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """MetadataError naming the file and the first problem; returns quietly for usable metadata."""
     from ..conditioning import DEFAULT_X_UP, X_UP_RECIPES
-    from ..schedules import ScheduleSpec
+    from ..processes import PROCESSES, SAMPLERS, schedule_spec
     from ._registry import ARCHS
 
     def fail(problem: str) -> MetadataError:
@@ -50,11 +50,14 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     scale = metadata.get("scale")
     if scale is not None and not (_is_int(scale) and 1 <= scale <= MAX_SCALE):
         raise fail(f"has scale {scale!r}; expected an integer 1..{MAX_SCALE}")
+    process = metadata.get("process", "ddpm")
+    if process not in PROCESSES:
+        raise fail(f"names an unknown diffusion process {process!r} (known: {', '.join(PROCESSES)})")
     schedule = metadata.get("schedule")
     if not isinstance(schedule, dict):
         raise fail("has no 'schedule' object")
     try:
-        spec = ScheduleSpec.from_dict(schedule)
+        spec = schedule_spec(metadata)
     except (TypeError, ValueError) as error:
         raise fail(f"has an unusable schedule ({error})") from None
     sampling = metadata.get("sampling", {})
@@ -63,8 +66,9 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     steps = sampling.get("steps", 1)
     if not (_is_int(steps) and 1 <= steps <= spec.steps):
         raise fail(f"has sampling steps {steps!r}; expected an integer 1..{spec.steps}")
-    if sampling.get("sampler", "ddpm") not in ("ddpm", "ddim"):
-        raise fail(f"has sampler {sampling.get('sampler')!r}; expected ddpm or ddim")
+    samplers = SAMPLERS[process]
+    if sampling.get("sampler", samplers[0]) not in samplers:
+        raise fail(f"has sampler {sampling.get('sampler')!r}; expected {' or '.join(samplers)} for {process}")
     eta = sampling.get("eta", 0.0)
     if not (_is_number(eta) and eta >= 0):
         raise fail(f"has eta {eta!r}; expected a finite number >= 0")

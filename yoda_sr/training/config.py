@@ -60,6 +60,19 @@ class TrainConfig:
     aux_l1: float = 0.0
     """Weight of an L1 loss on the LR encoder's own SR output (SRDiff with residual_base = rrdb),
     which trains the base the diffusion's residual is measured from (SRDiff's aux_l1_loss)."""
+    process: str = "ddpm"
+    """ddpm (the network predicts epsilon; DDPM/DDIM sampling on the model config's schedule) or
+    resshift (ResShift's chain below, the network predicting x0; docs/method.md §10)."""
+    shift_steps: int = 15
+    """ResShift: T, the number of steps of its chain."""
+    kappa: float = 2.0
+    """ResShift: the noise scale kappa."""
+    eta_first: float = 4e-4
+    """ResShift: eta_1, the shift at the first step."""
+    eta_last: float = 0.9801
+    """ResShift: eta_T, the shift at the last step."""
+    eta_power: float = 0.3
+    """ResShift: the power p of the exponential eta schedule."""
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -160,6 +173,12 @@ def validate(config: TrainConfig) -> None:
         ("plain_fraction", 0 <= config.plain_fraction <= 1, "must lie in [0, 1]"),
         ("aux_l1", config.aux_l1 >= 0, "must be >= 0"),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),
+        ("process", config.process in ("ddpm", "resshift"), f"must be ddpm or resshift, got {config.process!r}"),
+        ("shift_steps", 2 <= config.shift_steps <= 1000, f"must be 2..1000, got {config.shift_steps}"),
+        ("kappa", 0 < config.kappa <= 100, f"must be > 0 and at most 100, got {config.kappa}"),
+        ("eta_first", 0 < config.eta_first < config.eta_last, "must be > 0 and below eta_last"),
+        ("eta_last", config.eta_last < 1, f"must be below 1, got {config.eta_last}"),
+        ("eta_power", 0 < config.eta_power <= 100, f"must be > 0 and at most 100, got {config.eta_power}"),
     ]
     for setting, ok, message in checks:
         if not ok:

@@ -9,8 +9,10 @@ from typing import Any
 import torch
 
 from .. import checkpoints
-from ..errors import YodaError
+from ..errors import UsageError, YodaError
 from ..models.base import SRDenoiser
+from ..resshift import SAMPLER as RESSHIFT_SAMPLER
+from ..resshift import ResShiftSpec
 from .config import TrainConfig
 
 
@@ -33,7 +35,8 @@ def build_model(config: TrainConfig) -> tuple[SRDenoiser, dict[str, Any]]:
     else:
         loaded = checkpoints.load_denoiser(config.model)
         model = loaded.model.float().train().requires_grad_(True)
-        metadata = {key: loaded.metadata[key] for key in ("arch", "hparams", "schedule") if key in loaded.metadata}
+        kept = ("arch", "hparams", "process", "schedule")
+        metadata = {key: loaded.metadata[key] for key in kept if key in loaded.metadata}
         metadata["sampling"] = loaded.metadata.get("sampling", {"steps": 100, "sampler": "ddpm"})
         metadata["fine_tuned_from"] = {"model": loaded.name, "sha256": loaded.sha256}
     if config.init_from:
@@ -43,7 +46,43 @@ def build_model(config: TrainConfig) -> tuple[SRDenoiser, dict[str, Any]]:
         except RuntimeError as error:
             raise YodaError(f"--init-from {config.init_from}: {str(error).splitlines()[0]}") from None
         metadata["initialised_from"] = {"model": source.name, "sha256": source.sha256}
-    return model, metadata
+    return model, _with_process(metadata, config)
+
+
+def shift_spec(config: TrainConfig) -> ResShiftSpec:
+    """The ResShift chain a run's settings describe (docs/method.md §10)."""
+    return ResShiftSpec(
+        steps=config.shift_steps,
+        kappa=config.kappa,
+        eta_first=config.eta_first,
+        eta_last=config.eta_last,
+        power=config.eta_power,
+    )
+
+
+def _with_process(metadata: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """``metadata`` for the run's process: ResShift replaces the schedule and the sampling defaults.
+
+    Fine-tuning keeps the chain a model was trained on: a ResShift model with other ResShift
+    settings, or trained with the other process, is refused in one line.
+    """
+    trained = metadata.get("process", "ddpm")
+    if config.process == "ddpm":
+        if trained != "ddpm":
+            raise UsageError(f"--model {config.model} was trained with ResShift; fine-tune it with --process resshift")
+        return metadata
+    spec = shift_spec(config).to_dict()
+    if trained == "resshift" and metadata.get("schedule") != spec:
+        raise UsageError(
+            f"--model {config.model} was trained on the ResShift chain {metadata.get('schedule')}; this run's "
+            f"settings describe {spec}: set shift_steps, kappa, eta_first, eta_last and eta_power to the model's"
+        )
+    return {
+        **metadata,
+        "process": "resshift",
+        "schedule": spec,
+        "sampling": {"steps": spec["steps"], "sampler": RESSHIFT_SAMPLER},
+    }
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

@@ -3,7 +3,8 @@
 Per sample: draw t, noise eps and the noisy state z_t of the target (image space for SR3, residual
 space for SRDiff); the network sees M(t) * z_t (eq. 11) and the loss is the L1 error on eps inside
 M(t), normalised by the number of active elements. With A = 1 this is exactly the plain SR3/SRDiff
-L1 loss.
+L1 loss. For ResShift (``draw_shift``) the state is its forward marginal, the input is masked with the
+known region y0 outside M(t) and the loss is the L1 error on x0 inside M(t) (docs/method.md §10).
 
 The random part of a draw (t, sqrt(gamma), eps and so M(t)) does not depend on the target's values,
 only on its shape, so it is drawn first (``draw_noise``) and the loss is evaluated on it
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from ..masking import activation_steps
 from ..models.base import Condition, SRDenoiser
+from ..resshift import ResShiftSchedule, forward_marginal, input_scale, masked_input, noise_level
 from ..schedules import NoiseSchedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -147,6 +149,102 @@ def draw_noise(
     return NoiseDraw(t=t, noise_level=level, eps=eps, mask=mask)
 
 
+@dataclass
+class ShiftDraw:
+    """The random part of a ResShift training draw: t, eta_t, eps and M(t) (docs/method.md §10)."""
+
+    t: Tensor
+    eta: Tensor
+    kappa: float
+    eps: Tensor
+    mask: Tensor | None
+
+    def count(self) -> Tensor:
+        """The element count of the masked L1 for this draw."""
+        return active_elements(self.mask, self.eps.shape)
+
+    def network_input(self, x0: Tensor, y0: Tensor, mask_input: bool = True) -> Tensor:
+        """x_t of the forward marginal, masked (y0 outside M(t)) and scaled as the sampler feeds it."""
+        if x0.shape != self.eps.shape:
+            raise ValueError(f"the noise was drawn for {tuple(self.eps.shape)}, the target is {tuple(x0.shape)}")
+        eta = self.eta.view(-1, 1, 1, 1)
+        x_t = forward_marginal(x0, y0, eta, self.kappa, self.eps)
+        if self.mask is not None and mask_input:
+            x_t = masked_input(x_t, y0, self.mask)
+        return x_t * input_scale(eta, self.kappa)
+
+
+def draw_shift(
+    shape: Sequence[int],
+    schedule: ResShiftSchedule,
+    *,
+    attention: Tensor | None = None,
+    lower_bound: float = 0.2,
+    generator: Generators = None,
+    device: torch.device | str = "cpu",
+) -> ShiftDraw:
+    """Draw t uniformly from 1..T and eps for targets of ``shape``, and M(t) from ``attention``
+    (random numbers from the CPU generator(s), t first; per sample with one generator each)."""
+    n = shape[0]
+    if generator is not None and not isinstance(generator, torch.Generator):
+        if len(generator) != n:
+            raise ValueError(f"{len(generator)} generators for a batch of {n}")
+        draws = [
+            draw_shift(
+                (1, *shape[1:]),
+                schedule,
+                attention=None if attention is None else attention[i : i + 1],
+                lower_bound=lower_bound,
+                generator=one,
+                device=device,
+            )
+            for i, one in enumerate(generator)
+        ]
+        masks = [d.mask for d in draws if d.mask is not None]
+        return ShiftDraw(
+            t=torch.cat([d.t for d in draws]),
+            eta=torch.cat([d.eta for d in draws]),
+            kappa=schedule.kappa,
+            eps=torch.cat([d.eps for d in draws]),
+            mask=torch.cat(masks) if attention is not None else None,
+        )
+    total = schedule.train_steps
+    t = torch.randint(1, total + 1, (n,), generator=generator, device="cpu")
+    eps = torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+    eta = schedule.etas[t].to(device=device, dtype=torch.float32)
+    t = t.to(device)
+    mask = None
+    if attention is not None:
+        mask = activation_steps(attention, lower_bound, total) >= t.view(n, 1, 1, 1)
+    return ShiftDraw(t=t, eta=eta, kappa=schedule.kappa, eps=eps, mask=mask)
+
+
+def draw(
+    shape: Sequence[int],
+    schedule: NoiseSchedule | ResShiftSchedule,
+    *,
+    continuous: bool,
+    attention: Tensor | None = None,
+    lower_bound: float = 0.2,
+    generator: Generators = None,
+    device: torch.device | str = "cpu",
+) -> NoiseDraw | ShiftDraw:
+    """The draw of the schedule's process: ``draw_shift`` for ResShift, else ``draw_noise``."""
+    if isinstance(schedule, ResShiftSchedule):
+        return draw_shift(
+            shape, schedule, attention=attention, lower_bound=lower_bound, generator=generator, device=device
+        )
+    return draw_noise(
+        shape,
+        schedule,
+        continuous=continuous,
+        attention=attention,
+        lower_bound=lower_bound,
+        generator=generator,
+        device=device,
+    )
+
+
 def noise_batch(
     z0: Tensor,
     schedule: NoiseSchedule,
@@ -170,15 +268,20 @@ def noise_batch(
 
 
 def loss_terms(
-    model: SRDenoiser, hr: Tensor, cond: Condition, draw: NoiseDraw, *, mask_input: bool = True
+    model: SRDenoiser, hr: Tensor, cond: Condition, draw: NoiseDraw | ShiftDraw, *, mask_input: bool = True
 ) -> tuple[Tensor, Tensor]:
     """(numerator, element count) of eq. 10 for a batch of HR images and a draw of their shape.
 
     The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
     (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
-    get to move the base.
+    get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §10).
     """
     z0 = model.to_diffusion_space(hr, cond).detach().float()
+    if isinstance(draw, ShiftDraw):
+        y0 = model.known_region(cond).detach().float()
+        x_in = draw.network_input(z0, y0, mask_input)
+        prediction = model(x_in, cond, draw.t, noise_level(draw.eta))
+        return masked_l1_terms(z0, prediction.float(), draw.mask)
     batch = draw.apply(z0)
     z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
     prediction = model(z_in, cond, batch.t, batch.noise_level)
@@ -197,7 +300,7 @@ def diffusion_loss(
     model: SRDenoiser,
     hr: Tensor,
     cond: Condition,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | ResShiftSchedule,
     *,
     attention: Tensor | None = None,
     lower_bound: float = 0.2,
@@ -205,8 +308,8 @@ def diffusion_loss(
     generator: Generators = None,
 ) -> Tensor:
     """The YODA masked L1 loss of a batch of HR images (plain SR3/SRDiff loss when attention is None):
-    ``loss_terms`` of a ``draw_noise`` draw, numerator over max(1, count)."""
-    draw = draw_noise(
+    ``loss_terms`` of a ``draw`` (ResShift's for a ResShift schedule), numerator over max(1, count)."""
+    noise_draw = draw(
         hr.shape,
         schedule,
         continuous=model.conditioning == "noise_level",
@@ -215,5 +318,5 @@ def diffusion_loss(
         generator=generator,
         device=hr.device,
     )
-    total, count = loss_terms(model, hr, cond, draw, mask_input=mask_input)
+    total, count = loss_terms(model, hr, cond, noise_draw, mask_input=mask_input)
     return total / count.clamp(min=1)

@@ -72,7 +72,7 @@ class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] | None = None) -> None:
-        from ..schedules import ScheduleSpec
+        from ..processes import schedule_spec
 
         self.config = config
         self.log: Callable[[str], None] = log or (lambda message: print(message, file=sys.stderr))
@@ -88,7 +88,7 @@ class Trainer:
         multiple = math.lcm(info.size_multiple, self.scale)
         if config.hr_size % multiple:
             raise UsageError(f"--hr-size must be a multiple of {multiple} for this model, got {config.hr_size}")
-        self.schedule = ScheduleSpec.from_dict(self.metadata["schedule"]).build()
+        self.schedule = schedule_spec(self.metadata).build()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.state = RunState()
@@ -108,13 +108,13 @@ class Trainer:
 
     # -- the objective, through ``objective`` alone --
 
-    def _draw(self, model: SRDenoiser, batch: Batch) -> objective.NoiseDraw:
+    def _draw(self, model: SRDenoiser, batch: Batch) -> objective.NoiseDraw | objective.ShiftDraw:
         """The noise of a micro-batch: per sample from (seed, global index); A = 1 where ``plain``."""
         attention = None
         if self.config.attention != "none":
             plain = batch["plain"].view(-1, 1, 1, 1)
             attention = torch.where(plain, torch.ones_like(batch["attention"]), batch["attention"])
-        return objective.draw_noise(
+        return objective.draw(
             batch["hr"].shape,
             self.schedule,
             continuous=model.conditioning == "noise_level",
@@ -125,7 +125,7 @@ class Trainer:
         )
 
     def _loss_terms(
-        self, model: SRDenoiser, batch: Batch, draw: objective.NoiseDraw
+        self, model: SRDenoiser, batch: Batch, draw: objective.NoiseDraw | objective.ShiftDraw
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """``objective.loss_terms`` of a micro-batch (numerator, element count) and, with ``aux_l1``,
         ``objective.base_l1_sum``."""
@@ -284,8 +284,9 @@ class Trainer:
         pixels = sum(source.hr[0].numel() for source in self.sources) / 1e6
         batch = config.batch_size * config.grad_accum * self.dist.world
         processes = f" x {self.dist.world} processes" if self.dist.world > 1 else ""
+        process = "" if config.process == "ddpm" else f", ResShift T = {config.shift_steps}, kappa {config.kappa:g}"
         return (
-            f"training {config.model} ({parameters:.2f}M parameters, {self.scale}x) in {self.folder.out}: "
+            f"training {config.model} ({parameters:.2f}M parameters, {self.scale}x{process}) in {self.folder.out}: "
             f"{len(self.sources)} image(s) ({pixels:.3g} MP) from {config.data}, {config.hr_size} px "
             f"{config.mode}, batch {batch}; steps {self.state.step} -> {config.iterations}, validation "
             f"every {self.val_every}; {self.device}{processes}"
