@@ -113,6 +113,32 @@ def test_full_attention_sparse_sampling_is_dense_sampling_bit_for_bit(name, samp
     assert not torch.equal(masked_dense.image, dense.image)
 
 
+def test_resshift_runs_sparse_too():
+    """ResShift's network predicts x0 and is read only inside M(t): the same evaluator plugs in."""
+    from yoda_sr.resshift import ResShiftSpec
+
+    model = tiny_model("srdiff-tiny")
+    hr = hr_photo(128, 128)
+    cond = prepare(model, hr)
+    steps = ResShiftSpec().build().respace(5)
+    attention = torch.zeros(1, 1, 128, 128)
+    attention[..., 32:64, 64:96] = 1.0
+    evaluator = Evaluator(model, cond, block=32)
+    run = {"lower_bound": 0.0, "block": 32, "eps_fn": evaluator.dense}
+    dense = sample(model, cond, steps, attention=attention, **run, generator=generators(3, 1))
+    sparse = sample(
+        model, cond, steps, attention=attention, **run, masked_eps_fn=evaluator.masked, generator=generators(3, 1)
+    )
+    assert evaluator.pixels == [5 * 128 * 128 + 5 * 64 * 64]  # the dense run, then one 64 px crop a step
+    assert (sparse.image - dense.image).abs().max() < 0.02
+    ones = torch.ones(1, 1, 128, 128)
+    plain = sample(model, cond, steps, eps_fn=evaluator.dense, generator=generators(3, 1))
+    masked = sample(
+        model, cond, steps, attention=ones, **run, masked_eps_fn=evaluator.masked, generator=generators(3, 1)
+    )
+    assert torch.equal(plain.image, masked.image)
+
+
 @pytest.mark.parametrize("name,sampler", [("srdiff-tiny", "ddpm"), ("sr3-tiny", "ddim")])
 def test_one_active_block_is_all_the_denoiser_sees(name, sampler):
     model = tiny_model(name)
