@@ -1,8 +1,10 @@
-"""End-to-end upscale cost through the library façade: 128 -> 512 (4x), plain versus YODA.
+"""End-to-end upscale cost through the library façade: 128 -> 512 (4x), plain versus YODA, dense and sparse.
 
 Seconds per image (model loaded once, attention map and condition included), denoising steps per
 second, and peak memory: CUDA's peak allocation on a GPU, the process's peak RSS on the CPU (each
-configuration runs in a fresh child process so that peaks do not carry over). Prints a Markdown table.
+configuration runs in a fresh child process so that peaks do not carry over). YODA runs twice: dense
+masked sampling on the pixel-level map (``--sparse off``) and block-sparse sampling (the default:
+64 px blocks). Prints a Markdown table.
 
     python bench/upscale.py [--model NAME|PATH|CONFIG] [--device auto|cpu|cuda] [--steps 20]
                             [--attention edge] [--repeats 2]
@@ -55,7 +57,8 @@ def one(args: argparse.Namespace) -> dict:
 
     size = 512 // upscaler.scale
     image = np.ascontiguousarray(data.astronaut()[100 : 100 + size, 150 : 150 + size])
-    settings = Settings(steps=args.steps, sampler="ddpm", attention=args.mode_attention, tile=0)
+    sparse = args.mode_sparse == "on"
+    settings = Settings(steps=args.steps, sampler="ddpm", attention=args.mode_attention, tile=0, sparse=sparse)
     device = upscaler.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -86,6 +89,7 @@ def one(args: argparse.Namespace) -> dict:
         "seconds": best,
         "steps_per_s": args.steps / best,
         "updates": result.update_fraction,
+        "work": result.work_fraction,
         "peak_mib": peak,
         "peak_kind": peak_kind,
     }
@@ -100,13 +104,18 @@ def main() -> None:
     parser.add_argument("--attention", default="edge", help="YODA map for the YODA rows")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-sparse", default="off", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        args.mode_attention = args.one
+        args.mode_attention, args.mode_sparse = args.one, args.one_sparse
         print(json.dumps(one(args)))
         return
     rows = []
-    for mode, attention in (("plain", "none"), ("yoda", args.attention)):
+    for mode, attention, sparse in (
+        ("plain", "none", "off"),
+        ("yoda, dense", args.attention, "off"),
+        ("yoda, sparse", args.attention, "on"),
+    ):
         command = [
             sys.executable,
             __file__,
@@ -122,6 +131,8 @@ def main() -> None:
             str(args.repeats),
             "--one",
             attention,
+            "--one-sparse",
+            sparse,
         ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows.append((mode, attention, json.loads(output.strip().splitlines()[-1])))
@@ -129,12 +140,13 @@ def main() -> None:
         f"device: {rows[0][2]['device']}; model {rows[0][2]['model']}; 128x128 -> 512x512; "
         f"{args.steps} DDPM steps; best of {args.repeats}\n"
     )
-    print(f"| mode | attention | s / image | steps / s | pixel updates | peak MiB ({rows[0][2]['peak_kind']}) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    kind = rows[0][2]["peak_kind"]
+    print(f"| mode | attention | s / image | steps / s | pixel updates | work | peak MiB ({kind}) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for mode, attention, row in rows:
         print(
             f"| {mode} | {attention} | {row['seconds']:.2f} | {row['steps_per_s']:.2f} | "
-            f"{row['updates']:.2f} | {row['peak_mib']:.0f} |"
+            f"{row['updates']:.2f} | {row['work']:.2f} | {row['peak_mib']:.0f} |"
         )
 
 

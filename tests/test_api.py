@@ -21,10 +21,10 @@ def upscaler(tmp_path_factory) -> Upscaler:
     return Upscaler.from_pretrained(path, device="cpu")
 
 
-@pytest.mark.parametrize("attention,sampler", [("edge", "ddpm"), ("none", "ddim")])
-def test_upscaler_output_is_sampling_sample_output_for_the_same_seed(upscaler, attention, sampler):
+@pytest.mark.parametrize("attention,sampler,block", [("edge", "ddpm", 0), ("edge", "ddpm", 32), ("none", "ddim", 0)])
+def test_upscaler_output_is_sampling_sample_output_for_the_same_seed(upscaler, attention, sampler, block):
     lr_image = photo("astronaut")[200:232, 180:228]
-    settings = Settings(steps=6, sampler=sampler, attention=attention, lower_bound=0.2)
+    settings = Settings(steps=6, sampler=sampler, attention=attention, lower_bound=0.2, sparse=False, block=block)
     result = upscaler.upscale(lr_image, seed=11, settings=settings)
 
     model = upscaler.model
@@ -41,6 +41,7 @@ def test_upscaler_output_is_sampling_sample_output_for_the_same_seed(upscaler, a
         sampler=sampler,
         attention=maps,
         lower_bound=0.2,
+        block=block,
         generator=torch.Generator().manual_seed(11),
     )
     np.testing.assert_array_equal(result.image, to_array(direct.image))

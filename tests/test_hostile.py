@@ -15,7 +15,8 @@ dimensions, a symbolic-link loop, a folder named like an image), checkpoints (me
 JSON, not an object, lacks keys, holds strings for numbers, absurd hyperparameters, hostile
 architecture names) and the store's ``checkpoints.lock.json``, training configs (zero, negative,
 NaN and string values) and a damaged ``state/last.pt``, and the environment (``WORLD_SIZE=0``,
-``RANK >= WORLD_SIZE``, ``--suffix`` with slashes, ``--tile 17``, ``--steps 0``).
+``RANK >= WORLD_SIZE``, ``--suffix`` with slashes, ``--tile 17``, ``--steps 0``, ``--block 10``,
+``--sparse maybe``).
 """
 
 from __future__ import annotations
@@ -433,6 +434,8 @@ ENVIRONMENT = {
     ),
     "--tile 17": Case(upscale_with("--tile", "17", *STEPS), 2, ("--tile",), "at most half|at least"),
     "--steps 0": Case(upscale_with("--steps", "0"), 2, ("--steps",), "must be 1"),
+    "--block 10": Case(upscale_with("--block", "10", *STEPS), 2, ("--block",), "multiple of"),
+    "--sparse maybe": Case(upscale_with("--sparse", "maybe", *STEPS), 2, ("--sparse",), "on or off"),
     "--steps 0 for attention": Case(
         lambda s: (one_image(s), ["attention", "in/a.png", "--steps", "0", "--out", "maps/"])[1],
         2,

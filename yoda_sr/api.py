@@ -52,6 +52,10 @@ class Settings:
     """auto: stream tiles (docs/method.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
     memory_budget: int | None = None
     """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
+    sparse: bool = True
+    """Run the denoiser only on the active blocks of M(t) (docs/method.md §11); False: dense masked sampling."""
+    block: int | str = "auto"
+    """HR side of the blocks the map is averaged over; auto: 64 with ``sparse``, 0 (pixel-level) without."""
 
 
 @dataclass
@@ -70,6 +74,10 @@ class Result:
     dtype: str
     streamed: bool = False
     """Tiles were sampled one by one (then ``attention`` is at LR size)."""
+    work_fraction: float = 1.0
+    """Pixels the denoiser evaluated (halos and tile overlaps included) / (steps x image pixels)."""
+    sparse: bool = False
+    block: int = 0
 
     def to_pil(self) -> PILImage:
         """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
@@ -129,6 +137,7 @@ class Upscaler:
         """``settings`` with the model's defaults filled in, validated."""
         from .attention import METHODS
         from .masking import validate_lower_bound
+        from .sparse import resolve_block
 
         defaults = self.defaults
         merged = Settings(
@@ -141,6 +150,8 @@ class Upscaler:
             tile_overlap=settings.tile_overlap,
             stream=str(settings.stream).strip().lower(),
             memory_budget=settings.memory_budget,
+            sparse=settings.sparse,
+            block=settings.block,
         )
         steps, eta, lower_bound = merged.steps, merged.eta, merged.lower_bound
         assert steps is not None and eta is not None and lower_bound is not None
@@ -161,6 +172,7 @@ class Upscaler:
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
         if merged.stream == "on" and merged.tile == 0:
             raise SettingError("stream", "streaming works in tiles; it needs tile auto or a tile size, not 0")
+        merged.block = resolve_block(merged.block, merged.sparse, self.model.info.size_multiple)
         budget = merged.memory_budget
         if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
             raise SettingError("memory_budget", f"must be a positive number of bytes, got {budget!r}")
@@ -284,14 +296,14 @@ class Upscaler:
 
     def _result(
         self, image: np.ndarray, attention: np.ndarray | None, fraction: float, settings: Settings, tile: int | None,
-        dtype: torch.dtype, streamed: bool = False,
+        dtype: torch.dtype, streamed: bool = False, work: float = 1.0,
     ) -> Result:  # fmt: skip
-        """A Result with the run's settings (images, maps and fraction as ``_run`` or streaming made them)."""
+        """A Result with the run's settings (images, maps and fractions as ``_run`` or streaming made them)."""
         assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
-        assert settings.lower_bound is not None
-        name = str(dtype).removeprefix("torch.")
+        assert settings.lower_bound is not None and isinstance(settings.block, int)
         steps, sampler, method, bound = settings.steps, settings.sampler, settings.attention, settings.lower_bound
-        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, streamed)
+        name, extra = str(dtype).removeprefix("torch."), (streamed, work, settings.sparse, settings.block)
+        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, *extra)
 
     @staticmethod
     def _check_finite(image: Tensor, dtype: torch.dtype) -> None:
@@ -315,11 +327,13 @@ class Upscaler:
         from .attention import compute_attention
         from .conditioning import upscale_condition
         from .imaging import resize_bicubic, to_tensor
+        from .masking import update_fraction
         from .sampling import sample
-        from .tiling import lr_multiple, pad_to, plan_tiles, tiled_eps_fn
+        from .sparse import Evaluator, StepProgress
+        from .tiling import lr_multiple, pad_to
 
         assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
-        assert settings.eta is not None and settings.lower_bound is not None
+        assert settings.eta is not None and settings.lower_bound is not None and isinstance(settings.block, int)
         model = self._model_in(dtype)
         info = model.info
         bits_dtype = images[0].dtype
@@ -338,23 +352,9 @@ class Upscaler:
 
         schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
-        tiles = plan_tiles(*hr_size, tile or max(hr_size), settings.tile_overlap, info.size_multiple)
-        total = schedule.num_steps * len(tiles) * len(images)
-        done = 0
-
-        def tick() -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
-        # One model call per image keeps each result independent of its batch (convolutions are not
-        # bitwise batch-invariant); the sampler's elementwise work still runs batched.
-        per_image = [tiled_eps_fn(model, cond.select(slice(i, i + 1)), tiles, dtype, tick) for i in range(len(images))]
-
-        def eps_fn(z: Tensor, t: Tensor, level: Tensor) -> Tensor:
-            return torch.cat([fn(z[i : i + 1], t[i : i + 1], level[i : i + 1]) for i, fn in enumerate(per_image)])
-
+        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block)
+        ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
+        evaluator.watch(ticks.call)  # the evaluator runs the denoiser one image at a time
         sampled = sample(
             model,
             cond,
@@ -365,22 +365,25 @@ class Upscaler:
             lower_bound=settings.lower_bound,
             mask_input=self.mask_input,
             generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
-            eps_fn=eps_fn,
+            eps_fn=evaluator.dense,
+            masked_eps_fn=evaluator.masked if settings.sparse else None,
+            block=settings.block,
+            callback=ticks.step,
         )
         self._check_finite(sampled.image, dtype)
-        sr = sampled.image[..., : height * self.scale, : width * self.scale]
+        window = (slice(None), slice(None), slice(0, height * self.scale), slice(0, width * self.scale))
+        sr = sampled.image[window]
         if scale != self.scale:
             sr = resize_bicubic(sr, size=(height * scale, width * scale))
         return [
             self._result(
                 _to_image(sr[i : i + 1], bits_dtype),
-                None
-                if attention is None
-                else attention[i, 0, : height * self.scale, : width * self.scale].cpu().numpy(),
-                sampled.update_fraction,
+                None if attention is None else attention[window][i, 0].cpu().numpy(),
+                1.0 if sampled.activation is None else update_fraction(sampled.activation[window][i], schedule.steps),
                 settings,
                 tile,
                 dtype,
+                work=evaluator.work_fraction(schedule.num_steps)[i],
             )
             for i in range(len(images))
         ]

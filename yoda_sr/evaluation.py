@@ -202,6 +202,8 @@ def evaluate(
     steps: int | None = None,
     attention: str = "auto",
     lower_bound: float | None = None,
+    sparse: bool = True,
+    block: int | str = "auto",
     compare: str | Sequence[str] = METHODS,
     seed: int = 0,
     device: str = "auto",
@@ -237,7 +239,8 @@ def evaluate(
     scale = upscaler.scale if scale is None else scale
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
-    settings = upscaler.resolve(Settings(steps=steps, attention=attention, lower_bound=lower_bound))
+    wanted = Settings(steps=steps, attention=attention, lower_bound=lower_bound, sparse=sparse, block=block)
+    settings = upscaler.resolve(wanted)
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)

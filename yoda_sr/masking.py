@@ -4,11 +4,15 @@ M(t)_ij = 1 if T * (A_ij + l) >= t, else 0, for t in 1..T. Because t is an integ
 as t <= floor(T * (A_ij + l)): each pixel has an *activation step*, the highest step at which it is
 diffused, and it stays active for every lower step. Sampling compares integers only, so the mask of a
 respaced run (which visits a subset of the original steps) is exact.
+
+``block_attention`` averages a map over square blocks before the mask is formed, so that M(t) is
+made of whole blocks that a block-sparse sampler can evaluate (docs/method.md §11).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -29,6 +33,27 @@ def activation_steps(attention: Tensor, lower_bound: float, train_steps: int) ->
     wide = torch.float32 if attention.device.type == "mps" else torch.float64
     level = (attention.to(wide) + lower_bound) * train_steps
     return level.floor().clamp(0, train_steps).to(torch.int64)
+
+
+def block_attention(attention: Tensor, block: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
+    """A map (N x 1 x H x W) with every pixel replaced by the mean of its ``block`` x ``block`` block.
+
+    The mean keeps the pixel-update budget, mean(min(1, A + l)), about where it was, while M(t) becomes
+    whole blocks (docs/method.md §11: a maximum would keep the same blocks active as the pixel-level map
+    does, so it would cost as much, and diffuse more). Blocks are anchored at multiples of ``block``
+    in image coordinates; ``origin`` is where the map's first pixel lies in the image, so a window
+    that holds whole blocks agrees with the whole map. Blocks cut by the map's border average the
+    part inside. ``block`` <= 1 returns the map as it is.
+    """
+    if block <= 1:
+        return attention
+    top, left = origin[0] % block, origin[1] % block
+    height, width = attention.shape[-2:]
+    padding = (left, -(left + width) % block, top, -(top + height) % block)
+    sums = F.avg_pool2d(F.pad(attention, padding), block)
+    counts = F.avg_pool2d(F.pad(torch.ones_like(attention[:1, :1]), padding), block)
+    means = (sums / counts).repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+    return means[..., top : top + height, left : left + width]
 
 
 def time_mask(activation: Tensor, t: int | Tensor) -> Tensor:

@@ -152,6 +152,8 @@ def _run_streamed(
         dtype=dtype,
         lr_multiple=lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
         x_up=upscaler.x_up,
+        sparse=settings.sparse,
+        block=int(settings.block),
     )
 
     def check(image: torch.Tensor) -> None:
@@ -159,4 +161,7 @@ def _run_streamed(
 
     model = upscaler._model_in(dtype)
     streamed = stream_images(model, images, seeds, scale, spec, upscaler.device, progress, check)
-    return [upscaler._result(*parts, settings, tile, dtype, streamed=True) for parts in streamed]
+    return [
+        upscaler._result(out, attention, fraction, settings, tile, dtype, streamed=True, work=work)
+        for out, attention, fraction, work in streamed
+    ]

@@ -298,4 +298,4 @@ def sample(
         callback=callback,
         masked_eps_fn=masked_eps_fn,
     )
-    return SampleResult(image=model.from_diffusion_space(x0, cond), update_fraction=fraction)
+    return SampleResult(image=model.from_diffusion_space(x0, cond), update_fraction=fraction, activation=activation)

@@ -10,8 +10,10 @@ HR image. Per step t -> t-1 with mask M(t):
     z_{t-1} = M(t) * z_sr + (1 - M(t)) * z_lr                              (eq. 14)
 
 Steps at which every pixel is active draw no eps' and blend nothing, so with A = 1 masked sampling
-is plain sampling, bit for bit. All coefficients are computed on the host before the loop; the loop
-makes one model call per step and no host/device transfer.
+is plain sampling, bit for bit. A step at which no pixel is active makes no model call: its eps would
+be discarded. Where some pixels are active, a ``masked_eps_fn`` (``sparse.Evaluator.masked``) is
+told M(t) and may evaluate only there (docs/method.md §11). All coefficients are computed on the host
+before the loop; the loop makes at most one model call per step and, densely, no host/device transfer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .masking import activation_steps, time_mask, update_fraction
+from .masking import activation_steps, block_attention, time_mask, update_fraction
 from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 SamplerName = Literal["ddpm", "ddim"]
 EpsFunction = Callable[[Tensor, Tensor, Tensor], Tensor]
 """(z, t as int64 N, sqrt(gamma_t) as float N) -> predicted epsilon, in float32."""
+MaskedEpsFunction = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(z, t, sqrt(gamma_t), M(t) as bool N x 1 x H x W) -> epsilon, which is read only where M(t) is true."""
 NoiseSampler = Callable[[Tensor], Tensor]
 """Returns standard normal noise with the shape, dtype and device of its argument."""
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -121,12 +125,14 @@ def sample_z0(
     mask_input: bool = True,
     noise: NoiseSampler | None = None,
     callback: Callable[[dict], None] | None = None,
+    masked_eps_fn: MaskedEpsFunction | None = None,
 ) -> Tensor:
     """Run the reverse process and return z_0 (diffusion space, float32).
 
     ``known`` is x0 of the region YODA leaves undiffused (x_up for SR3, zeros in SRDiff's residual
     space); it also fixes the output shape and device. ``activation`` (int64, N x 1 x H x W, from
-    ``masking.activation_steps``) switches YODA masking on; ``None`` is plain sampling.
+    ``masking.activation_steps``) switches YODA masking on; ``None`` is plain sampling. At steps with
+    a known region, ``masked_eps_fn`` (if given) replaces ``eps_fn`` and is told M(t).
     """
     noise = noise or make_noise_sampler()
     known = known.float()
@@ -134,8 +140,10 @@ def sample_z0(
     plan = _plan(schedule, sampler, eta)
     steps_on_device = schedule.steps.to(device)
     levels_on_device = schedule.step_gammas.sqrt().to(device=device, dtype=torch.float32)
-    # Steps up to this one have every pixel active: no known region to keep (one sync, before the loop).
+    # Up to always_active every pixel is active (no known region); above most_active none is (no model
+    # call). Two syncs, before the loop.
     always_active = schedule.train_steps if activation is None else int(activation.min())
+    most_active = schedule.train_steps if activation is None else int(activation.max())
 
     g_start = plan[0].gamma
     z = math.sqrt(g_start) * known + math.sqrt(1 - g_start) * noise(known)
@@ -144,7 +152,15 @@ def sample_z0(
         active = time_mask(activation, step.t) if activation is not None and masked else None
         z_in = z * active if active is not None and mask_input else z
         t = steps_on_device[step.index].expand(batch)
-        eps = eps_fn(z_in, t, levels_on_device[step.index].expand(batch))
+        level = levels_on_device[step.index].expand(batch)
+        if active is None:
+            eps = eps_fn(z_in, t, level)
+        elif step.t > most_active:  # no pixel is active: every eps would be discarded
+            eps = torch.zeros_like(z)
+        elif masked_eps_fn is not None:
+            eps = masked_eps_fn(z_in, t, level, active)
+        else:
+            eps = eps_fn(z_in, t, level)
 
         x0 = ((z - math.sqrt(1 - step.gamma) * eps) / math.sqrt(step.gamma)).clamp(-1, 1)
         if sampler == "ddpm":
@@ -184,6 +200,8 @@ class SampleResult:
     """N x 3 x H x W in [-1, 1], float32."""
     update_fraction: float
     """Pixel updates relative to plain diffusion on the same steps (1.0 for plain sampling)."""
+    activation: Tensor | None = None
+    """The activation steps of the mask used (N x 1 x H x W, block-pooled when ``block`` > 1), or None."""
 
 
 @torch.inference_mode()
@@ -201,21 +219,26 @@ def sample(
     noise: NoiseSampler | None = None,
     eps_fn: EpsFunction | None = None,
     callback: Callable[[dict], None] | None = None,
+    block: int = 0,
+    masked_eps_fn: MaskedEpsFunction | None = None,
 ) -> SampleResult:
     """Super-resolve a prepared condition; YODA-masked when an ``attention`` map (N x 1 x H x W) is given.
 
     ``schedule`` is the model's training schedule, respaced to the number of sampling steps.
     ``mask_input=False`` feeds the whole z_t to a model trained without YODA (docs/method.md §7).
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
-    (``tiling.tiled_eps_fn``) for images larger than memory allows. A ResShift schedule runs
+    (``tiling.tiled_eps_fn``) for images larger than memory allows. ``block`` > 1 averages the map
+    over blocks of that side first (``masking.block_attention``); ``masked_eps_fn`` evaluates eps
+    only where M(t) is active (``sparse.Evaluator``, docs/method.md §11). A ResShift schedule runs
     ResShift's chain instead (``resshift.sample``; ``sampler`` and ``eta`` do not apply).
     """
     if not isinstance(schedule, NoiseSchedule):
         from .resshift import sample as resshift_sample
 
         return resshift_sample(
-            model, cond, schedule, attention=attention, lower_bound=lower_bound, mask_input=mask_input,
-            generator=generator, noise=noise, eps_fn=eps_fn, callback=callback,
+            model, cond, schedule, attention=None if attention is None else block_attention(attention, block),
+            lower_bound=lower_bound, mask_input=mask_input, generator=generator, noise=noise, eps_fn=eps_fn,
+            callback=callback, masked_eps_fn=masked_eps_fn,
         )  # fmt: skip
     known = model.known_region(cond)
     activation = None
@@ -226,7 +249,7 @@ def sample(
                 f"attention map of size {tuple(attention.shape[-2:])} does not match the output "
                 f"size {tuple(known.shape[-2:])}"
             )
-        activation = activation_steps(attention, lower_bound, schedule.train_steps)
+        activation = activation_steps(block_attention(attention, block), lower_bound, schedule.train_steps)
         fraction = update_fraction(activation, schedule.steps)
     z0 = sample_z0(
         eps_fn or model_eps_fn(model, cond),
@@ -238,5 +261,6 @@ def sample(
         mask_input=mask_input,
         noise=noise or make_noise_sampler(generator),
         callback=callback,
+        masked_eps_fn=masked_eps_fn,
     )
-    return SampleResult(image=model.from_diffusion_space(z0, cond), update_fraction=fraction)
+    return SampleResult(image=model.from_diffusion_space(z0, cond), update_fraction=fraction, activation=activation)

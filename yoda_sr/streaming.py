@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .models.base import SRDenoiser
 from .schedules import NoiseSchedule
+from .tiling import Tile
 
 if TYPE_CHECKING:
     from .resshift import ResShiftSchedule
@@ -60,6 +61,10 @@ class StreamSpec:
     """LR sides are padded (replicating the border) to a multiple of this."""
     x_up: str = "bicubic"
     """The model's condition recipe (``conditioning``)."""
+    sparse: bool = False
+    """Evaluate the denoiser on the active blocks only (``sparse.Evaluator``)."""
+    block: int = 0
+    """HR side of the blocks the map is averaged over, anchored at the image's origin (0: pixel-level)."""
 
 
 class PositionalNoise:
@@ -163,6 +168,25 @@ def upscale_window(window: Tensor, scale: int) -> Tensor:
     return F.interpolate(window, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
+def tile_attention(attention_lr: Tensor, tile: Tile, scale: int, block: int) -> Tensor:
+    """A tile's HR attention, pooled to the image's ``block`` grid (``masking.block_attention``).
+
+    The LR window reaches one LR pixel beyond the blocks the tile touches, so its bilinear upscale is
+    the whole HR map there (``upscale_window``) and each block's mean is the whole map's.
+    """
+    from .masking import block_attention
+
+    side = max(block, 1)
+    lr_height, lr_width = attention_lr.shape[-2:]
+    top, left = tile.top - tile.top % side, tile.left - tile.left % side
+    a, c = max(0, top // scale - 1), max(0, left // scale - 1)
+    b = min(lr_height, -(-(tile.top + tile.height) // side) * side // scale + 2)
+    d = min(lr_width, -(-(tile.left + tile.width) // side) * side // scale + 2)
+    pooled = block_attention(upscale_window(attention_lr[..., a:b, c:d], scale), block, (a * scale, c * scale))
+    dy, dx = tile.top - a * scale, tile.left - c * scale
+    return pooled[..., dy : dy + tile.height, dx : dx + tile.width]
+
+
 def lr_margin(model: SRDenoiser) -> int:
     """LR pixels of context each tile's condition is computed with."""
     blocks = int(getattr(model, "config", {}).get("rrdb_num_block", 0) or 0)
@@ -187,17 +211,19 @@ def upscale_streamed(
     device: torch.device,
     on_tile: Callable[[], None],
     check: Callable[[Tensor], None],
-) -> tuple[np.ndarray | None, float]:
+) -> tuple[np.ndarray | None, float, float]:
     """Super-resolve one padded LR image (1 x 3 x h x w on the CPU) tile by tile into ``out``.
 
     ``size`` is the unpadded LR (height, width); ``out`` is the H x W x 3 output array (at the
     model's scale, or smaller: then rows are bicubic-resized on the fly). ``check`` raises on a
-    tile's non-finite output. Returns the attention map at LR size (unpadded) and the update fraction.
+    tile's non-finite output. Returns the attention map at LR size (unpadded), the update fraction
+    and the work fraction (pixels the denoiser ran on / steps x image pixels).
     """
     from .attention import compute_attention
     from .conditioning import upscale_condition
     from .masking import activation_steps, update_fraction
-    from .sampling import model_eps_fn, sample
+    from .sampling import sample
+    from .sparse import Evaluator
     from .tiling import gaussian_window, plan_tiles
 
     schedule = spec.schedule
@@ -217,7 +243,7 @@ def upscale_streamed(
     cols_owned = dict(zip(col_starts, _owned(col_starts, [s + tiles[0].width for s in col_starts], width), strict=True))
     sink: _ImageRows | _ResizedRows = _ImageRows(out) if out.shape[0] == out_height else _ResizedRows(out, out_height)
     margin = lr_margin(model)
-    updates = 0.0
+    updates, evaluated = 0.0, 0
 
     band_top, band = 0, torch.zeros(4, 0, width)  # rows of 3 weighted channels and their weight
     for row_index, top in enumerate(row_starts):
@@ -236,24 +262,20 @@ def upscale_streamed(
             cond = model.prepare(crop.to(spec.dtype), x_up.to(spec.dtype)).to(torch.float32)
             cond.x_up = x_up
             cond = cond.crop(dy, dx, tile.height, tile.width)
-            attention = activation = None
+            attention = None
             if attention_lr is not None:
-                upscaled = upscale_window(attention_lr[..., a:b, c:d].to(device), scale)
-                attention = upscaled[..., dy : dy + tile.height, dx : dx + tile.width]
+                attention = tile_attention(attention_lr, tile, scale, spec.block).to(device)
                 activation = activation_steps(attention, spec.lower_bound, schedule.train_steps)
                 (r0, r1), (c0, c1) = rows_owned[tile.top], cols_owned[tile.left]
                 owned = activation[..., r0 - tile.top : r1 - tile.top, c0 - tile.left : c1 - tile.left]
                 updates += update_fraction(owned, schedule.steps) * owned.numel()
-            most_active = schedule.train_steps if activation is None else int(activation.max())
-            model_eps = model_eps_fn(model, cond, spec.dtype)
-
-            def eps_fn(z: Tensor, t: Tensor, level: Tensor, model_eps=model_eps, most_active=most_active) -> Tensor:
-                on_tile()
-                if int(t[0]) > most_active:  # no pixel of the tile is active: eps is not used
-                    return torch.zeros_like(z)
-                return model_eps(z, t, level)
-
+            evaluator = Evaluator(model, cond, block=spec.block, origin=(tile.top, tile.left), dtype=spec.dtype)
             noise = PositionalNoise(seed, tile.top, tile.left)
+
+            def step(info: object, noise: PositionalNoise = noise) -> None:
+                noise.advance(info)
+                on_tile()
+
             sampled = sample(
                 model,
                 cond,
@@ -264,9 +286,11 @@ def upscale_streamed(
                 lower_bound=spec.lower_bound,
                 mask_input=spec.mask_input,
                 noise=noise,
-                eps_fn=eps_fn,
-                callback=noise.advance,
+                eps_fn=evaluator.dense,
+                masked_eps_fn=evaluator.masked if spec.sparse else None,
+                callback=step,
             )
+            evaluated += evaluator.pixels[0]
             check(sampled.image)
             weight = gaussian_window(tile.height, tile.width)[0]
             rows = slice(tile.top - band_top, bottom - band_top)
@@ -283,7 +307,7 @@ def upscale_streamed(
 
     fraction = 1.0 if attention_lr is None else updates / (height * width)
     attention_map = None if attention_lr is None else attention_lr[0, 0, : size[0], : size[1]].numpy()
-    return attention_map, fraction
+    return attention_map, fraction, evaluated / (schedule.num_steps * height * width)
 
 
 def stream_images(
@@ -295,10 +319,10 @@ def stream_images(
     device: torch.device,
     progress: Callable[[int, int], None] | None,
     check: Callable[[Tensor], None],
-) -> list[tuple[np.ndarray, np.ndarray | None, float]]:
+) -> list[tuple[np.ndarray, np.ndarray | None, float, float]]:
     """Streamed super-resolution of H x W x 3 uint8/uint16 images, one after the other, by ``scale``
-    (at most the model's). Returns per image the output array, the LR-size attention map and the
-    update fraction; ``progress`` counts denoiser calls (steps x tiles x images)."""
+    (at most the model's). Returns per image the output array, the LR-size attention map, the update
+    and the work fraction; ``progress`` counts tile steps (steps x tiles x images)."""
     from .imaging import to_tensor
     from .tiling import plan_tiles
 
@@ -322,8 +346,8 @@ def stream_images(
         height, width = lr.shape[-2:]
         lr = F.pad(lr, (0, (-width) % multiple, 0, (-height) % multiple), mode="replicate")
         out = np.empty((height * scale, width * scale, 3), dtype=image.dtype)
-        attention, fraction = upscale_streamed(
+        attention, fraction, work = upscale_streamed(
             model, lr, (height, width), out, seed=seed, spec=spec, device=device, on_tile=tick, check=check
         )
-        results.append((out, attention, fraction))
+        results.append((out, attention, fraction, work))
     return results

@@ -54,6 +54,24 @@ def parse_tile(tile: str) -> int | str:
     return int(value)
 
 
+def parse_sparse(sparse: str) -> bool:
+    """A sparse-evaluation switch: on or off."""
+    value = sparse.strip().lower()
+    if value not in ("on", "off"):
+        raise SettingError("sparse", f"must be on or off, got {sparse!r}")
+    return value == "on"
+
+
+def parse_block(block: str) -> int | str:
+    """A block choice: "auto", or an HR side in pixels (0: pixel-level maps)."""
+    value = block.strip().lower()
+    if value == "auto":
+        return value
+    if not value.isdecimal():
+        raise SettingError("block", f"must be auto, 0 (pixel-level maps) or a side in pixels, got {block!r}")
+    return int(value)
+
+
 def shard() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     try:
@@ -296,6 +314,9 @@ class UpscaleJobs:
             "device": str(upscaler.device),
             "dtype": result.dtype,
             "update_fraction": round(result.update_fraction, 4),
+            "work_fraction": round(result.work_fraction, 4),
+            "sparse": result.sparse,
+            "block": result.block,
             "seconds": round(result.seconds, 3),
             "size": [int(result.image.shape[1]), int(result.image.shape[0])],
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -28,6 +28,12 @@ def evaluate(
         "auto", "--attention", metavar="auto|METHOD", help="Attention map of the yoda method (auto: the model's)."
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    sparse: str = typer.Option(
+        "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
+    ),
+    block: str = typer.Option(
+        "auto", "--block", metavar="auto|0|PX", help="Block side the map is averaged over (auto: 64 sparse, 0 dense)."
+    ),
     compare: str = typer.Option(
         "bicubic,base,plain,yoda",
         "--compare",
@@ -59,6 +65,7 @@ def evaluate(
     """
     from ..evaluation import evaluate as run_evaluation
     from ..evaluation import markdown_table
+    from ..upscaling import parse_block, parse_sparse
 
     summary = run_evaluation(
         data,
@@ -67,6 +74,8 @@ def evaluate(
         steps=steps,
         attention=attention,
         lower_bound=lower_bound,
+        sparse=parse_sparse(sparse),
+        block=parse_block(block),
         compare=compare,
         seed=seed,
         device=device,

@@ -60,6 +60,20 @@ def upscale(
         help="Sample large images in streamed tiles (memory bounded by the tile); auto: when whole-image "
         "sampling would need more than half the machine's memory.",
     ),
+    sparse: str = typer.Option(
+        "on",
+        "--sparse",
+        metavar="on|off",
+        help="Run the denoiser only on the active blocks of YODA's mask (off: on the whole image, as dense "
+        "masked sampling does).",
+    ),
+    block: str = typer.Option(
+        "auto",
+        "--block",
+        metavar="auto|0|PX",
+        help="Average the attention map over blocks of this HR side before masking; auto: 64 with --sparse on, "
+        "0 (pixel-level masks) with --sparse off.",
+    ),
     batch_size: int = typer.Option(1, "--batch-size", "-b", metavar="B", help="Images of one size sampled together."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (mirrored under --out)."),
     suffix: str | None = typer.Option(None, "--suffix", metavar="S", help="Appended to output names."),
@@ -87,6 +101,8 @@ def upscale(
         load,
         output_folder,
         output_format,
+        parse_block,
+        parse_sparse,
         parse_tile,
         plan_jobs,
     )
@@ -104,6 +120,8 @@ def upscale(
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
         stream=stream,
+        sparse=parse_sparse(sparse),
+        block=parse_block(block),
     )
     if suffix is not None:
         check_suffix(suffix)
@@ -129,7 +147,9 @@ def upscale(
     found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix), exclude=[folder] if folder else [])
     jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
     if not quiet and rank == 0:
-        lower = f" (l = {settings.lower_bound:g})" if settings.attention != "none" else ""
+        blocks = f", {settings.block} px blocks" if settings.block else ""
+        sparsely = ", sparse" if settings.sparse else ""
+        lower = f" (l = {settings.lower_bound:g}{blocks}{sparsely})" if settings.attention != "none" else ""
         note(
             f"{upscaler.name} on {upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}), "
             f"{out_scale}x, {settings.steps} {settings.sampler} steps, attention {settings.attention}{lower}"
@@ -143,7 +163,7 @@ def upscale(
             height, width = result.image.shape[:2]
             typer.echo(
                 f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
-                f"pixel updates {result.update_fraction:.2f})"
+                f"pixel updates {result.update_fraction:.2f}, work {result.work_fraction:.2f})"
             )
 
     with progress_bars(len(jobs), disable=quiet) as (images, steps_bar):
