@@ -151,6 +151,7 @@ def _run_streamed(
         overlap=settings.tile_overlap,
         dtype=dtype,
         lr_multiple=lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
+        denoise=upscaler.denoise if dtype == upscaler.dtype else None,
     )
 
     def check(image: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .models.base import SRDenoiser
 from .schedules import NoiseSchedule
+from .tiling import Denoise
 
 NOISE_BLOCK = 64
 """Side (HR pixels) of the blocks that noise is drawn in, each from its own position-keyed seed."""
@@ -54,6 +55,8 @@ class StreamSpec:
     dtype: torch.dtype
     lr_multiple: int
     """LR sides are padded (replicating the border) to a multiple of this."""
+    denoise: Denoise | None = None
+    """How the denoiser is called (``tiling.Denoise``: e.g. compiled); None: the model itself."""
 
 
 class PositionalNoise:
@@ -191,8 +194,8 @@ def upscale_streamed(
     from .attention import compute_attention
     from .imaging import resize_bicubic
     from .masking import activation_steps, update_fraction
-    from .sampling import model_eps_fn, sample
-    from .tiling import gaussian_window, plan_tiles
+    from .sampling import sample
+    from .tiling import Tile, gaussian_window, plan_tiles, tiled_eps_fn
 
     schedule = spec.schedule
     scale = int(model.info.scale)
@@ -239,7 +242,9 @@ def upscale_streamed(
                 owned = activation[..., r0 - tile.top : r1 - tile.top, c0 - tile.left : c1 - tile.left]
                 updates += update_fraction(owned, schedule.steps) * owned.numel()
             most_active = schedule.train_steps if activation is None else int(activation.max())
-            model_eps = model_eps_fn(model, cond, spec.dtype)
+            model_eps = tiled_eps_fn(
+                model, cond, [Tile(0, 0, tile.height, tile.width)], spec.dtype, denoise=spec.denoise
+            )
 
             def eps_fn(z: Tensor, t: Tensor, level: Tensor, model_eps=model_eps, most_active=most_active) -> Tensor:
                 on_tile()
