@@ -38,6 +38,9 @@ def train(
     val_images: int | None = typer.Option(None, "--val-images", metavar="N", help="Crops each validation samples."),
     val_steps: int | None = typer.Option(None, "--val-steps", metavar="N", help="Sampling steps of validation."),
     device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to train."),
+    compile_model: bool | None = typer.Option(
+        None, "--compile", help="Train through torch.compile: minutes to compile, then faster steps."
+    ),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
     """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun)."""
@@ -70,6 +73,7 @@ def train(
         val_images=val_images,
         val_steps=val_steps,
         device=device,
+        compile=compile_model,
     )
     settings = load_config(config, overrides)
     weights = Trainer(settings, log=note).run()

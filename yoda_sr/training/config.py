@@ -57,6 +57,8 @@ class TrainConfig:
     aux_l1: float = 0.0
     """Weight of an L1 loss on the LR encoder's own SR output (SRDiff with residual_base = rrdb),
     which trains the base the diffusion's residual is measured from (SRDiff's aux_l1_loss)."""
+    compile: bool = False
+    """Train the denoiser through torch.compile (``compiled``): minutes to compile, faster steps."""
 
     @classmethod
     def keys(cls) -> set[str]:

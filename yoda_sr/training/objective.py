@@ -16,7 +16,7 @@ A list of generators, one per sample, makes each sample's draw independent of it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -170,18 +170,24 @@ def noise_batch(
 
 
 def loss_terms(
-    model: SRDenoiser, hr: Tensor, cond: Condition, draw: NoiseDraw, *, mask_input: bool = True
+    model: SRDenoiser,
+    hr: Tensor,
+    cond: Condition,
+    draw: NoiseDraw,
+    *,
+    mask_input: bool = True,
+    denoise: Callable[[Tensor, Condition, Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(numerator, element count) of eq. 10 for a batch of HR images and a draw of their shape.
 
     The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
     (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
-    get to move the base.
+    get to move the base. ``denoise`` replaces the model call (e.g. ``compiled.CompiledDenoiser``).
     """
     z0 = model.to_diffusion_space(hr, cond).detach().float()
     batch = draw.apply(z0)
     z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
-    prediction = model(z_in, cond, batch.t, batch.noise_level)
+    prediction = (denoise or model)(z_in, cond, batch.t, batch.noise_level)
     return masked_l1_terms(batch.eps, prediction.float(), batch.mask)
 
 
