@@ -17,6 +17,7 @@ yoda-sr (e.g. a worktree of an older commit), run with the same images and seeds
 
     python bench/cpu.py [--rounds 3] [--calls 3] [--call-size 256] [--compile] [--baseline DIR]
                         [--variants plain,channels_last,mish,allocator,passive,tiles,fast]
+                        [--images sample,photo] [--steps N]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ DESCRIPTIONS = {
 }
 
 
-def images() -> dict[str, object]:
+def images(which: str = "sample,photo") -> dict[str, object]:
     """The bundled sample photo (128 x 128 -> 512 x 512) and a 256 x 256 photo crop (-> 1024 x 1024)."""
     import numpy as np
     from PIL import Image
@@ -66,7 +67,8 @@ def images() -> dict[str, object]:
     sample = Path(__file__).resolve().parents[1] / "yoda_sr" / "samples" / "astronaut.png"
     with Image.open(sample) as opened:
         small = np.asarray(opened.convert("RGB"))
-    return {"sample 128": small, "photo 256": np.ascontiguousarray(data.coffee()[100:356, 200:456])}
+    found = {"sample 128": small, "photo 256": np.ascontiguousarray(data.coffee()[100:356, 200:456])}
+    return {name: image for name, image in found.items() if name.split()[0] in which.split(",")}
 
 
 def old_plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1, align: int = 1) -> list:
@@ -88,7 +90,7 @@ def old_plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: i
     return [Tile(top, left, min(tile, height), min(tile, width)) for top in starts(height) for left in starts(width)]
 
 
-def child(features: list[str], calls: int, call_size: int, out: Path, baseline: bool) -> dict:
+def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
     """Time one variant in this process; outputs go to ``out`` as .npy files."""
     if "allocator" in features:
         from yoda_sr.cpu import tune_allocator
@@ -101,6 +103,8 @@ def child(features: list[str], calls: int, call_size: int, out: Path, baseline: 
     from yoda_sr import api, tiling
     from yoda_sr.imaging import resize_bicubic
 
+    calls, call_size, baseline = args.calls, args.call_size, args.is_baseline
+    settings = api.Settings(steps=args.steps)
     if not baseline:
         if "mish" not in features:
             from yoda_sr.models import srdiff
@@ -127,14 +131,24 @@ def child(features: list[str], calls: int, call_size: int, out: Path, baseline: 
             denoise(z, cond, step, level)
             result["call"].append(time.perf_counter() - wall)
             result["call_cpu"].append(time.process_time() - cpu)
-    for name, image in images().items():
+    for name, image in images(args.images).items():
         if "compile" in features:
-            upscaler.upscale(image, seed=0)  # compilation for this image's tile shape, not timed
+            upscaler.upscale(image, seed=0, settings=settings)  # compiles this image's tile shape, untimed
         start = time.perf_counter()
-        output = upscaler.upscale(image, seed=0).image
+        output = upscaler.upscale(image, seed=0, settings=settings).image
         result["upscale"][name] = time.perf_counter() - start
         np.save(out / f"{name.replace(' ', '_')}.npy", output)
     return result
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
 
 
 def run_child(name: str, features: tuple[str, ...], args: argparse.Namespace, out: Path) -> dict:
@@ -156,7 +170,10 @@ def run_child(name: str, features: tuple[str, ...], args: argparse.Namespace, ou
         str(args.call_size),
         "--out",
         str(out),
-    ] + (["--is-baseline"] if baseline else [])
+        "--images",
+        args.images,
+    ]
+    command += (["--is-baseline"] if baseline else []) + (["--steps", str(args.steps)] if args.steps else [])
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     if done.returncode:
         raise SystemExit(f"variant {name} failed:\n{done.stderr[-3000:]}")
@@ -171,13 +188,15 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,channels_last,mish,allocator,passive,tiles,fast")
     parser.add_argument("--compile", action="store_true", help="add the fast+compile variant (minutes)")
     parser.add_argument("--baseline", default=None, metavar="DIR", help="also run this checkout of yoda-sr")
+    parser.add_argument("--images", default="sample,photo", help="sample (128 px), photo (256 px) or both")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--is-baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         features = [] if args.child == "-" else args.child.split(",")
-        print(json.dumps(child(features, args.calls, args.call_size, Path(args.out), args.is_baseline)))
+        print(json.dumps(child(features, args, Path(args.out))))
         return
 
     import numpy as np
@@ -202,11 +221,12 @@ def main() -> None:
 
     image_names = list(runs["plain"][0]["upscale"])
     reference = {image: np.load(work / "plain" / f"{image.replace(' ', '_')}.npy") for image in image_names}
+    steps = f"{args.steps} steps" if args.steps else "its defaults"
     print(
-        f"CPU: {os.cpu_count()} cores, {runs['plain'][0]['threads']} threads; {args.rounds} interleaved rounds "
-        f"(medians); per call: {args.call_size} x {args.call_size} HR, {args.calls} calls a round; upscale: "
-        "the default model at its defaults, first run in the process; ratio = time / plain time (lower is faster); "
-        "diff: max |output - plain output| in 8-bit levels\n"
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores, {runs['plain'][0]['threads']} threads; {args.rounds} "
+        f"interleaved rounds (medians); per call: {args.call_size} x {args.call_size} HR, {args.calls} calls a "
+        f"round; upscale: the default model at {steps}, first run in the process; ratio = time / plain time "
+        "(lower is faster); diff: max |output - plain output| in 8-bit levels\n"
     )
     header = "| variant | call s | call ratio | " + " | ".join(f"{i} s | {i} ratio | {i} diff" for i in image_names)
     print(header + " | what |")
