@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-FEATURES = ("channels_last", "mish", "allocator", "passive", "tiles", "compile")
 VARIANTS = {
     "plain": (),
     "channels_last": ("channels_last",),
@@ -43,6 +42,7 @@ VARIANTS = {
     "tiles": ("tiles",),
     "fast": ("channels_last", "mish", "allocator", "passive", "tiles"),
     "fast+compile": ("channels_last", "mish", "allocator", "passive", "tiles", "compile"),
+    "fast, no YODA": ("channels_last", "mish", "allocator", "passive", "tiles", "no-attention"),
 }
 """Variant name -> the fast-path features it switches on ("fast" is what the CLI does by default)."""
 DESCRIPTIONS = {
@@ -54,6 +54,7 @@ DESCRIPTIONS = {
     "tiles": "tile plan with the fewest processed pixels",
     "fast": "all of the above (the CLI's defaults)",
     "fast+compile": "all of the above and --compile",
+    "fast, no YODA": "fast, with --attention none: plain diffusion at the same steps (diff: another method)",
     "baseline": "another checkout (--baseline), at its defaults",
 }
 
@@ -104,7 +105,7 @@ def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
     from yoda_sr.imaging import resize_bicubic
 
     calls, call_size, baseline = args.calls, args.call_size, args.is_baseline
-    settings = api.Settings(steps=args.steps)
+    settings = api.Settings(steps=args.steps, attention="none" if "no-attention" in features else None)
     if not baseline:
         if "mish" not in features:
             from yoda_sr.models import srdiff
@@ -138,7 +139,17 @@ def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
         output = upscaler.upscale(image, seed=0, settings=settings).image
         result["upscale"][name] = time.perf_counter() - start
         np.save(out / f"{name.replace(' ', '_')}.npy", output)
+    result["peak_rss"] = peak_rss()
     return result
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes (Linux VmHWM; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def cpu_name() -> str:
@@ -229,8 +240,8 @@ def main() -> None:
         "(lower is faster); diff: max |output - plain output| in 8-bit levels\n"
     )
     header = "| variant | call s | call ratio | " + " | ".join(f"{i} s | {i} ratio | {i} diff" for i in image_names)
-    print(header + " | what |")
-    print("| --- | ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in image_names) + " | --- |")
+    print(header + " | peak RSS MiB | what |")
+    print("| --- | ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in image_names) + " | ---: | --- |")
     call_plain = median("plain", "call")
     for name in names:
         cells = [f"{median(name, 'call'):.3f}", f"{median(name, 'call') / call_plain:.2f}"]
@@ -238,8 +249,14 @@ def main() -> None:
             seconds = median(name, "", image)
             output = np.load(work / name / f"{image.replace(' ', '_')}.npy").astype(np.int64)
             diff = int(np.abs(output - reference[image].astype(np.int64)).max())
-            cells += [f"{seconds:.2f}", f"{seconds / median('plain', '', image):.2f}", str(diff)]
-        print(f"| {name} | " + " | ".join(cells) + f" | {DESCRIPTIONS[name]} |")
+            same_method = "no-attention" not in VARIANTS.get(name, ())
+            cells += [
+                f"{seconds:.2f}",
+                f"{seconds / median('plain', '', image):.2f}",
+                str(diff) if same_method else "-",
+            ]
+        rss = max(run["peak_rss"] for run in runs[name]) / 2**20
+        print(f"| {name} | " + " | ".join(cells) + f" | {rss:.0f} | {DESCRIPTIONS[name]} |")
 
 
 if __name__ == "__main__":
