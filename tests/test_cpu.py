@@ -158,3 +158,14 @@ def test_compile_fails_soft_with_one_line(tmp_path, model_file, capsys, monkeypa
     assert len(lines) == 1 and "No working C++ compiler" in lines[0] and "uncompiled" in lines[0]
     assert "more detail" not in err and "Traceback" not in err
     assert out.exists()
+
+
+def test_a_bad_tile_batch_is_one_usage_line(tmp_path, model_file, capsys):
+    image = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(photo()[200:216, 180:196])).save(image)
+    assert cli("upscale", image, "--model", model_file, "--tile-batch", "0") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("yoda-sr: error: --tile-batch: must be a whole number")
+    assert not (tmp_path / "in_x4.png").exists()
