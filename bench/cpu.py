@@ -42,7 +42,7 @@ VARIANTS = {
     "tiles": ("tiles",),
     "fast": ("channels_last", "mish", "allocator", "passive", "tiles"),
     "fast+compile": ("channels_last", "mish", "allocator", "passive", "tiles", "compile"),
-    "fast, no YODA": ("channels_last", "mish", "allocator", "passive", "tiles", "no-attention"),
+    "fast-no-yoda": ("channels_last", "mish", "allocator", "passive", "tiles", "no-attention"),
 }
 """Variant name -> the fast-path features it switches on ("fast" is what the CLI does by default)."""
 DESCRIPTIONS = {
@@ -54,7 +54,7 @@ DESCRIPTIONS = {
     "tiles": "tile plan with the fewest processed pixels",
     "fast": "all of the above (the CLI's defaults)",
     "fast+compile": "all of the above and --compile",
-    "fast, no YODA": "fast, with --attention none: plain diffusion at the same steps (diff: another method)",
+    "fast-no-yoda": "fast, with --attention none: plain diffusion at the same steps (diff: another method)",
     "baseline": "another checkout (--baseline), at its defaults",
 }
 
