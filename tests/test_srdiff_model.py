@@ -346,3 +346,28 @@ def test_bf16_and_channels_last_forward():
     assert torch.allclose(in_channels_last, reference, atol=1e-5)
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
     assert math.isfinite(float((low.float() - reference).abs().mean()))
+
+
+def test_mish_is_upstreams_written_out_form_in_every_layout_and_under_autograd():
+    from yoda_sr.models.mish import CHUNK, mish
+
+    def upstream(x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tanh(torch.nn.functional.softplus(x))
+
+    extremes = torch.tensor([-1e4, -100.0, -20.0, -1e-6, 0.0, 1e-6, 19.9, 20.0, 20.1, 88.0, 100.0, 1e4])
+    x = torch.cat([torch.linspace(-30, 30, 3 * CHUNK // 2), extremes]).reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        fast = mish(x)
+        assert (fast - upstream(x)).abs().max() < 1e-6 and fast.shape == x.shape
+        assert torch.equal(mish(x[:, -len(extremes) :]).flatten()[-5:], extremes[-5:])  # x itself above 20
+        assert torch.isnan(mish(torch.tensor([float("nan")]))).all()
+        # channels-last stays channels-last; a strided view falls back to F.mish
+        image = torch.randn(2, 8, 33, 17) * 5
+        for layout in (image, image.to(memory_format=torch.channels_last), image[..., ::2]):
+            out = mish(layout)
+            assert (out - upstream(layout)).abs().max() < 1e-6
+        assert mish(image.to(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+    leaf = torch.randn(64, requires_grad=True)
+    mish(leaf).sum().backward()
+    expected = torch.autograd.grad(upstream(leaf).sum(), leaf)[0]
+    assert leaf.grad is not None and torch.allclose(leaf.grad, expected, atol=1e-6)

@@ -57,8 +57,12 @@ def test_streaming_starts_over_the_budget_and_has_no_seam(upscaler):
 
     tiles = plan_tiles(128, 192, 64, 16, 8, align=4)
     out = result.image.astype(np.float64).mean(axis=2)
-    for axis, length, starts in ((1, 192, {t.left for t in tiles}), (0, 128, {t.top for t in tiles})):
-        borders = sorted({s for s in starts if s} | {s + 64 for s in starts if s + 64 < length})
+    height, width = tiles[0].height, tiles[0].width
+    for axis, length, starts, side in (
+        (1, 192, {t.left for t in tiles}, width),
+        (0, 128, {t.top for t in tiles}, height),
+    ):
+        borders = sorted({s for s in starts if s} | {s + side for s in starts if s + side < length})
         gradient = np.abs(np.diff(out, axis=axis))
         at_borders = np.take(gradient, [c - 1 for c in borders], axis=axis).ravel()
         elsewhere = np.delete(gradient, [c - 1 for c in borders], axis=axis).ravel()

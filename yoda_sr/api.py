@@ -12,7 +12,6 @@ how inputs are sharded across processes.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,10 +30,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from .models.base import SRDenoiser
+    from .tiling import Denoise
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
-CPU_AUTO_TILE = 512
-"""HR tile side ``--tile auto`` uses on the CPU for images with a side above 1.5 x this."""
 
 
 @dataclass
@@ -48,6 +46,8 @@ class Settings:
     lower_bound: float | None = None
     tile: int | str = "auto"
     tile_overlap: int = 32
+    tile_batch: int = 1
+    """Tiles of one image per denoiser call (they share a shape; other images never join them)."""
     stream: str = "auto"
     """auto: stream tiles (docs/method.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
     memory_budget: int | None = None
@@ -114,20 +114,44 @@ class Upscaler:
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
         self.x_up = x_up_recipe(self.metadata)
         """How the condition x_up is built (``conditioning``): as the model's training data was."""
+        self.denoise: Denoise = self.model
+        """How the sampler calls the denoiser: the model, or a compiled one (``compile``)."""
         self._float_model: SRDenoiser | None = None
         self._pixel_bytes: dict[torch.dtype, int] = {}
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str = "auto"
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str = "auto",
+        compile: bool = False,
+        channels_last: bool | None = None,
     ) -> Upscaler:
-        """Load a named checkpoint, a .safetensors file or a training run folder."""
+        """Load a named checkpoint, a .safetensors file or a training run folder.
+
+        ``channels_last`` (default: on the CPU) lays the denoiser's weights out channels-last, which
+        oneDNN's convolutions run faster; ``compile`` calls ``compile()``.
+        """
         from .devices import resolve_device, resolve_dtype
 
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         torch_dtype = resolve_dtype(dtype, device)
         loaded = checkpoints.load_denoiser(name_or_path or DEFAULT_MODEL, device=device, dtype=torch_dtype)
-        return cls(loaded, device, torch_dtype)
+        if device.type == "cpu" if channels_last is None else channels_last:
+            loaded.model.to(memory_format=torch.channels_last)
+        upscaler = cls(loaded, device, torch_dtype)
+        if compile:
+            upscaler.compile()
+        return upscaler
+
+    def compile(self, on_failure: Callable[[str], None] | None = None) -> None:
+        """Run the denoiser through ``torch.compile`` from now on (``compiled``: for long jobs; one graph
+        per tile shape; uncompiled after one ``on_failure`` line if it cannot compile)."""
+        from .compiled import CompiledDenoiser
+
+        self.denoise = CompiledDenoiser(self.model, on_failure=on_failure)
 
     @property
     def name(self) -> str:
@@ -138,6 +162,7 @@ class Upscaler:
         from .attention import METHODS
         from .masking import validate_lower_bound
         from .sparse import resolve_block
+        from .tiling import check_tile_settings
 
         defaults = self.defaults
         merged = Settings(
@@ -148,6 +173,7 @@ class Upscaler:
             lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
+            tile_batch=settings.tile_batch,
             stream=str(settings.stream).strip().lower(),
             memory_budget=settings.memory_budget,
             sparse=settings.sparse,
@@ -167,7 +193,7 @@ class Upscaler:
             validate_lower_bound(lower_bound)
         except ValueError as error:
             raise SettingError("lower_bound", str(error)) from None
-        self._check_tiles(merged.tile, merged.tile_overlap)
+        check_tile_settings(merged.tile, merged.tile_overlap, self.model.info.size_multiple, merged.tile_batch)
         if merged.stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
         if merged.stream == "on" and merged.tile == 0:
@@ -178,48 +204,12 @@ class Upscaler:
             raise SettingError("memory_budget", f"must be a positive number of bytes, got {budget!r}")
         return merged
 
-    def _check_tiles(self, tile: int | str, overlap: int) -> None:
-        """A tile side is auto, 0 (off) or at least two of the model's size multiples; the overlap is
-        at most half a tile (more would evaluate most pixels four times or more)."""
-        multiple = self.model.info.size_multiple
-        if tile != "auto" and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 0):
-            raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
-        if isinstance(tile, int) and 0 < tile < 2 * multiple:
-            raise SettingError("tile", f"must be 0 (off), auto, or at least {2 * multiple} px for this model")
-        if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
-            raise SettingError("tile_overlap", f"must be a whole number of pixels >= 0, got {overlap!r}")
-        side = CPU_AUTO_TILE if tile == "auto" else int(tile)
-        if side and overlap > side // 2:
-            which = "the automatic tile" if tile == "auto" else "the tile"
-            raise SettingError("tile_overlap", f"must be at most half {which} ({side // 2} px), got {overlap}")
-
-    def _auto_side(self) -> int:
-        """The tile side ``tile auto`` means on this device."""
-        if self.device.type != "cuda":
-            return CPU_AUTO_TILE
-        free, _ = torch.cuda.mem_get_info(self.device)
-        # ~ 4 feature maps of the widest first level, 4 bytes each, per HR pixel, times 8 for the rest
-        # of the UNet: a deliberately cautious estimate, halved again on OOM.
-        hparams = self.metadata["hparams"]
-        width_first = int(hparams.get("hidden_size") or hparams.get("inner_channel", 64))
-        return max(int(math.sqrt(max(free * 0.6, 1) / (width_first * 4 * 4 * 8))), CPU_AUTO_TILE)
-
     def _tile_side(self, tile: int | str, height: int, width: int, stream: bool = False) -> int | None:
-        """HR tile side, or None for no tiling; streamed tiles always exist and span whole LR pixels."""
-        multiple = self.model.info.size_multiple
-        if stream:
-            multiple = multiple * self.scale // math.gcd(multiple, self.scale)
-            side = self._auto_side() if tile == "auto" else int(tile)
-            return max(multiple, side - side % multiple)
-        if tile == "auto":
-            side = self._auto_side()
-            if max(height, width) <= side * 1.5:
-                return None
-            return max(multiple, side - side % multiple)
-        side = int(tile)
-        if side == 0 or max(height, width) <= side:
-            return None
-        return side - side % multiple
+        """HR tile side, or None for no tiling (``tiling.tile_side``)."""
+        from .tiling import auto_tile_side, tile_side
+
+        auto = auto_tile_side(self.device, self.metadata["hparams"]) if tile == "auto" else 0
+        return tile_side(tile, height, width, self.model.info.size_multiple, self.scale, auto, stream)
 
     def upscale(
         self,
@@ -352,7 +342,15 @@ class Upscaler:
 
         schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
-        evaluator = Evaluator(model, cond, tile=tile, overlap=settings.tile_overlap, block=settings.block)
+        evaluator = Evaluator(
+            model,
+            cond,
+            tile=tile,
+            overlap=settings.tile_overlap,
+            block=settings.block,
+            denoise=self.denoise if model is self.model else None,
+            tile_batch=settings.tile_batch,
+        )
         ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
         evaluator.watch(ticks.call)  # the evaluator runs the denoiser one image at a time
         sampled = sample(

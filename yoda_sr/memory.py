@@ -154,6 +154,7 @@ def _run_streamed(
         x_up=upscaler.x_up,
         sparse=settings.sparse,
         block=int(settings.block),
+        denoise=upscaler.denoise if dtype == upscaler.dtype else None,
     )
 
     def check(image: torch.Tensor) -> None:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .errors import SettingError
 from .models.base import Condition, SRDenoiser
-from .tiling import Tile, plan_tiles, tiled_eps_fn
+from .tiling import Denoise, Tile, plan_tiles, tiled_eps_fn
 
 DEFAULT_BLOCK = 64
 """HR block side of the maps and cells (rounded up to the model's size multiple); bench/sparse.py."""
@@ -170,7 +170,9 @@ class Evaluator:
     is the dense tiles'. ``block`` is the cell side (the map's blocks; 0: DEFAULT_BLOCK rounded up
     to the model's size multiple) and ``origin`` the image position of the state's first pixel (for
     windows of a larger image whose blocks are anchored at the image's origin). The denoiser runs
-    one image at a time, so an image's eps depends on nothing else in its batch.
+    one image at a time, so an image's eps depends on nothing else in its batch. ``denoise`` and
+    ``tile_batch`` are ``tiling.tiled_eps_fn``'s, for the dense steps (a compiled denoiser, tiles per
+    call); the sparse crops change shape from step to step and call the model itself.
     """
 
     def __init__(
@@ -185,6 +187,8 @@ class Evaluator:
         origin: tuple[int, int] = (0, 0),
         dtype: torch.dtype | None = None,
         on_tile: Callable[[], None] | None = None,
+        denoise: Denoise | None = None,
+        tile_batch: int = 1,
     ) -> None:
         multiple = model.info.size_multiple
         height, width = cond.x_up.shape[-2:]
@@ -212,7 +216,10 @@ class Evaluator:
         """The dense tile plan (one tile when the image fits)."""
         # A reference cycle through self would keep every tile's condition alive until the garbage
         # collector ran (streamed tiles make one evaluator each): the tile functions call ``tick``.
-        self._dense = [tiled_eps_fn(model, image, self.tiles, self.dtype, tick) for image in self.images]
+        self._dense = [
+            tiled_eps_fn(model, image, self.tiles, self.dtype, tick, denoise=denoise, batch=tile_batch)
+            for image in self.images
+        ]
         self._dense_pixels = sum(t.height * t.width for t in self.tiles)
         self.pixels = [0] * len(self.images)
         """Pixels the denoiser ran on so far, per image."""

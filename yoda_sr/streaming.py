@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .models.base import SRDenoiser
 from .schedules import NoiseSchedule
-from .tiling import Tile
+from .tiling import Denoise, Tile
 
 if TYPE_CHECKING:
     from .resshift import ResShiftSchedule
@@ -65,6 +65,8 @@ class StreamSpec:
     """Evaluate the denoiser on the active blocks only (``sparse.Evaluator``)."""
     block: int = 0
     """HR side of the blocks the map is averaged over, anchored at the image's origin (0: pixel-level)."""
+    denoise: Denoise | None = None
+    """How the denoiser is called (``tiling.Denoise``: e.g. compiled); None: the model itself."""
 
 
 class PositionalNoise:
@@ -269,7 +271,9 @@ def upscale_streamed(
                 (r0, r1), (c0, c1) = rows_owned[tile.top], cols_owned[tile.left]
                 owned = activation[..., r0 - tile.top : r1 - tile.top, c0 - tile.left : c1 - tile.left]
                 updates += update_fraction(owned, schedule.steps) * owned.numel()
-            evaluator = Evaluator(model, cond, block=spec.block, origin=(tile.top, tile.left), dtype=spec.dtype)
+            evaluator = Evaluator(
+                model, cond, block=spec.block, origin=(tile.top, tile.left), dtype=spec.dtype, denoise=spec.denoise
+            )
             noise = PositionalNoise(seed, tile.top, tile.left)
 
             def step(info: object, noise: PositionalNoise = noise) -> None:

@@ -50,6 +50,9 @@ def train(
         None, "--process", metavar="ddpm|resshift", help="Diffusion process (default ddpm; docs/method.md §10)."
     ),
     kappa: float | None = typer.Option(None, "--kappa", metavar="K", help="ResShift's noise scale (default 2)."),
+    compile_model: bool | None = typer.Option(
+        None, "--compile", help="Train through torch.compile: minutes to compile, then faster steps."
+    ),
     config: Path | None = typer.Option(None, "--config", metavar="FILE.toml", help="Settings; flags override."),
 ) -> None:
     """Train or fine-tune a denoiser with YODA masked training (DDP under torchrun), for DDPM or ResShift.
@@ -91,6 +94,7 @@ def train(
         device=device,
         process=process,
         kappa=kappa,
+        compile=compile_model,
     )
     main_process = os.environ.get("RANK", "0") == "0"
     settings = load_config(config, overrides, log=note if main_process else None)

@@ -17,7 +17,7 @@ A list of generators, one per sample, makes each sample's draw independent of it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -268,23 +268,32 @@ def noise_batch(
 
 
 def loss_terms(
-    model: SRDenoiser, hr: Tensor, cond: Condition, draw: NoiseDraw | ShiftDraw, *, mask_input: bool = True
+    model: SRDenoiser,
+    hr: Tensor,
+    cond: Condition,
+    draw: NoiseDraw | ShiftDraw,
+    *,
+    mask_input: bool = True,
+    denoise: Callable[[Tensor, Condition, Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(numerator, element count) of eq. 10 for a batch of HR images and a draw of their shape.
 
     The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
     (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
     get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §10).
+    ``denoise`` replaces the model call (e.g. ``compiled.CompiledDenoiser``).
     """
     z0 = model.to_diffusion_space(hr, cond).detach().float()
     if isinstance(draw, ShiftDraw):
         y0 = model.known_region(cond).detach().float()
         x_in = draw.network_input(z0, y0, mask_input)
-        prediction = model(x_in, cond, draw.t, noise_level(draw.eta))
+        level = noise_level(draw.eta)
+        assert isinstance(level, Tensor)  # draw.eta is a tensor: per-sample levels
+        prediction = (denoise or model)(x_in, cond, draw.t, level)
         return masked_l1_terms(z0, prediction.float(), draw.mask)
     batch = draw.apply(z0)
     z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
-    prediction = model(z_in, cond, batch.t, batch.noise_level)
+    prediction = (denoise or model)(z_in, cond, batch.t, batch.noise_level)
     return masked_l1_terms(batch.eps, prediction.float(), batch.mask)
 
 

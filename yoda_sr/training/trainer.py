@@ -101,6 +101,11 @@ class Trainer:
         if config.amp == "fp16" and self.device.type != "cuda":
             raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 or no on the CPU")
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.denoise = None
+        if config.compile:
+            from ..compiled import CompiledDenoiser
+
+            self.denoise = CompiledDenoiser(self.model, on_failure=self._main_log)
 
     def _main_log(self, message: str) -> None:
         if self.dist.main:
@@ -125,7 +130,11 @@ class Trainer:
         )
 
     def _loss_terms(
-        self, model: SRDenoiser, batch: Batch, draw: objective.NoiseDraw | objective.ShiftDraw
+        self,
+        model: SRDenoiser,
+        batch: Batch,
+        draw: objective.NoiseDraw | objective.ShiftDraw,
+        denoise: Callable | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """``objective.loss_terms`` of a micro-batch (numerator, element count) and, with ``aux_l1``,
         ``objective.base_l1_sum``."""
@@ -135,7 +144,7 @@ class Trainer:
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             cond = model.prepare(lr, x_up)
-            total, count = objective.loss_terms(model, hr, cond, draw)
+            total, count = objective.loss_terms(model, hr, cond, draw, denoise=denoise)
         aux = objective.base_l1_sum(hr, cond) if self.config.aux_l1 > 0 else None
         return total, count, aux
 
@@ -154,7 +163,7 @@ class Trainer:
         loss_value = 0.0
         elements = float(micro[0]["hr"].numel() * len(micro) * self.dist.world)
         for batch, draw in zip(micro, draws, strict=True):
-            total, _, aux = self._loss_terms(self.model, batch, draw)
+            total, _, aux = self._loss_terms(self.model, batch, draw, self.denoise)
             loss = total / total_count
             if aux is not None:
                 loss = loss + config.aux_l1 * aux / elements
