@@ -17,7 +17,7 @@ per photo, setting and map gives the pixel-level mask (``block`` 0, dense), toda
 
     python bench/sparse.py [--photos astronaut,coffee,chelsea] [--settings defaults,50]
                            [--methods sift,edge,gaussian,dino-resnet50] [--blocks 32,64,128]
-                           [--pixel] [--jsonl rows.jsonl] [--table rows.jsonl ...]
+                           [--pixel] [--side PX] [--jsonl rows.jsonl] [--table rows.jsonl ...]
 
 Rows are appended to ``--jsonl`` as they finish, so the bench can run in parts; ``--table FILES``
 prints the table of rows collected earlier, with a summary per setting and block.
@@ -42,9 +42,9 @@ def lpips_vgg():
 
     if "vgg" not in getattr(metrics, "LPIPS_NETS", ()):
         return None, "LPIPS-VGG n/a: yoda_sr.metrics has no VGG LPIPS here"
-    if not metrics.lpips_available("vgg"):  # type: ignore[call-arg]
+    if not metrics.lpips_available("vgg"):
         return None, "LPIPS-VGG n/a: weights not installed (yoda-sr checkpoints download lpips-vgg)"
-    return metrics.Lpips("vgg"), "LPIPS-VGG v0.1"  # type: ignore[call-arg]
+    return metrics.Lpips("vgg"), "LPIPS-VGG v0.1"
 
 
 class DenoiserClock:
@@ -68,14 +68,19 @@ class DenoiserClock:
         model.register_forward_hook(after)
 
 
-def photos(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def photos(names: list[str], side: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(HR, LR) of scikit-image photos; with ``side``, the HR is the photo's centre crop of that side."""
     from skimage import data
 
-    from yoda_sr.evaluation import degrade, ground_truth
+    from yoda_sr.baselines import degrade, ground_truth
 
     pairs = {}
     for name in names:
-        hr = ground_truth(np.ascontiguousarray(getattr(data, name)()[..., :3]), 4)
+        rgb = getattr(data, name)()[..., :3]
+        if side is not None:
+            top, left = max(0, (rgb.shape[0] - side) // 2), max(0, (rgb.shape[1] - side) // 2)
+            rgb = rgb[top : top + side, left : left + side]
+        hr = ground_truth(np.ascontiguousarray(rgb), 4)
         pairs[name] = (hr, degrade(hr, 4))
     return pairs
 
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
     order = 0
     out = open(args.jsonl, "a") if args.jsonl else None  # noqa: SIM115
-    for name, (hr, lr) in photos(args.photos.split(",")).items():
+    for name, (hr, lr) in photos(args.photos.split(","), args.side).items():
         for setting in args.settings.split(","):
             for method in args.methods.split(","):
                 common = {**SETTINGS[setting], "attention": method}
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--methods", default="sift,edge,gaussian,dino-resnet50")
     parser.add_argument("--blocks", default="32,64,128")
     parser.add_argument("--pixel", action="store_true", help="also run the pixel-level mask (dense) as a reference")
+    parser.add_argument("--side", type=int, default=None, help="centre crops of this HR side (default: whole photos)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jsonl", default=None, help="append each row to this file")
     parser.add_argument("--table", nargs="*", default=None, help="print the table of rows in these files")
