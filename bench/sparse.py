@@ -170,10 +170,14 @@ def table(rows: list[dict]) -> None:
             print(f"| {r['photo']} | {r['setting']} | {r['method']} | pixel | {r['update']:.3f} | {r['work']:.3f} "
                   f"| {r['dense_s']:.1f} | - | - | - | - | {r['dense']['psnr_y']:.2f} | {lp} |")  # fmt: skip
             continue
-        ratio = r["sparse_denoiser_s"] / max(r["work"] * r["dense_denoiser_s"] / r["dense_work"], 1e-9)
+        ratio = (
+            r["sparse_denoiser_s"] / max(r["work"] * r["dense_denoiser_s"] / r["dense_work"], 1e-9)
+            if r["dense_work"]
+            else None
+        )
         lp = f"{cell(r['dense']['lpips_vgg'], 4)} / {cell(r['sparse']['lpips_vgg'], 4)}"
         print(f"| {r['photo']} | {r['setting']} | {r['method']} | {r['block']} | {r['update']:.3f} | {r['work']:.3f} "
-              f"| {r['dense_s']:.1f} | {r['sparse_s']:.1f} | {r['dense_s'] / r['sparse_s']:.2f} | {ratio:.2f} "
+              f"| {r['dense_s']:.1f} | {r['sparse_s']:.1f} | {r['dense_s'] / r['sparse_s']:.2f} | {cell(ratio)} "
               f"| {cell(r['sparse_vs_dense_psnr_y'], 1)} | {r['dense']['psnr_y']:.2f} / {r['sparse']['psnr_y']:.2f} "
               f"| {lp} |")  # fmt: skip
     print("\nMeans over photos and maps (ratios of sums for times):\n")
@@ -187,8 +191,8 @@ def table(rows: list[dict]) -> None:
             update = np.mean([r["update"] for r in group])
             work = np.mean([r["work"] for r in group])
             speed = sum(r["dense_s"] for r in group) / sum(r["sparse_s"] for r in group)
-            expected = sum(r["work"] / r["dense_work"] * r["dense_denoiser_s"] for r in group)
-            ratio = sum(r["sparse_denoiser_s"] for r in group) / expected
+            expected = sum(r["work"] / r["dense_work"] * r["dense_denoiser_s"] for r in group if r["dense_work"])
+            ratio = sum(r["sparse_denoiser_s"] for r in group if r["dense_work"]) / expected
             gap = np.mean([r["sparse"]["psnr_y"] - r["dense"]["psnr_y"] for r in group])
             paired = [(r, pixel.get((r["photo"], setting, r["method"]))) for r in group]
             gaps = [r["dense"]["psnr_y"] - p["dense"]["psnr_y"] for r, p in paired if p is not None]
