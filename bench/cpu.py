@@ -43,6 +43,7 @@ VARIANTS = {
     "fast": ("channels_last", "mish", "allocator", "passive", "tiles"),
     "fast+compile": ("channels_last", "mish", "allocator", "passive", "tiles", "compile"),
     "fast-no-yoda": ("channels_last", "mish", "allocator", "passive", "tiles", "no-attention"),
+    "fast-dense": ("channels_last", "mish", "allocator", "passive", "tiles", "no-sparse"),
 }
 """Variant name -> the fast-path features it switches on ("fast" is what the CLI does by default)."""
 DESCRIPTIONS = {
@@ -55,6 +56,7 @@ DESCRIPTIONS = {
     "fast": "all of the above (the CLI's defaults)",
     "fast+compile": "all of the above and --compile",
     "fast-no-yoda": "fast, with --attention none: plain diffusion at the same steps (diff: another method)",
+    "fast-dense": "fast, with --sparse off: dense masked sampling on the pixel-level map (diff: another mask)",
     "baseline": "another checkout (--baseline), at its defaults",
 }
 
@@ -106,13 +108,18 @@ def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
 
     calls, call_size, baseline = args.calls, args.call_size, args.is_baseline
     settings = api.Settings(steps=args.steps, attention="none" if "no-attention" in features else None)
+    if "no-sparse" in features:
+        settings.sparse = False
     if not baseline:
         if "mish" not in features:
             from yoda_sr.models import srdiff
 
             srdiff.mish = lambda x: x * torch.tanh(F.softplus(x))  # upstream's form
         if "tiles" not in features:
+            from yoda_sr import sparse
+
             tiling.plan_tiles = old_plan_tiles  # type: ignore[assignment]
+            sparse.plan_tiles = old_plan_tiles  # type: ignore[assignment]
         options = {"channels_last": "channels_last" in features, "compile": "compile" in features}
         upscaler = api.Upscaler.from_pretrained(None, device="cpu", **options)
     else:
@@ -249,7 +256,7 @@ def main() -> None:
             seconds = median(name, "", image)
             output = np.load(work / name / f"{image.replace(' ', '_')}.npy").astype(np.int64)
             diff = int(np.abs(output - reference[image].astype(np.int64)).max())
-            same_method = "no-attention" not in VARIANTS.get(name, ())
+            same_method = not {"no-attention", "no-sparse"} & set(VARIANTS.get(name, ()))
             cells += [
                 f"{seconds:.2f}",
                 f"{seconds / median('plain', '', image):.2f}",
