@@ -17,7 +17,7 @@ per photo, setting and map gives the pixel-level mask (``block`` 0, dense), toda
 
     python bench/sparse.py [--photos astronaut,coffee,chelsea] [--settings defaults,50]
                            [--methods sift,edge,gaussian,dino-resnet50] [--blocks 32,64,128]
-                           [--pixel] [--side PX] [--jsonl rows.jsonl] [--table rows.jsonl ...]
+                           [--pixel] [--side PX] [--halo PX] [--jsonl rows.jsonl] [--table rows.jsonl ...]
 
 Rows are appended to ``--jsonl`` as they finish, so the bench can run in parts; ``--table FILES``
 prints the table of rows collected earlier, with a summary per setting and block.
@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> None:
     original = attention_module.default_weights_path
     attention_module.default_weights_path = lambda method: random_weights.get(method) or original(method)
 
+    if args.halo is not None:
+        import yoda_sr.sparse
+
+        yoda_sr.sparse.HALO = args.halo
     upscaler = Upscaler.from_pretrained(None, device=args.device)
     clock = DenoiserClock(upscaler.model, upscaler.device)
     lpips, lpips_note = lpips_vgg()
@@ -208,6 +212,7 @@ def main() -> None:
     parser.add_argument("--blocks", default="32,64,128")
     parser.add_argument("--pixel", action="store_true", help="also run the pixel-level mask (dense) as a reference")
     parser.add_argument("--side", type=int, default=None, help="centre crops of this HR side (default: whole photos)")
+    parser.add_argument("--halo", type=int, default=None, help="HR pixels of context (default: sparse.HALO)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jsonl", default=None, help="append each row to this file")
     parser.add_argument("--table", nargs="*", default=None, help="print the table of rows in these files")

@@ -183,7 +183,7 @@ class Evaluator:
         tile: int | None = None,
         overlap: int = 32,
         block: int = 0,
-        halo: int = HALO,
+        halo: int | None = None,
         origin: tuple[int, int] = (0, 0),
         dtype: torch.dtype | None = None,
         on_tile: Callable[[], None] | None = None,
@@ -202,6 +202,7 @@ class Evaluator:
         self.cond = cond.to(self.dtype)
         self.size = (int(height), int(width))
         self.multiple, self.block, self.origin = multiple, block, origin
+        halo = HALO if halo is None else halo  # read at call time: bench/sparse.py --halo sets it
         self.halo = -(-halo // multiple) * multiple
         self.tile = tile
         hooks: list[Callable[[], None]] = [] if on_tile is None else [on_tile]
