@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `yoda-sr` console script: user errors become one line and an exit code."""
     from ..cpu import tune_process
 
-    tune_process()  # before torch loads: OpenMP's wait policy only counts then (README, Performance)
+    tune_process()  # the allocator's settings (README, Performance)
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
