@@ -54,6 +54,13 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_lpips_weights(tmp_path, monkeypatch):
+    """Each test starts from an empty $YODA_SR_HOME (no LPIPS weights, whatever the user installed);
+    tests that want them set ``lpips_home`` over it."""
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "empty-home"))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_file, data) -> dict:
     """One evaluation of three methods, with no LPIPS weights installed: exit code, stdout, stderr
@@ -396,7 +403,8 @@ def test_base_is_the_models_known_region_and_what_yoda_leaves_undiffused(rrdb_mo
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"
     args = ("--model", rrdb_model_file, "--data", data, "--steps", STEPS, "--lower-bound", "0", "--out", out)
-    code, stdout, stderr = evaluate_cli(*args, "--compare", "bicubic,base,yoda", "-q")
+    # Pixel-level masks (--sparse off), so that a pixel with A = 0 is one that is never diffused.
+    code, stdout, stderr = evaluate_cli(*args, "--compare", "bicubic,base,yoda", "--sparse", "off", "-q")
     assert code == 0, stderr
     rows = table_rows(stdout)
     assert list(rows) == ["bicubic", "base", "yoda"] and rows["base"][4] == "n/a"
@@ -413,7 +421,8 @@ def test_base_is_the_models_known_region_and_what_yoda_leaves_undiffused(rrdb_mo
             cond = model.prepare(padded, resize_bicubic(padded, scale=4))
         assert np.array_equal(base, to_array(cond.base[..., : hr.shape[0], : hr.shape[1]])), name
         assert not np.array_equal(base, pixels(out / "bicubic" / name)), name
-        result = upscaler.upscale(lr, seed=derive_seed(0, name), settings=Settings(steps=2, lower_bound=0))
+        settings = Settings(steps=2, lower_bound=0, sparse=False)
+        result = upscaler.upscale(lr, seed=derive_seed(0, name), settings=settings)
         yoda = pixels(out / "yoda" / name)
         assert np.array_equal(yoda, result.image)
         untouched = result.attention == 0  # never diffused (l = 0): the known region, i.e. the base
