@@ -9,8 +9,10 @@ performance section (``bench/cpu.py``).
 - **Threads** are left as PyTorch sets them (one per core, OpenMP's default wait policy).
   ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once at a barrier instead of spinning) was measured
   with ``bench/cpu.py`` on the 2-core CPU beside a one-thread training job: 1.39x the plain path's
-  time per denoiser call and 1.52x per upscale of the sample photo, so it is not applied. Users on
-  an oversubscribed machine can set it, or ``torch.set_num_threads``, themselves.
+  time per denoiser call and 1.52x per upscale of the sample photo, so it is not applied. The other
+  side: with more busy threads than cores (two two-thread jobs on two cores), spinning threads
+  starve each other, and a test run that takes 6 minutes alone took 32 in that state. On a machine
+  shared with other busy processes, set ``OMP_WAIT_POLICY=PASSIVE`` or ``OMP_NUM_THREADS=1``.
 - **Allocator.** glibc serves blocks above its mmap threshold (128 KiB, growing to at most 32 MiB)
   with fresh mappings and returns freed heap memory above 128 KiB to the system, so a denoiser call
   that allocates and frees hundreds of MiB of feature maps faults every page in again (on a 512 px
