@@ -98,7 +98,7 @@ def test_evaluate_reads_the_process(run, tmp_path, capsys):
     assert cli("evaluate", "--model", run, "--data", data, "--steps", "4", "--out", out, "-q") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["sampler"] == "resshift" and summary["settings"]["steps"] == 4
-    assert set(summary["methods"]) == {"bicubic", "plain", "yoda"}
+    assert list(summary["methods"]) == ["bicubic", "base", "plain", "yoda"]  # base: the chain's start y0
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(photos, tmp_path):
