@@ -126,16 +126,11 @@ layer makes a step several times dearer, and 600 steps (8 minutes on the shared 
 SHORT_CHAIN = {"sr3-tiny": ScheduleSpec(kind="linear", steps=20, start=1e-3, end=0.015)}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(RECIPES))
-def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name, tmp_path):
-    tests = split_photo(tmp_path / "train")
-    model_source = name
-    if name in SHORT_CHAIN:
-        model_source = str(short_chain_checkpoint(tmp_path / "start.safetensors", name, SHORT_CHAIN[name]))
+def learning_config(tmp_path, model: str, recipe: dict, **extra) -> TrainConfig:
+    """The learning runs' settings: YODA on edge maps, half the batch plain, one validation at the end."""
     config = TrainConfig(
         data=str(tmp_path / "train"),
-        model=model_source,
+        model=model,
         attention="edge",
         lower_bound=LOWER_BOUND,
         plain_fraction=0.5,
@@ -146,10 +141,22 @@ def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name
         val_steps=4,
         device="cpu",
         out=str(tmp_path / "run"),
-        **RECIPES[name],
+        **recipe,
+        **extra,
     )
     config.val_every = config.iterations
     validate(config)
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name, tmp_path):
+    tests = split_photo(tmp_path / "train")
+    model_source = name
+    if name in SHORT_CHAIN:
+        model_source = str(short_chain_checkpoint(tmp_path / "start.safetensors", name, SHORT_CHAIN[name]))
+    config = learning_config(tmp_path, model_source, RECIPES[name])
     trainer = Trainer(config, log=lambda message: None)
     schedule = trainer.schedule
     before = held_out_loss(trainer.model, schedule, tests)
@@ -185,24 +192,7 @@ def test_a_tiny_resshift_model_trained_by_the_trainer_beats_bicubic_on_held_out_
     the shared 2-core CPU: bicubic 27.88 dB; plain 29.26 / YODA 29.39 at 4 steps, 28.53 / 28.77 at 15,
     in 254 s with other jobs running)."""
     tests = split_photo(tmp_path / "train")
-    config = TrainConfig(
-        data=str(tmp_path / "train"),
-        model="srdiff-tiny",
-        process="resshift",
-        attention="edge",
-        lower_bound=LOWER_BOUND,
-        plain_fraction=0.5,
-        lr_schedule="cosine",
-        ema=0.99,
-        weight_decay=0.0,
-        val_images=1,
-        val_steps=4,
-        device="cpu",
-        out=str(tmp_path / "run"),
-        **RECIPES["srdiff-tiny"],
-    )
-    config.val_every = config.iterations
-    validate(config)
+    config = learning_config(tmp_path, "srdiff-tiny", RECIPES["srdiff-tiny"], process="resshift")
     weights = Trainer(config, log=lambda message: None).run()
 
     upscaler = Upscaler.from_pretrained(weights.parent, device="cpu", dtype="fp32")
