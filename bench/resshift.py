@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    photos = [("val", path) for path in sorted(Path(args.val).glob("*.png"))]
-    if not args.val_only:
+    sets = set(args.sets.split(","))
+    photos = [("val", path) for path in sorted(Path(args.val).glob("*.png"))] if "val" in sets else []
+    if "unseen" in sets:
         photos += [("unseen", path) for path in unseen_photos(out / "unseen-photos")]
     srdiff = Upscaler.from_pretrained(args.srdiff, device="cpu", dtype="fp32")
     resshift = Upscaler.from_pretrained(args.resshift, device="cpu", dtype="fp32")
@@ -197,7 +198,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--attention", default="sift")
     parser.add_argument("--lower-bound", type=float, default=0.0)
-    parser.add_argument("--val-only", action="store_true", help="Leave out the two unseen photos.")
+    parser.add_argument(
+        "--sets", default="val,unseen", help="Photo sets: val (the --val folder), unseen (the two never-seen photos)."
+    )
     args = parser.parse_args()
     {"run": run, "lpips": lpips, "table": table}[args.command](args)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,33 @@ import torch
 from yoda_sr.imaging import resize_bicubic, to_tensor
 from yoda_sr.models import create_model
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+"""Processes running tests at once (``pytest -n N`` starts N workers; 1 without pytest-xdist)."""
+THREADS = max(1, min(2, torch.get_num_threads()) // WORKERS)
+torch.set_num_threads(THREADS)
+# Processes the tests start (CLI runs, torchrun) take the same share: more busy threads than cores
+# make OpenMP's spinning workers crawl.
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heavy tests (``@pytest.mark.slow(seconds)``) first, spread over the workers.
+
+    With ``-n N --maxschedchunk 1`` pytest-xdist hands each worker two tests at the start (items
+    2k and 2k + 1 to worker k) and then one at a time as they finish. Slots 0, 2, 4, ... take the N
+    heaviest and slots 1, 3, 5, ... the next N, so every worker starts on one heavy test with a
+    lighter one queued behind it, and no worker is left with two of the heaviest in a row."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return 0.0 if mark is None else float(mark.args[0] if mark.args else 20)
+
+    items.sort(key=seconds, reverse=True)
+    heavy = sum(1 for item in items if seconds(item) > 0)
+    pairs = min(WORKERS, heavy // 2)
+    if pairs > 1:
+        first, second = items[:pairs], items[pairs : 2 * pairs]
+        items[: 2 * pairs] = [item for pair in zip(first, second, strict=True) for item in pair]
 
 
 def photo(name: str = "astronaut") -> np.ndarray:

@@ -247,7 +247,7 @@ def test_build_attention_module_by_method_name() -> None:
         build_attention_module("dino-vitb16")
 
 
-@pytest.mark.parametrize("method", ["dino-resnet50", "dino-vits8", "dino-vits16"])
+@pytest.mark.parametrize("method", ["dino-resnet50", pytest.param("dino-vits8", marks=pytest.mark.slow), "dino-vits16"])
 def test_every_dino_method_runs_end_to_end_from_safetensors(method, tmp_path):
     """Random weights in the official layouts, saved as safetensors, through the public registry."""
     from skimage import data

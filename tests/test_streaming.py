@@ -203,6 +203,7 @@ def peak(model_file: Path, side: int, stream: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc/self/status")
 def test_streamed_peak_memory_does_not_grow_with_the_image(model_file):
     small, large = peak(model_file, 96, "on"), peak(model_file, 256, "on")  # 384^2 and 1024^2 outputs
