@@ -191,7 +191,7 @@ def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name
     assert scores["yoda_updates"] < 0.9, scores
 
 
-@pytest.mark.slow(160)
+@pytest.mark.slow(120)
 def test_a_tiny_resshift_model_trained_by_the_trainer_beats_bicubic_on_held_out_blocks(tmp_path):
     """ResShift (docs/method.md §10) through the same path: a short run on small crops, then plain
     and YODA ResShift sampling at upstream's respaced 4 steps and the whole 15-step chain (measured on
