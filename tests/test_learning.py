@@ -121,12 +121,13 @@ def short_chain_checkpoint(path: Path, name: str, schedule: ScheduleSpec) -> Pat
 RECIPES = {
     "srdiff-tiny": dict(hr_size=16, batch_size=32, iterations=500, lr=4e-3, warmup=50),
     "resshift": dict(hr_size=16, batch_size=64, iterations=350, lr=4e-3, warmup=50),
-    "sr3-tiny": dict(hr_size=32, batch_size=16, iterations=120, lr=2e-3, warmup=12),
+    "sr3-tiny": dict(hr_size=32, batch_size=16, iterations=60, lr=2e-3, warmup=6),
 }
 LOSS_ONLY = {"sr3-tiny"}
 """Models whose run is too short to beat bicubic (the held-out loss must still fall): SR3's attention
 layer makes a step several times dearer, and 600 steps (8 minutes on the shared 2 cores) reached
-27.80 dB plain against bicubic's 27.88. Its sampling is pinned to upstream's by the import tests."""
+27.80 dB plain against bicubic's 27.88. Its sampling is pinned to upstream's by the import tests.
+Its held-out loss: 0.87 -> 0.50 after 60 steps (the recipe), 0.44 after 120."""
 SHORT_CHAIN = {"sr3-tiny": ScheduleSpec(kind="linear", steps=20, start=1e-3, end=0.015)}
 
 
@@ -155,7 +156,7 @@ def learning_config(tmp_path, model: str, recipe: dict, **extra) -> TrainConfig:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param("srdiff-tiny", marks=pytest.mark.slow(100)), pytest.param("sr3-tiny", marks=pytest.mark.slow(40))],
+    [pytest.param("srdiff-tiny", marks=pytest.mark.slow(100)), pytest.param("sr3-tiny", marks=pytest.mark.slow(30))],
 )
 def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name, tmp_path):
     tests = split_photo(tmp_path / "train")

@@ -94,6 +94,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow(40)
 def test_sigkill_and_resume_reaches_the_same_weights(photos, tmp_path):
     common = ["--iterations", "16", "--batch-size", "4", "--val-every", "8", "--save-every", "4"]
+    common += ["--val-images", "1", "--val-steps", "2"]
     reference = tmp_path / "reference"
     result = subprocess.run(
         train_command(photos, reference, *common), capture_output=True, text=True, timeout=600, check=False
