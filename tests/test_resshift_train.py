@@ -149,9 +149,8 @@ def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(p
     train = ["train", "--data", str(photos), *BASE, "--iterations", "1"]
     monkeypatch.setenv("YODA_SR_DUMP_GRADIENTS", str(single))
     assert cli(*train, "--out", tmp_path / "a", "--batch-size", "6") == 0  # one process: this one
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     doubled = tmp_path / "ddp.safetensors"
-    env["YODA_SR_DUMP_GRADIENTS"] = str(doubled)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YODA_SR_DUMP_GRADIENTS": str(doubled)}
     torchrun = [
         sys.executable,
         "-m",

@@ -156,9 +156,8 @@ def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(p
     monkeypatch.setenv("YODA_SR_DUMP_GRADIENTS", str(single))
     code = cli("train", "--data", photos, "--out", tmp_path / "a", *BASE, "--iterations", "1", "--batch-size", "8")
     assert code == 0  # one process: this one
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     doubled = tmp_path / "ddp.safetensors"
-    env["YODA_SR_DUMP_GRADIENTS"] = str(doubled)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YODA_SR_DUMP_GRADIENTS": str(doubled)}
     command = [
         sys.executable,
         "-m",
