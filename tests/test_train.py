@@ -192,7 +192,7 @@ def test_torchrun_first_step_gradient_equals_single_process_with_doubled_batch(p
 def test_the_trainer_optimises_the_objective(photos, tmp_path, monkeypatch):
     """The loss `yoda-sr train` reports and optimises is the objective's: its first step's loss is
     ``diffusion_loss`` of the first batch with the per-sample generators, and it follows
-    ``objective.loss_terms`` when that changes."""
+    ``objective.masked_l1_terms`` when that changes."""
     settings = dict(
         data=str(photos), model="srdiff-tiny", hr_size=32, attention="edge", batch_size=4, iterations=1,
         plain_fraction=0.5, val_images=1, val_steps=2, seed=1,
@@ -221,13 +221,13 @@ def test_the_trainer_optimises_the_objective(photos, tmp_path, monkeypatch):
     )
     assert reported == pytest.approx(float(expected.detach()), rel=1e-6)
 
-    original = objective.loss_terms
+    original = objective.masked_l1_terms
 
     def tripled(*args, **kwargs):
         total, count = original(*args, **kwargs)
         return 3 * total, count
 
-    monkeypatch.setattr(objective, "loss_terms", tripled)
+    monkeypatch.setattr(objective, "masked_l1_terms", tripled)
     assert first_step_loss("tripled")[2] == pytest.approx(3 * reported, rel=1e-6)
 
 

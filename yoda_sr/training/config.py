@@ -73,6 +73,14 @@ class TrainConfig:
     """ResShift: eta_T, the shift at the last step."""
     eta_power: float = 0.3
     """ResShift: the power p of the exponential eta schedule."""
+    perceptual: float = 0.0
+    """Weight of LPIPS-VGG between the HR crop and the image of the denoiser's one-step estimate of
+    z_0 (the known region outside M(t)), beside the L1 on its output; needs the lpips-vgg weights."""
+    lr_noise: float = 0.0
+    """Half of the training LR crops get Gaussian noise of a sigma uniform in [0, lr_noise] (8-bit levels)."""
+    lr_jpeg: int = 0
+    """Half of the training LR crops (independently) go through JPEG of a quality uniform in [lr_jpeg, 95];
+    0: none. With either degradation on, every LR crop is rounded to 8 bits, as a user's file is."""
     compile: bool = False
     """Train the denoiser through torch.compile (``compiled``): minutes to compile, faster steps."""
 
@@ -174,6 +182,9 @@ def validate(config: TrainConfig) -> None:
         ("val_steps", config.val_steps >= 1, "must be at least 1"),
         ("plain_fraction", 0 <= config.plain_fraction <= 1, "must lie in [0, 1]"),
         ("aux_l1", config.aux_l1 >= 0, "must be >= 0"),
+        ("perceptual", config.perceptual >= 0, "must be >= 0"),
+        ("lr_noise", 0 <= config.lr_noise <= 50, f"must lie in [0, 50] (8-bit levels), got {config.lr_noise}"),
+        ("lr_jpeg", 0 <= config.lr_jpeg <= 95, f"must be 0 (none) or a JPEG quality 1..95, got {config.lr_jpeg}"),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),
         ("process", config.process in ("ddpm", "resshift"), f"must be ddpm or resshift, got {config.process!r}"),
         ("shift_steps", 2 <= config.shift_steps <= 1000, f"must be 2..1000, got {config.shift_steps}"),

@@ -137,9 +137,13 @@ class Samples(torch.utils.data.Dataset[Batch]):
 @dataclass(frozen=True)
 class Collate:
     """Stacks samples into a micro-batch and degrades its HR crops to LR in one batched resize
-    (per sample it cost a quarter of a tiny model's training step)."""
+    (per sample it cost a quarter of a tiny model's training step); with ``lr_noise`` or ``lr_jpeg``,
+    each LR crop is then rounded to 8 bits and degraded as drawn from (seed, its global index)."""
 
     scale: int
+    seed: int = 0
+    lr_noise: float = 0.0
+    lr_jpeg: int = 0
 
     def __call__(self, samples: list[Batch]) -> Batch:
         from ..imaging import resize_bicubic
@@ -147,7 +151,20 @@ class Collate:
         batch: Batch = torch.utils.data.default_collate(samples)
         height, width = batch["hr"].shape[-2:]
         batch["lr"] = resize_bicubic(batch["hr"], size=(height // self.scale, width // self.scale))
+        if self.lr_noise > 0 or self.lr_jpeg > 0:
+            batch["lr"] = torch.cat(
+                [self.degrade(lr, int(index)) for lr, index in zip(batch["lr"], batch["index"], strict=True)]
+            )
         return batch
+
+    def degrade(self, lr: Tensor, index: int) -> Tensor:
+        """One 3 x h x w LR crop in [-1, 1], rounded to 8 bits and randomly degraded (1 x 3 x h x w)."""
+        from ..degradations import random_degradation
+        from ..imaging import to_array, to_tensor
+
+        generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
+        degradation = random_degradation(self.lr_noise, self.lr_jpeg, generator)
+        return to_tensor(degradation.apply(to_array(lr.unsqueeze(0)), generator))
 
 
 def noise_generators(seed: int, indices: Tensor) -> list[torch.Generator]:
@@ -186,7 +203,7 @@ def batches(
     loader = torch.utils.data.DataLoader(
         Samples(sources, config, scale),
         batch_size=config.batch_size,
-        collate_fn=Collate(scale),
+        collate_fn=Collate(scale, config.seed, config.lr_noise, config.lr_jpeg),
         sampler=SampleIndices(first_step, config.batch_size, config.grad_accum, rank, world),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,

@@ -16,6 +16,7 @@ A list of generators, one per sample, makes each sample's draw independent of it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -267,6 +268,49 @@ def noise_batch(
     return draw.apply(z0)
 
 
+@dataclass
+class Prediction:
+    """The denoiser's output on one draw: what the L1 compares, and its one-step estimate of z_0."""
+
+    target: Tensor
+    """eps (DDPM) or z_0 (ResShift): what ``output`` is trained towards."""
+    output: Tensor
+    mask: Tensor | None
+    z0: Tensor
+    """The estimate of z_0 this output implies, clamped to [-1, 1]; the known region outside M(t)."""
+
+
+def predict(
+    model: SRDenoiser,
+    hr: Tensor,
+    cond: Condition,
+    draw: NoiseDraw | ShiftDraw,
+    *,
+    mask_input: bool = True,
+    denoise: Callable[[Tensor, Condition, Tensor, Tensor], Tensor] | None = None,
+) -> Prediction:
+    """The denoiser on a batch of HR images and a draw of their shape (see ``loss_terms``)."""
+    z0 = model.to_diffusion_space(hr, cond).detach().float()
+    known = model.known_region(cond).detach().float()
+    if isinstance(draw, ShiftDraw):
+        x_in = draw.network_input(z0, known, mask_input)
+        level = noise_level(draw.eta)
+        assert isinstance(level, Tensor)  # draw.eta is a tensor: per-sample levels
+        output = (denoise or model)(x_in, cond, draw.t, level).float()
+        estimate = output.clamp(-1, 1)
+        target = z0
+    else:
+        batch = draw.apply(z0)
+        z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
+        output = (denoise or model)(z_in, cond, batch.t, batch.noise_level).float()
+        level = batch.noise_level.view(-1, 1, 1, 1)
+        estimate = ((batch.z - (1 - level**2).sqrt() * output) / level.clamp(min=1e-4)).clamp(-1, 1)
+        target = batch.eps
+    if draw.mask is not None:
+        estimate = torch.where(draw.mask, estimate, known)
+    return Prediction(target=target, output=output, mask=draw.mask, z0=estimate)
+
+
 def loss_terms(
     model: SRDenoiser,
     hr: Tensor,
@@ -283,18 +327,15 @@ def loss_terms(
     get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §10).
     ``denoise`` replaces the model call (e.g. ``compiled.CompiledDenoiser``).
     """
-    z0 = model.to_diffusion_space(hr, cond).detach().float()
-    if isinstance(draw, ShiftDraw):
-        y0 = model.known_region(cond).detach().float()
-        x_in = draw.network_input(z0, y0, mask_input)
-        level = noise_level(draw.eta)
-        assert isinstance(level, Tensor)  # draw.eta is a tensor: per-sample levels
-        prediction = (denoise or model)(x_in, cond, draw.t, level)
-        return masked_l1_terms(z0, prediction.float(), draw.mask)
-    batch = draw.apply(z0)
-    z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
-    prediction = (denoise or model)(z_in, cond, batch.t, batch.noise_level)
-    return masked_l1_terms(batch.eps, prediction.float(), batch.mask)
+    prediction = predict(model, hr, cond, draw, mask_input=mask_input, denoise=denoise)
+    return masked_l1_terms(prediction.target, prediction.output, prediction.mask)
+
+
+def estimated_image(model: SRDenoiser, cond: Condition, prediction: Prediction) -> Tensor:
+    """The image of a prediction's z_0 estimate, measured from a detached base: a loss on it trains
+    the denoiser, not the regression base it adds to."""
+    base = None if cond.base is None else cond.base.detach()
+    return model.from_diffusion_space(prediction.z0, dataclasses.replace(cond, base=base))
 
 
 def base_l1_sum(hr: Tensor, cond: Condition) -> Tensor | None:

@@ -101,11 +101,22 @@ class Trainer:
         if config.amp == "fp16" and self.device.type != "cuda":
             raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 or no on the CPU")
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.lpips = self._perceptual_network() if config.perceptual > 0 else None
         self.denoise = None
         if config.compile:
             from ..compiled import CompiledDenoiser
 
             self.denoise = CompiledDenoiser(self.model, on_failure=self._main_log)
+
+    def _perceptual_network(self) -> torch.nn.Module:
+        """LPIPS-VGG, frozen, for the ``perceptual`` loss; a UsageError naming the fix when missing."""
+        from ..checkpoints import load_lpips
+        from ..metrics import lpips_available, lpips_missing_note
+
+        if not lpips_available("vgg"):
+            note = lpips_missing_note(["vgg"]).replace(" not computed", "")
+            raise UsageError(f"--perceptual needs LPIPS-VGG: {note}")
+        return load_lpips("lpips-vgg", device=self.device).eval().requires_grad_(False)
 
     def _main_log(self, message: str) -> None:
         if self.dist.main:
@@ -135,18 +146,23 @@ class Trainer:
         batch: Batch,
         draw: objective.NoiseDraw | objective.ShiftDraw,
         denoise: Callable | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``objective.loss_terms`` of a micro-batch (numerator, element count) and, with ``aux_l1``,
-        ``objective.base_l1_sum``."""
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``objective.loss_terms`` of a micro-batch (numerator, element count), with ``aux_l1``
+        ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
+        and the images of the denoiser's z_0 estimates."""
         from ..imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
+        perceptual = None
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             cond = model.prepare(lr, x_up)
-            total, count = objective.loss_terms(model, hr, cond, draw, denoise=denoise)
+            prediction = objective.predict(model, hr, cond, draw, denoise=denoise)
+            if self.lpips is not None:
+                perceptual = self.lpips(objective.estimated_image(model, cond, prediction), hr).float().sum()
+        total, count = objective.masked_l1_terms(prediction.target, prediction.output, prediction.mask)
         aux = objective.base_l1_sum(hr, cond) if self.config.aux_l1 > 0 else None
-        return total, count, aux
+        return total, count, aux, perceptual
 
     # -- a step --
 
@@ -162,11 +178,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         elements = float(micro[0]["hr"].numel() * len(micro) * self.dist.world)
+        samples = float(micro[0]["hr"].shape[0] * len(micro) * self.dist.world)
         for batch, draw in zip(micro, draws, strict=True):
-            total, _, aux = self._loss_terms(self.model, batch, draw, self.denoise)
+            total, _, aux, perceptual = self._loss_terms(self.model, batch, draw, self.denoise)
             loss = total / total_count
             if aux is not None:
                 loss = loss + config.aux_l1 * aux / elements
+            if perceptual is not None:
+                loss = loss + config.perceptual * perceptual / samples
             loss_value += float(total.detach()) / float(total_count)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.dist.sum_gradients(self.model.parameters())
@@ -229,8 +248,8 @@ class Trainer:
         batch = validation_batch(self.val_sources or self.sources, config.val_images, config.hr_size, self.scale)
         self.ema.eval()
         singles = [{key: value[i : i + 1] for key, value in batch.items()} for i in range(batch["hr"].shape[0])]
-        terms = [self._loss_terms(self.ema, one, self._draw(self.ema, one)) for one in singles]
-        val_loss = float(sum(total for total, _, _ in terms) / sum(count for _, count, _ in terms))
+        terms = [self._loss_terms(self.ema, one, self._draw(self.ema, one))[:2] for one in singles]
+        val_loss = float(sum(total for total, _ in terms) / sum(count for _, count in terms))
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
         cond = self.ema.prepare(lr, x_up)
