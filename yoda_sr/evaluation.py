@@ -43,6 +43,7 @@ from ._version import __version__
 from .api import Settings, Upscaler
 from .baselines import bicubic_upscale, degrade, ground_truth, regression_base
 from .batch import Batch, Item, each
+from .degradations import Degradation
 from .errors import SettingError, YodaError
 from .evaluation_results import (
     GRID_ROWS,
@@ -94,8 +95,11 @@ class Evaluation:
         scale: int,
         seed: int = 0,
         lpips: dict[str, Lpips] | None = None,
+        degradation: Degradation | None = None,
     ) -> None:
         self.upscaler = upscaler
+        self.degradation = degradation or Degradation()
+        """Applied to every LR after the downscale (noise drawn from the image's seed)."""
         self.methods = methods
         self.scale = scale
         self.seed = seed
@@ -115,6 +119,8 @@ class Evaluation:
             height, width = rgb.shape[:2]
             raise YodaError(f"is {width}x{height}; evaluating at x{self.scale} needs at least {smallest} pixels a side")
         lr = degrade(hr, self.scale)
+        if not self.degradation.is_identity:
+            lr = self.degradation.apply(lr, np.random.default_rng(derive_seed(self.seed, key, "degrade")))
         seed = derive_seed(self.seed, key)
         results: dict[str, np.ndarray] = {}
         costs: dict[str, tuple[float, float | None]] = {}
@@ -205,6 +211,7 @@ def evaluate(
     sparse: bool = True,
     block: int | str = "auto",
     compare: str | Sequence[str] = METHODS,
+    degrade: str = "none",
     seed: int = 0,
     device: str = "auto",
     dtype: str = "auto",
@@ -224,6 +231,7 @@ def evaluate(
     from .attention import MissingWeightsError
 
     methods = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
+    degradation = Degradation.parse(degrade)
     if scale is not None and scale < 1:
         raise SettingError("scale", f"must be a positive integer, got {scale}")
     if limit is not None and limit < 1:
@@ -268,7 +276,9 @@ def evaluate(
             "lower_bound": settings.lower_bound,
             "seed": seed,
             "border": scale,
-            "lr": "bicubic (a = -0.5, antialiased), 8-bit",
+            "lr": "bicubic (a = -0.5, antialiased), 8-bit"
+            + ("" if degradation.is_identity else f", then {degradation.label()}"),
+            "degrade": degradation.label(),
         },
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
@@ -290,11 +300,12 @@ def evaluate(
             and (out / "lr" / names[key]).is_file()
         )
 
-    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models)
+    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models, degradation)
     note(
         f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
         f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
-        f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
+        + ("" if degradation.is_identity else f"LR degraded by {degradation.label()}, ")
+        + f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
     )
     if "yoda" in methods and settings.attention == "none":
         note("note: the yoda method uses attention none here, so it equals plain")

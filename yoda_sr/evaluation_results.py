@@ -142,7 +142,9 @@ def json_number(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-IDENTITY = ("model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "seed", "dtype")
+IDENTITY = (
+    "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "seed", "dtype", "degrade",
+)  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
 
@@ -153,6 +155,7 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
         **(settings if isinstance(settings, dict) else {}),
         **{key: content.get(key) for key in ("model_sha256", "data", "dtype")},
     }
+    flat.setdefault("degrade", "none")  # evaluations from before --degrade had clean LR
     return {key: flat.get(key) for key in IDENTITY}
 
 

@@ -41,6 +41,13 @@ def evaluate(
         help="Comma-separated methods: bicubic, base (the model's regression output, no diffusion), "
         "plain (attention none), yoda.",
     ),
+    degrade: str = typer.Option(
+        "none",
+        "--degrade",
+        metavar="none|noise:S|jpeg:Q",
+        help="Degrade the LR as users' photos are: Gaussian noise of sigma S (8-bit levels), then JPEG at quality Q; "
+        "comma-separated, e.g. noise:5,jpeg:60.",
+    ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
@@ -77,6 +84,7 @@ def evaluate(
         sparse=parse_sparse(sparse),
         block=parse_block(block),
         compare=compare,
+        degrade=degrade,
         seed=seed,
         device=device,
         dtype=dtype,

