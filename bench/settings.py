@@ -1,0 +1,145 @@
+"""Sampling settings of one model side by side on whole photos: the fidelity / detail table of its card.
+
+For every photo of each ``--data`` folder, every seed and every LR condition (``--degrade``, as
+``yoda-sr evaluate --degrade`` makes it), the method rows are computed on the same 8-bit LR with the
+same per-image seed as ``yoda-sr evaluate`` (``evaluation.Evaluation``): ``bicubic`` and ``base`` once,
+then each setting of ``--settings`` (``STEPS/SAMPLER/ATTENTION/L``; attention ``none`` is plain
+diffusion), one after the other on each image so that timings interleave. Metrics: PSNR-Y and SSIM-Y
+(border 4), LPIPS-VGG and LPIPS-Alex where their weights are installed, the pixel-update fraction and
+the seconds of the whole ``Upscaler.upscale`` call (attention map included). Rows go to OUT/rows.csv;
+a rerun computes only what is missing, and ``--table`` prints the means without computing.
+
+    python bench/settings.py --model yoda-srdiff-x4 --data data/photos/val --seeds 0,1,2 \\
+        --settings 5/ddpm/none/0,5/ddpm/sift/0,5/ddpm/edge/0.3 --out bench-out/settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ["set", "degrade", "image", "seed", "method", "psnr_y", "ssim_y", "lpips_vgg", "lpips_alex"]
+FIELDS += ["update_fraction", "seconds"]
+
+
+def parse_setting(text: str) -> tuple[int, str, str, float]:
+    steps, sampler, attention, lower = text.split("/")
+    return int(steps), sampler, attention, float(lower)
+
+
+def label(setting: tuple[int, str, str, float]) -> str:
+    steps, sampler, attention, lower = setting
+    if attention == "none":
+        return f"plain {steps} {sampler}"
+    return f"yoda {steps} {sampler} {attention} l={lower:g}"
+
+
+def run(args: argparse.Namespace) -> None:
+    from yoda_sr.api import Settings, Upscaler
+    from yoda_sr.degradations import Degradation
+    from yoda_sr.evaluation import Evaluation
+    from yoda_sr.imageio import read_picture
+    from yoda_sr.metrics import load_lpips_models
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.csv"
+    done: set[tuple[str, ...]] = set()
+    if rows_path.exists():
+        with open(rows_path, newline="") as handle:
+            done = {(r["set"], r["degrade"], r["image"], r["seed"], r["method"]) for r in csv.DictReader(handle)}
+    upscaler = Upscaler.from_pretrained(args.model, device="cpu")
+    lpips, note = load_lpips_models("cpu")
+    if note:
+        print(note)
+    settings = [parse_setting(text) for text in args.settings.split(",")]
+    new_file = not rows_path.exists()
+    with open(rows_path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        for folder in args.data:
+            photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg"))
+            for degrade in args.degrade.split(";"):
+                degradation = Degradation.parse(degrade)
+                for path in photos:
+                    rgb = read_picture(path).rgb
+                    for seed in (int(s) for s in args.seeds.split(",")):
+                        jobs = [("bicubic", None), ("base", None)] + [(label(s), s) for s in settings]
+                        for method, setting in jobs:
+                            key = (Path(folder).name, degradation.label(), path.name, str(seed), method)
+                            if key in done or (setting is None and seed != int(args.seeds.split(",")[0])):
+                                continue
+                            wanted = Settings()
+                            if setting is not None:
+                                steps, sampler, attention, lower = setting
+                                wanted = Settings(steps=steps, sampler=sampler, attention=attention, lower_bound=lower)
+                            resolved = upscaler.resolve(wanted)
+                            evaluation = Evaluation(
+                                upscaler, ["yoda"], resolved, upscaler.scale, seed, lpips, degradation
+                            )
+                            which = method if setting is None else "yoda"
+                            record = evaluation.image(rgb, path.name, [which]).records[0]
+                            row = dict(zip(FIELDS[:5], key, strict=True))
+                            row.update(
+                                psnr_y=record.psnr_y,
+                                ssim_y=record.ssim_y,
+                                lpips_vgg=record.lpips_vgg,
+                                lpips_alex=record.lpips_alex,
+                                update_fraction=record.update_fraction,
+                                seconds=record.seconds,
+                            )
+                            writer.writerow(row)
+                            handle.flush()
+                            print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def table(args: argparse.Namespace) -> None:
+    with open(Path(args.out) / "rows.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        groups[(row["set"], row["degrade"])][row["method"]].append(row)
+
+    def mean(values: list[str]) -> float:
+        numbers = [float(v) for v in values if v not in ("", "None")]
+        return float(np.mean(numbers)) if numbers else math.nan
+
+    for (name, degrade), methods in groups.items():
+        images = sorted({row["image"] for rows in methods.values() for row in rows})
+        seeds = sorted({row["seed"] for rows in methods.values() for row in rows})
+        print(f"\n{name}, LR {degrade}: {len(images)} photos, seeds {', '.join(seeds)}\n")
+        print("| method | PSNR-Y | SSIM-Y | LPIPS-VGG | LPIPS-Alex | pixel updates | s / image | images x seeds |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for method, entries in methods.items():
+            fraction = mean([e["update_fraction"] for e in entries])
+            print(
+                f"| {method} | {mean([e['psnr_y'] for e in entries]):.2f} | {mean([e['ssim_y'] for e in entries]):.4f}"
+                f" | {mean([e['lpips_vgg'] for e in entries]):.4f} | {mean([e['lpips_alex'] for e in entries]):.4f}"
+                f" | {'-' if math.isnan(fraction) else f'{fraction:.3f}'}"
+                f" | {mean([e['seconds'] for e in entries]):.2f} | {len(entries)} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="yoda-srdiff-x4")
+    parser.add_argument("--data", nargs="+", default=["data/photos/val"], help="Folders of HR photos (one set each).")
+    parser.add_argument("--settings", default="5/ddpm/none/0,5/ddpm/sift/0", help="STEPS/SAMPLER/ATTENTION/L, ...")
+    parser.add_argument("--degrade", default="none", help="LR conditions, ';'-separated (e.g. 'none;jpeg:60;noise:5').")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--out", default="bench-out/settings")
+    parser.add_argument("--table", action="store_true", help="Only print the table of what OUT/rows.csv holds.")
+    args = parser.parse_args()
+    if not args.table:
+        run(args)
+    table(args)
+
+
+if __name__ == "__main__":
+    main()
