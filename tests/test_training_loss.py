@@ -162,6 +162,10 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
     torch.testing.assert_close(prediction.z0[inside], z0[inside], atol=1e-4, rtol=0)
     assert torch.equal(prediction.z0[~noise.mask.expand_as(z0)], torch.zeros_like(z0)[~noise.mask.expand_as(z0)])
     assert torch.equal(loss_terms(model, hr_crops, cond, noise, denoise=lambda *_: exact)[0], torch.tensor(0.0))
+    if isinstance(noise, NoiseDraw):  # a loss on the estimate counts by gamma_t: 1 at t = 0, 0 at pure noise
+        torch.testing.assert_close(prediction.weight, noise.noise_level**2)
+    else:
+        assert torch.equal(prediction.weight, torch.ones(hr_crops.shape[0]))
 
     base = cond.base.clone().requires_grad_(True)
     cond.base = base

@@ -278,6 +278,9 @@ class Prediction:
     mask: Tensor | None
     z0: Tensor
     """The estimate of z_0 this output implies, clamped to [-1, 1]; the known region outside M(t)."""
+    weight: Tensor
+    """Per sample, how much a loss on ``z0`` counts: gamma_t for DDPM (the estimate's error is
+    sqrt((1 - gamma) / gamma) times the output's, unbounded at high t), 1 for ResShift's x0 output."""
 
 
 def predict(
@@ -299,6 +302,7 @@ def predict(
         output = (denoise or model)(x_in, cond, draw.t, level).float()
         estimate = output.clamp(-1, 1)
         target = z0
+        weight = torch.ones(output.shape[0], device=output.device)
     else:
         batch = draw.apply(z0)
         z_in = batch.z * batch.mask if batch.mask is not None and mask_input else batch.z
@@ -306,9 +310,10 @@ def predict(
         level = batch.noise_level.view(-1, 1, 1, 1)
         estimate = ((batch.z - (1 - level**2).sqrt() * output) / level.clamp(min=1e-4)).clamp(-1, 1)
         target = batch.eps
+        weight = batch.noise_level.float() ** 2
     if draw.mask is not None:
         estimate = torch.where(draw.mask, estimate, known)
-    return Prediction(target=target, output=output, mask=draw.mask, z0=estimate)
+    return Prediction(target=target, output=output, mask=draw.mask, z0=estimate, weight=weight)
 
 
 def loss_terms(

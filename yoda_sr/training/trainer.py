@@ -152,7 +152,7 @@ class Trainer:
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``objective.loss_terms`` of a micro-batch (numerator, element count), with ``aux_l1``
         ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
-        and the images of the denoiser's z_0 estimates."""
+        and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``."""
         from ..imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
@@ -162,7 +162,8 @@ class Trainer:
             cond = model.prepare(lr, x_up)
             prediction = objective.predict(model, hr, cond, draw, denoise=denoise)
             if self.lpips is not None:
-                perceptual = self.lpips(objective.estimated_image(model, cond, prediction), hr).float().sum()
+                distances = self.lpips(objective.estimated_image(model, cond, prediction), hr).float()
+                perceptual = (prediction.weight * distances).sum()
         total, count = objective.masked_l1_terms(prediction.target, prediction.output, prediction.mask)
         aux = objective.base_l1_sum(hr, cond) if self.config.aux_l1 > 0 else None
         return total, count, aux, perceptual
