@@ -190,6 +190,7 @@ class Trainer:
                 loss = loss + config.aux_l1 * aux / elements
             if perceptual is not None:
                 loss = loss + config.perceptual * perceptual / samples
+                loss_value += config.perceptual * float(perceptual.detach()) / samples
             loss_value += float(total.detach()) / float(total_count)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.dist.sum_gradients(self.model.parameters())
