@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -58,45 +59,51 @@ def run(args: argparse.Namespace) -> None:
     if note:
         print(note)
     settings = [parse_setting(text) for text in args.settings.split(",")]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    degradations = [Degradation.parse(text) for text in args.degrade.split(";")]
+    methods: list[tuple[str, tuple[int, str, str, float] | None]] = [("bicubic", None), ("base", None)]
+    methods += [(label(setting), setting) for setting in settings]
+    photos = [
+        (Path(folder).name, path)
+        for folder in args.data
+        for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg"))
+    ]
+    pictures: dict[Path, np.ndarray] = {}
     new_file = not rows_path.exists()
     with open(rows_path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         if new_file:
             writer.writeheader()
-        for folder in args.data:
-            photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg"))
-            for degrade in args.degrade.split(";"):
-                degradation = Degradation.parse(degrade)
-                for path in photos:
-                    rgb = read_picture(path).rgb
-                    for seed in (int(s) for s in args.seeds.split(",")):
-                        jobs = [("bicubic", None), ("base", None)] + [(label(s), s) for s in settings]
-                        for method, setting in jobs:
-                            key = (Path(folder).name, degradation.label(), path.name, str(seed), method)
-                            if key in done or (setting is None and seed != int(args.seeds.split(",")[0])):
-                                continue
-                            wanted = Settings()
-                            if setting is not None:
-                                steps, sampler, attention, lower = setting
-                                wanted = Settings(steps=steps, sampler=sampler, attention=attention, lower_bound=lower)
-                            resolved = upscaler.resolve(wanted)
-                            evaluation = Evaluation(
-                                upscaler, ["yoda"], resolved, upscaler.scale, seed, lpips, degradation
-                            )
-                            which = method if setting is None else "yoda"
-                            record = evaluation.image(rgb, path.name, [which]).records[0]
-                            row = dict(zip(FIELDS[:5], key, strict=True))
-                            row.update(
-                                psnr_y=record.psnr_y,
-                                ssim_y=record.ssim_y,
-                                lpips_vgg=record.lpips_vgg,
-                                lpips_alex=record.lpips_alex,
-                                update_fraction=record.update_fraction,
-                                seconds=record.seconds,
-                            )
-                            writer.writerow(row)
-                            handle.flush()
-                            print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        # One image at a time, every setting on it in turn, so that timings interleave; bicubic and
+        # base do not depend on the seed and run with the first one only.
+        for (name, path), degradation, seed, (method, setting) in itertools.product(
+            photos, degradations, seeds, methods
+        ):
+            key = (name, degradation.label(), path.name, str(seed), method)
+            if key in done or (setting is None and seed != seeds[0]):
+                continue
+            wanted = Settings()
+            if setting is not None:
+                steps, sampler, attention, lower = setting
+                wanted = Settings(steps=steps, sampler=sampler, attention=attention, lower_bound=lower)
+            evaluation = Evaluation(
+                upscaler, ["yoda"], upscaler.resolve(wanted), upscaler.scale, seed, lpips, degradation
+            )
+            if path not in pictures:
+                pictures[path] = read_picture(path).rgb
+            record = evaluation.image(pictures[path], path.name, [method if setting is None else "yoda"]).records[0]
+            row = dict(zip(FIELDS[:5], key, strict=True))
+            row.update(
+                psnr_y=record.psnr_y,
+                ssim_y=record.ssim_y,
+                lpips_vgg=record.lpips_vgg,
+                lpips_alex=record.lpips_alex,
+                update_fraction=record.update_fraction,
+                seconds=record.seconds,
+            )
+            writer.writerow(row)
+            handle.flush()
+            print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def table(args: argparse.Namespace) -> None:
