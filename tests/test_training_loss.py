@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from yoda_sr.masking import activation_steps
 from yoda_sr.models import get_config
-from yoda_sr.training import diffusion_loss, draw_noise, loss_terms, masked_l1, masked_l1_terms, noise_batch
+from yoda_sr.training import diffusion_loss, draw_noise, masked_l1, masked_l1_terms, noise_batch, predict
 
 from conftest import prepare, tiny_model
 
@@ -108,7 +108,7 @@ def test_per_sample_generators_draw_each_sample_as_if_it_were_alone():
 
 
 @pytest.mark.parametrize("name", ["sr3-tiny", "srdiff-tiny"])
-def test_diffusion_loss_is_loss_terms_of_a_draw_whose_count_is_known_before_the_forward_pass(name, hr_crops):
+def test_diffusion_loss_is_the_l1_of_a_prediction_whose_count_is_known_before_the_forward_pass(name, hr_crops):
     model = tiny_model(name)
     cond = prepare(model, hr_crops)
     schedule = get_config(name).schedule.build()
@@ -123,7 +123,7 @@ def test_diffusion_loss_is_loss_terms_of_a_draw_whose_count_is_known_before_the_
         generator=torch.Generator().manual_seed(5),
     )
     with torch.no_grad():
-        total, count = loss_terms(model, hr_crops, cond, draw)
+        total, count = predict(model, hr_crops, cond, draw).l1_terms()
         loss = diffusion_loss(
             model,
             hr_crops,
@@ -144,7 +144,7 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
     """``predict``'s estimate (what the perceptual loss sees): an output equal to its target (the
     true eps, or z_0 for ResShift) gives back z_0 where M(t) is on, the known region elsewhere."""
     from yoda_sr.resshift import ResShiftSpec
-    from yoda_sr.training.objective import NoiseDraw, draw, estimated_image, predict
+    from yoda_sr.training.objective import NoiseDraw, draw, estimated_image
 
     model = tiny_model("srdiff-tiny")
     cond = prepare(model, hr_crops)
@@ -161,7 +161,7 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
         inside = inside & (noise.noise_level > 0.05).view(-1, 1, 1, 1)
     torch.testing.assert_close(prediction.z0[inside], z0[inside], atol=1e-4, rtol=0)
     assert torch.equal(prediction.z0[~noise.mask.expand_as(z0)], torch.zeros_like(z0)[~noise.mask.expand_as(z0)])
-    assert torch.equal(loss_terms(model, hr_crops, cond, noise, denoise=lambda *_: exact)[0], torch.tensor(0.0))
+    assert torch.equal(prediction.l1_terms()[0], torch.tensor(0.0))
     if isinstance(noise, NoiseDraw):  # a loss on the estimate counts by gamma_t: 1 at t = 0, 0 at pure noise
         torch.testing.assert_close(prediction.weight, noise.noise_level**2)
     else:

@@ -15,25 +15,27 @@ from .config import TrainConfig, load_config
 from .objective import (
     NoisedBatch,
     NoiseDraw,
+    Prediction,
     diffusion_loss,
     draw_noise,
-    loss_terms,
     masked_l1,
     masked_l1_terms,
     noise_batch,
+    predict,
 )
 from .trainer import Trainer
 
 __all__ = [
     "NoiseDraw",
     "NoisedBatch",
+    "Prediction",
     "TrainConfig",
     "Trainer",
     "diffusion_loss",
     "draw_noise",
     "load_config",
-    "loss_terms",
     "masked_l1",
     "masked_l1_terms",
     "noise_batch",
+    "predict",
 ]

@@ -8,7 +8,7 @@ known region y0 outside M(t) and the loss is the L1 error on x0 inside M(t) (doc
 
 The random part of a draw (t, sqrt(gamma), eps and so M(t)) does not depend on the target's values,
 only on its shape, so it is drawn first (``draw_noise``) and the loss is evaluated on it
-(``loss_terms``). ``diffusion_loss`` and the trainer both go this way; the trainer draws before the
+(``predict(...).l1_terms()``). ``diffusion_loss`` and the trainer both go this way; the trainer draws before the
 forward pass because data-parallel training divides every rank's sum by the element count of the
 whole global batch (``NoiseDraw.count``), which it must know before the first backward pass.
 A list of generators, one per sample, makes each sample's draw independent of its batch.
@@ -282,6 +282,10 @@ class Prediction:
     """Per sample, how much a loss on ``z0`` counts: gamma_t for DDPM (the estimate's error is
     sqrt((1 - gamma) / gamma) times the output's, unbounded at high t), 1 for ResShift's x0 output."""
 
+    def l1_terms(self) -> tuple[Tensor, Tensor]:
+        """(numerator, element count) of eq. 10: ``masked_l1_terms`` of the output against its target."""
+        return masked_l1_terms(self.target, self.output, self.mask)
+
 
 def predict(
     model: SRDenoiser,
@@ -292,7 +296,13 @@ def predict(
     mask_input: bool = True,
     denoise: Callable[[Tensor, Condition, Tensor, Tensor], Tensor] | None = None,
 ) -> Prediction:
-    """The denoiser on a batch of HR images and a draw of their shape (see ``loss_terms``)."""
+    """The denoiser on a batch of HR images and a draw of their shape.
+
+    The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
+    (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
+    get to move the base. A ResShift draw makes the L1 of ``Prediction.l1_terms`` the masked L1 on
+    x0 (docs/method.md §10). ``denoise`` replaces the model call (e.g. ``compiled.CompiledDenoiser``).
+    """
     z0 = model.to_diffusion_space(hr, cond).detach().float()
     known = model.known_region(cond).detach().float()
     if isinstance(draw, ShiftDraw):
@@ -314,26 +324,6 @@ def predict(
     if draw.mask is not None:
         estimate = torch.where(draw.mask, estimate, known)
     return Prediction(target=target, output=output, mask=draw.mask, z0=estimate, weight=weight)
-
-
-def loss_terms(
-    model: SRDenoiser,
-    hr: Tensor,
-    cond: Condition,
-    draw: NoiseDraw | ShiftDraw,
-    *,
-    mask_input: bool = True,
-    denoise: Callable[[Tensor, Condition, Tensor, Tensor], Tensor] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """(numerator, element count) of eq. 10 for a batch of HR images and a draw of their shape.
-
-    The target z_0 (the HR image's shape in both spaces) is detached: with a trainable residual base
-    (SRDiff's ``residual_base="rrdb"``) the diffusion models the residual of the base, it does not
-    get to move the base. A ResShift draw makes it the masked L1 on x0 (docs/method.md §10).
-    ``denoise`` replaces the model call (e.g. ``compiled.CompiledDenoiser``).
-    """
-    prediction = predict(model, hr, cond, draw, mask_input=mask_input, denoise=denoise)
-    return masked_l1_terms(prediction.target, prediction.output, prediction.mask)
 
 
 def estimated_image(model: SRDenoiser, cond: Condition, prediction: Prediction) -> Tensor:
@@ -363,7 +353,7 @@ def diffusion_loss(
     generator: Generators = None,
 ) -> Tensor:
     """The YODA masked L1 loss of a batch of HR images (plain SR3/SRDiff loss when attention is None):
-    ``loss_terms`` of a ``draw`` (ResShift's for a ResShift schedule), numerator over max(1, count)."""
+    ``predict`` on a ``draw`` (ResShift's for a ResShift schedule), its L1 numerator over max(1, count)."""
     noise_draw = draw(
         hr.shape,
         schedule,
@@ -373,5 +363,5 @@ def diffusion_loss(
         generator=generator,
         device=hr.device,
     )
-    total, count = loss_terms(model, hr, cond, noise_draw, mask_input=mask_input)
+    total, count = predict(model, hr, cond, noise_draw, mask_input=mask_input).l1_terms()
     return total / count.clamp(min=1)

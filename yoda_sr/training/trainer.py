@@ -151,7 +151,7 @@ class Trainer:
         denoise: Callable | None = None,
         perceptual_term: bool = True,
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """``objective.loss_terms`` of a micro-batch (numerator, element count), with ``aux_l1``
+        """``objective.predict(...).l1_terms()`` of a micro-batch (numerator, element count), with ``aux_l1``
         ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
         and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight`` (left out
         with ``perceptual_term=False``: validation reports the masked L1 alone)."""
@@ -166,7 +166,7 @@ class Trainer:
             if self.lpips is not None and perceptual_term:
                 distances = self.lpips(objective.estimated_image(model, cond, prediction), hr).float()
                 perceptual = (prediction.weight * distances).sum()
-        total, count = objective.masked_l1_terms(prediction.target, prediction.output, prediction.mask)
+        total, count = prediction.l1_terms()
         aux = objective.base_l1_sum(hr, cond) if self.config.aux_l1 > 0 else None
         return total, count, aux, perceptual
 
