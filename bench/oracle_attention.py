@@ -49,14 +49,12 @@ def main() -> None:
 
     from yoda_sr.api import Upscaler
     from yoda_sr.attention import compute_attention
-    from yoda_sr.baselines import degrade, ground_truth
-    from yoda_sr.conditioning import upscale_condition
+    from yoda_sr.baselines import degrade, ground_truth, whole_image_condition
     from yoda_sr.imageio import read_picture
-    from yoda_sr.imaging import to_array, to_tensor
+    from yoda_sr.imaging import to_array
     from yoda_sr.metrics import crop_border, image_metrics, load_lpips_models
     from yoda_sr.sampling import sample
     from yoda_sr.seeds import derive_seed
-    from yoda_sr.tiling import lr_multiple, pad_to
 
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")
     model, scale = upscaler.model, upscaler.scale
@@ -82,11 +80,8 @@ def main() -> None:
             lr = degrade(hr, scale)
             height, width = hr.shape[:2]
             with torch.inference_mode():
-                padded, _ = pad_to(to_tensor(lr), lr_multiple(model.info.size_multiple, scale))
+                padded, cond = whole_image_condition(upscaler, lr)
                 size = (padded.shape[-2] * scale, padded.shape[-1] * scale)
-                x_up = upscale_condition(padded, size, upscaler.x_up)
-                cond = model.prepare(padded, x_up).to(torch.float32)
-                cond.x_up = x_up
                 base_image = model.from_diffusion_space(model.known_region(cond), cond)
             base = to_array(base_image[..., :height, :width])
             print(path.name, flush=True)
