@@ -311,3 +311,50 @@ def test_the_perceptual_loss_reaches_the_denoiser_not_the_frozen_lpips(photos, t
     moved = max(float((perceptual[name] - plain[name]).abs().max()) for name in unet)
     assert moved > 1e-4
     assert "lr_noise = 5.0" in (tmp_path / "run-2" / "config.toml").read_text()
+
+
+@pytest.mark.slow(20)
+def test_unrolled_training_reaches_the_denoiser_and_a_frozen_base_gets_no_gradient(photos, tmp_path, monkeypatch):
+    """--unroll-steps with --sample-l1 changes the denoiser's first gradient against the eq. 10 loss
+    alone; --freeze-base leaves the LR encoder without one, and its weights as they started."""
+    settings = tmp_path / "half-plain.toml"
+    settings.write_text("plain_fraction = 0.5\n")
+    gradients = {}
+    runs = {"l1": (), "unrolled": ("--unroll-steps", "3", "--sample-l1", "4", "--freeze-base")}
+    for name, extra in runs.items():
+        dump = tmp_path / f"grad-{name}.safetensors"
+        monkeypatch.setenv("YODA_SR_DUMP_GRADIENTS", str(dump))
+        args = ("--iterations", "2", "--batch-size", "4", "--config", settings, *extra)
+        assert cli("train", "--data", photos, "--out", tmp_path / name, *BASE, *args) == 0
+        gradients[name] = weights(dump)
+    l1, unrolled = gradients["l1"], gradients["unrolled"]
+    assert any(name.startswith("encoder.") for name in l1)
+    assert not any(name.startswith("encoder.") for name in unrolled)
+    moved = max(float((unrolled[name] - l1[name]).abs().max()) for name in unrolled)
+    assert moved > 1e-4
+    config = load_config(settings, {"data": str(photos), "out": str(tmp_path / "fresh"), "model": "srdiff-tiny"})
+    initial = Trainer(config).model.state_dict()
+    for name, saved in (("l1", False), ("unrolled", True)):
+        final = weights(tmp_path / name / "weights" / "model.safetensors")
+        encoder = [key for key in final if key.startswith("encoder.") and final[key].is_floating_point()]
+        assert all(torch.equal(final[key], initial[key]) for key in encoder) is saved
+    assert "unroll_steps = 3" in (tmp_path / "unrolled" / "config.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--sample-l1", "1"), "--sample-l1: needs --unroll-steps"),
+        (("--unroll-steps", "2", "--process", "resshift"), "--unroll-steps: needs --process ddpm"),
+        (("--freeze-base", "--config", "AUX"), "--freeze-base: cannot train the base"),
+        (("--unroll-steps", "-1"), "--unroll-steps: must be 0 (off) or 1..100, got -1"),
+    ],
+)
+def test_unrolled_training_settings_that_cannot_work_are_one_line(flags, message, photos, tmp_path, capsys):
+    (tmp_path / "aux.toml").write_text("aux_l1 = 1.0\n")
+    flags = tuple(str(tmp_path / "aux.toml") if flag == "AUX" else flag for flag in flags)
+    code = cli("train", "--data", photos, "--out", tmp_path / "run", *BASE, "--iterations", "1", *flags)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()

@@ -173,3 +173,32 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
     image = estimated_image(model, cond, predict(model, hr_crops, cond, noise, denoise=lambda *_: output))
     image.sum().backward()
     assert base.grad is None and output.grad is not None and output.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("lower_bound", [None, 0.0, 0.3])
+def test_the_unrolled_image_is_what_the_sampler_returns_and_trains_the_denoiser_only(lower_bound, hr_crops):
+    """``unrolled_image`` (the sample the unrolled loss compares) is ``sampling.sample``'s image for
+    the same noise, block-pooled map and steps, and its gradient reaches the denoiser, not the base."""
+    from yoda_sr.sampling import sample
+    from yoda_sr.training.objective import unrolled_image
+
+    model = tiny_model("srdiff-tiny")
+    cond = prepare(model, hr_crops)
+    schedule = get_config("srdiff-tiny").schedule.build()
+    attention = None
+    if lower_bound is not None:
+        attention = torch.rand(hr_crops.shape[0], 1, *hr_crops.shape[-2:], generator=torch.Generator().manual_seed(2))
+
+    def generators():
+        return [torch.Generator().manual_seed(10 + i) for i in range(hr_crops.shape[0])]
+
+    common = dict(attention=attention, lower_bound=lower_bound or 0.0, block=16)
+    expected = sample(model, cond, schedule.respace(4), generator=generators(), **common).image
+    base = cond.base.clone().requires_grad_(True)
+    cond.base = base
+    image = unrolled_image(model, cond, schedule, 4, generator=generators(), **common)
+    torch.testing.assert_close(image, expected, atol=1e-5, rtol=0)
+    assert image.requires_grad
+    image.sum().backward()
+    assert base.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.parameters())

@@ -53,6 +53,18 @@ def train(
     perceptual: float | None = typer.Option(
         None, "--perceptual", metavar="W", help="Weight of LPIPS-VGG on the denoiser's z_0 estimate (needs lpips-vgg)."
     ),
+    unroll_steps: int | None = typer.Option(
+        None,
+        "--unroll-steps",
+        metavar="N",
+        help="Compare the N-step sampler's output (gradients through it) in --perceptual and --sample-l1; 0: off.",
+    ),
+    sample_l1: float | None = typer.Option(
+        None, "--sample-l1", metavar="W", help="Weight of the L1 between the unrolled sample and the HR crop."
+    ),
+    freeze_base: bool | None = typer.Option(
+        None, "--freeze-base", help="Train the denoiser only: the LR encoder and its regression base stay fixed."
+    ),
     lr_noise: float | None = typer.Option(
         None, "--lr-noise", metavar="SIGMA", help="Noise on half the LR crops, sigma up to this (8-bit levels)."
     ),
@@ -104,6 +116,9 @@ def train(
         process=process,
         kappa=kappa,
         perceptual=perceptual,
+        unroll_steps=unroll_steps,
+        sample_l1=sample_l1,
+        freeze_base=freeze_base,
         lr_noise=lr_noise,
         lr_jpeg=lr_jpeg,
         compile=compile_model,

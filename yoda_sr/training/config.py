@@ -76,6 +76,15 @@ class TrainConfig:
     perceptual: float = 0.0
     """Weight of LPIPS-VGG between the HR crop and the image of the denoiser's one-step estimate of
     z_0 (the known region outside M(t)), beside the L1 on its output; needs the lpips-vgg weights."""
+    unroll_steps: int = 0
+    """0: ``perceptual`` compares the one-step z_0 estimate. N >= 1: each step also runs the model's
+    N-step DDPM sampler on the batch (YODA-masked with its maps at ``lower_bound``, over the sampler's
+    blocks, as ``upscale`` samples), and ``perceptual`` and ``sample_l1`` compare that image, with
+    gradients through every step (docs/method.md §6)."""
+    sample_l1: float = 0.0
+    """Weight of the L1 between the HR crop and the unrolled sample (needs ``unroll_steps``)."""
+    freeze_base: bool = False
+    """The LR encoder, and so the regression base, gets no gradient: only the denoiser trains."""
     lr_noise: float = 0.0
     """Half of the training LR crops get Gaussian noise of a sigma uniform in [0, lr_noise] (8-bit levels)."""
     lr_jpeg: int = 0
@@ -183,6 +192,15 @@ def validate(config: TrainConfig) -> None:
         ("plain_fraction", 0 <= config.plain_fraction <= 1, "must lie in [0, 1]"),
         ("aux_l1", config.aux_l1 >= 0, "must be >= 0"),
         ("perceptual", config.perceptual >= 0, "must be >= 0"),
+        ("unroll_steps", 0 <= config.unroll_steps <= 100, f"must be 0 (off) or 1..100, got {config.unroll_steps}"),
+        ("unroll_steps", config.unroll_steps == 0 or config.process == "ddpm", "needs --process ddpm"),
+        ("sample_l1", config.sample_l1 >= 0, "must be >= 0"),
+        ("sample_l1", config.sample_l1 == 0 or config.unroll_steps > 0, "needs --unroll-steps (the sample)"),
+        (
+            "freeze_base",
+            not (config.freeze_base and config.aux_l1 > 0),
+            "cannot train the base with --aux-l1 while freezing it; set aux_l1 to 0",
+        ),
         ("lr_noise", 0 <= config.lr_noise <= 50, f"must lie in [0, 50] (8-bit levels), got {config.lr_noise}"),
         ("lr_jpeg", 0 <= config.lr_jpeg <= 95, f"must be 0 (none) or a JPEG quality 1..95, got {config.lr_jpeg}"),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),

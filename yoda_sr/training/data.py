@@ -167,9 +167,10 @@ class Collate:
         return to_tensor(degradation.apply(to_array(lr.unsqueeze(0)), generator))
 
 
-def noise_generators(seed: int, indices: Tensor) -> list[torch.Generator]:
-    """One generator per sample for its t and eps draws, seeded from (seed, global sample index)."""
-    return [torch.Generator().manual_seed(derive_seed(seed, int(index), "noise")) for index in indices]
+def noise_generators(seed: int, indices: Tensor, purpose: str = "noise") -> list[torch.Generator]:
+    """One generator per sample, seeded from (seed, global sample index, purpose): "noise" for its t
+    and eps draws, "unroll" for the noise of its unrolled sample."""
+    return [torch.Generator().manual_seed(derive_seed(seed, int(index), purpose)) for index in indices]
 
 
 class SampleIndices(torch.utils.data.Sampler[int]):

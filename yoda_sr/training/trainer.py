@@ -11,6 +11,7 @@ gradient does not depend on how the batch is split.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ from torch import Tensor
 
 from ..errors import UsageError, YodaError
 from ..models.base import SRDenoiser
+from ..schedules import NoiseSchedule
+from ..sparse import cell_side
 from . import objective
 from .config import TrainConfig
 from .data import Batch, batches, load_sources, noise_generators, validation_batch
@@ -68,6 +72,21 @@ class Progress:
         self.since, self.step_since, self.losses = now, step, []
 
 
+class LossTerms(NamedTuple):
+    """The sums a micro-batch adds to the loss (None: the term is off)."""
+
+    total: Tensor
+    """eq. 10's numerator: the masked L1 of the denoiser's output."""
+    elements: Tensor
+    """eq. 10's element count."""
+    aux: Tensor | None
+    """sum |base - HR| (``aux_l1``)."""
+    perceptual: Tensor | None
+    """Sum of LPIPS-VGG to the HR crops: of the z_0 estimates (weighted), or of the unrolled samples."""
+    sample_l1: Tensor | None
+    """sum |unrolled sample - HR| (``unroll_steps``)."""
+
+
 class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
@@ -89,6 +108,12 @@ class Trainer:
         if config.hr_size % multiple:
             raise UsageError(f"--hr-size must be a multiple of {multiple} for this model, got {config.hr_size}")
         self.schedule = schedule_spec(self.metadata).build()
+        if config.unroll_steps > self.schedule.train_steps:
+            raise UsageError(
+                f"--unroll-steps {config.unroll_steps}: {config.model} has a {self.schedule.train_steps}-step schedule"
+            )
+        self.block = cell_side(0, multiple)
+        """The sampler's block side (``upscale``'s default), over which unrolled samples average the maps."""
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.state = RunState()
@@ -127,17 +152,20 @@ class Trainer:
 
     # -- the objective, through ``objective`` alone --
 
+    def _attention(self, batch: Batch) -> Tensor | None:
+        """The micro-batch's YODA maps on the device, A = 1 for its ``plain`` samples; None when plain."""
+        if self.config.attention == "none":
+            return None
+        plain = batch["plain"].view(-1, 1, 1, 1)
+        return torch.where(plain, torch.ones_like(batch["attention"]), batch["attention"]).to(self.device)
+
     def _draw(self, model: SRDenoiser, batch: Batch) -> objective.NoiseDraw | objective.ShiftDraw:
         """The noise of a micro-batch: per sample from (seed, global index); A = 1 where ``plain``."""
-        attention = None
-        if self.config.attention != "none":
-            plain = batch["plain"].view(-1, 1, 1, 1)
-            attention = torch.where(plain, torch.ones_like(batch["attention"]), batch["attention"])
         return objective.draw(
             batch["hr"].shape,
             self.schedule,
             continuous=model.conditioning == "noise_level",
-            attention=None if attention is None else attention.to(self.device),
+            attention=self._attention(batch),
             lower_bound=self.config.lower_bound,
             generator=noise_generators(self.config.seed, batch["index"]),
             device=self.device,
@@ -150,25 +178,43 @@ class Trainer:
         draw: objective.NoiseDraw | objective.ShiftDraw,
         denoise: Callable | None = None,
         perceptual_term: bool = True,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    ) -> LossTerms:
         """``objective.predict(...).l1_terms()`` of a micro-batch (numerator, element count), with ``aux_l1``
         ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
-        and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight`` (left out
-        with ``perceptual_term=False``: validation reports the masked L1 alone)."""
+        and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``; with
+        ``unroll_steps`` the perceptual and ``sample_l1`` sums compare the unrolled sample instead (both
+        left out with ``perceptual_term=False``: validation reports the masked L1 alone)."""
         from ..imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
-        perceptual = None
+        config = self.config
+        perceptual = sample_l1 = None
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            cond = model.prepare(lr, x_up)
+            with torch.no_grad() if config.freeze_base else contextlib.nullcontext():
+                cond = model.prepare(lr, x_up)
             prediction = objective.predict(model, hr, cond, draw, denoise=denoise)
-            if self.lpips is not None and perceptual_term:
+            if perceptual_term and config.unroll_steps > 0:
+                assert isinstance(self.schedule, NoiseSchedule)  # validate(): unroll_steps needs ddpm
+                image = objective.unrolled_image(
+                    model,
+                    cond,
+                    self.schedule,
+                    config.unroll_steps,
+                    attention=self._attention(batch),
+                    lower_bound=config.lower_bound,
+                    block=self.block,
+                    generator=noise_generators(config.seed, batch["index"], "unroll"),
+                ).float()
+                sample_l1 = (image - hr).abs().sum()
+                if self.lpips is not None:
+                    perceptual = self.lpips(image, hr).float().sum()
+            elif self.lpips is not None and perceptual_term:
                 distances = self.lpips(objective.estimated_image(model, cond, prediction), hr).float()
                 perceptual = (prediction.weight * distances).sum()
         total, count = prediction.l1_terms()
-        aux = objective.base_l1_sum(hr, cond) if self.config.aux_l1 > 0 else None
-        return total, count, aux, perceptual
+        aux = objective.base_l1_sum(hr, cond) if config.aux_l1 > 0 else None
+        return LossTerms(total, count, aux, perceptual, sample_l1)
 
     # -- a step --
 
@@ -186,13 +232,16 @@ class Trainer:
         elements = float(micro[0]["hr"].numel() * len(micro) * self.dist.world)
         samples = float(micro[0]["hr"].shape[0] * len(micro) * self.dist.world)
         for batch, draw in zip(micro, draws, strict=True):
-            total, _, aux, perceptual = self._loss_terms(self.model, batch, draw, self.denoise)
+            total, _, aux, perceptual, sample_l1 = self._loss_terms(self.model, batch, draw, self.denoise)
             loss = total / total_count
             if aux is not None:
                 loss = loss + config.aux_l1 * aux / elements
             if perceptual is not None:
                 loss = loss + config.perceptual * perceptual / samples
                 loss_value += config.perceptual * float(perceptual.detach()) / samples
+            if sample_l1 is not None and config.sample_l1 > 0:
+                loss = loss + config.sample_l1 * sample_l1 / elements
+                loss_value += config.sample_l1 * float(sample_l1.detach()) / elements
             loss_value += float(total.detach()) / float(total_count)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.dist.sum_gradients(self.model.parameters())
