@@ -180,7 +180,7 @@ def test_the_unrolled_image_is_what_the_sampler_returns_and_trains_the_denoiser_
     """``unrolled_image`` (the sample the unrolled loss compares) is ``sampling.sample``'s image for
     the same noise, block-pooled map and steps, and its gradient reaches the denoiser, not the base."""
     from yoda_sr.sampling import sample
-    from yoda_sr.training.objective import unrolled_image
+    from yoda_sr.training.unrolled import unrolled_image
 
     model = tiny_model("srdiff-tiny")
     cond = prepare(model, hr_crops)

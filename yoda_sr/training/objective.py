@@ -20,14 +20,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..masking import activation_steps, block_attention
+from ..masking import activation_steps
 from ..models.base import Condition, SRDenoiser
 from ..resshift import ResShiftSchedule, forward_marginal, input_scale, masked_input, noise_level
-from ..sampling import make_noise_sampler, model_eps_fn, sample_z0
 from ..schedules import NoiseSchedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -327,46 +327,26 @@ def predict(
     return Prediction(target=target, output=output, mask=draw.mask, z0=estimate, weight=weight)
 
 
+class LossTerms(NamedTuple):
+    """The sums a micro-batch adds to the loss (None: the term is off)."""
+
+    total: Tensor
+    """eq. 10's numerator: the masked L1 of the denoiser's output."""
+    elements: Tensor
+    """eq. 10's element count."""
+    aux: Tensor | None
+    """sum |base - HR| (``aux_l1``)."""
+    perceptual: Tensor | None
+    """Sum of LPIPS-VGG to the HR crops: of the z_0 estimates (weighted), or of the unrolled samples."""
+    sample_l1: Tensor | None
+    """sum |unrolled sample - HR| (``unroll_steps``)."""
+
+
 def estimated_image(model: SRDenoiser, cond: Condition, prediction: Prediction) -> Tensor:
     """The image of a prediction's z_0 estimate, measured from a detached base: a loss on it trains
     the denoiser, not the regression base it adds to."""
     base = None if cond.base is None else cond.base.detach()
     return model.from_diffusion_space(prediction.z0, dataclasses.replace(cond, base=base))
-
-
-def unrolled_image(
-    model: SRDenoiser,
-    cond: Condition,
-    schedule: NoiseSchedule,
-    steps: int,
-    *,
-    attention: Tensor | None = None,
-    lower_bound: float = 0.2,
-    block: int = 0,
-    generator: Generators = None,
-) -> Tensor:
-    """The image that ``steps`` DDPM steps of ``sampling.sample_z0`` make, with gradients through every
-    step (docs/method.md §6): what ``upscale`` returns for this condition, as a function of the weights.
-
-    YODA-masked with ``attention`` (N x 1 x H x W) at ``lower_bound``, averaged over ``block`` px blocks
-    first as the sampler's block-sparse path does; ``None`` is plain sampling. The noise comes from
-    ``generator`` (one per sample makes a sample's chain independent of its batch). As in
-    ``estimated_image`` the base is detached: a loss on this image trains the denoiser only.
-    """
-    respaced = schedule.respace(steps)
-    activation = None
-    if attention is not None:
-        activation = activation_steps(block_attention(attention, block), lower_bound, schedule.train_steps)
-    z0 = sample_z0(
-        model_eps_fn(model, cond),
-        model.known_region(cond).detach(),
-        respaced,
-        sampler="ddpm",
-        activation=activation,
-        noise=make_noise_sampler(generator),
-    )
-    base = None if cond.base is None else cond.base.detach()
-    return model.from_diffusion_space(z0, dataclasses.replace(cond, base=base))
 
 
 def base_l1_sum(hr: Tensor, cond: Condition) -> Tensor | None:

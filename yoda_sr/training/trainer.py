@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,57 +33,9 @@ from .config import TrainConfig
 from .data import Batch, batches, load_sources, noise_generators, validation_batch
 from .distributed import init_distributed
 from .model import build_model, ema_decay, lr_factor, update_ema
+from .progress import Progress
 from .run_folder import Checkpoint, RunFolder, RunState, weights_metadata
-
-
-def duration(seconds: float) -> str:
-    """A duration for people: 42s, 6m21s, 2h05m."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class Progress:
-    """Progress lines for logs (stderr not a terminal): step, mean loss since the last line, speed
-    since the last line and the time left at the average speed of this process."""
-
-    def __init__(self, first: int, last: int, log: Callable[[str], None]) -> None:
-        self.first, self.last, self.log = first, last, log
-        self.start = self.since = time.perf_counter()
-        self.step_since = first
-        self.losses: list[float] = []
-
-    def add(self, loss: float) -> None:
-        self.losses.append(loss)
-
-    def report(self, step: int) -> None:
-        now = time.perf_counter()
-        speed = (step - self.step_since) / max(now - self.since, 1e-9)
-        average = (step - self.first) / max(now - self.start, 1e-9)
-        left = duration((self.last - step) / average) if average > 0 else "?"
-        loss = float(np.mean(self.losses)) if self.losses else math.nan
-        self.log(
-            f"step {step}/{self.last} ({100 * step / self.last:.0f}%): loss {loss:.4f}, {speed:.2f} it/s, ETA {left}"
-        )
-        self.since, self.step_since, self.losses = now, step, []
-
-
-class LossTerms(NamedTuple):
-    """The sums a micro-batch adds to the loss (None: the term is off)."""
-
-    total: Tensor
-    """eq. 10's numerator: the masked L1 of the denoiser's output."""
-    elements: Tensor
-    """eq. 10's element count."""
-    aux: Tensor | None
-    """sum |base - HR| (``aux_l1``)."""
-    perceptual: Tensor | None
-    """Sum of LPIPS-VGG to the HR crops: of the z_0 estimates (weighted), or of the unrolled samples."""
-    sample_l1: Tensor | None
-    """sum |unrolled sample - HR| (``unroll_steps``)."""
+from .unrolled import unrolled_image
 
 
 class Trainer:
@@ -178,7 +129,7 @@ class Trainer:
         draw: objective.NoiseDraw | objective.ShiftDraw,
         denoise: Callable | None = None,
         perceptual_term: bool = True,
-    ) -> LossTerms:
+    ) -> objective.LossTerms:
         """``objective.predict(...).l1_terms()`` of a micro-batch (numerator, element count), with ``aux_l1``
         ``objective.base_l1_sum``, and with ``perceptual`` the sum of LPIPS-VGG between the HR crops
         and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``; with
@@ -196,7 +147,7 @@ class Trainer:
             prediction = objective.predict(model, hr, cond, draw, denoise=denoise)
             if perceptual_term and config.unroll_steps > 0:
                 assert isinstance(self.schedule, NoiseSchedule)  # validate(): unroll_steps needs ddpm
-                image = objective.unrolled_image(
+                image = unrolled_image(
                     model,
                     cond,
                     self.schedule,
@@ -214,7 +165,7 @@ class Trainer:
                 perceptual = (prediction.weight * distances).sum()
         total, count = prediction.l1_terms()
         aux = objective.base_l1_sum(hr, cond) if config.aux_l1 > 0 else None
-        return LossTerms(total, count, aux, perceptual, sample_l1)
+        return objective.LossTerms(total, count, aux, perceptual, sample_l1)
 
     # -- a step --
 
