@@ -342,11 +342,16 @@ class LossTerms(NamedTuple):
     """sum |unrolled sample - HR| (``unroll_steps``)."""
 
 
-def estimated_image(model: SRDenoiser, cond: Condition, prediction: Prediction) -> Tensor:
-    """The image of a prediction's z_0 estimate, measured from a detached base: a loss on it trains
-    the denoiser, not the regression base it adds to."""
+def detached_base_image(model: SRDenoiser, cond: Condition, z0: Tensor) -> Tensor:
+    """The image of a diffusion-space z_0, measured from a detached base: a loss on it trains the
+    denoiser, not the regression base it adds to."""
     base = None if cond.base is None else cond.base.detach()
-    return model.from_diffusion_space(prediction.z0, dataclasses.replace(cond, base=base))
+    return model.from_diffusion_space(z0, dataclasses.replace(cond, base=base))
+
+
+def estimated_image(model: SRDenoiser, cond: Condition, prediction: Prediction) -> Tensor:
+    """The image of a prediction's z_0 estimate (``detached_base_image``)."""
+    return detached_base_image(model, cond, prediction.z0)
 
 
 def base_l1_sum(hr: Tensor, cond: Condition) -> Tensor | None:

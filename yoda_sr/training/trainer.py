@@ -27,7 +27,7 @@ from torch import Tensor
 from ..errors import UsageError, YodaError
 from ..models.base import SRDenoiser
 from ..schedules import NoiseSchedule
-from ..sparse import cell_side
+from ..sparse import resolve_block
 from . import objective
 from .config import TrainConfig
 from .data import Batch, batches, load_sources, noise_generators, validation_batch
@@ -63,7 +63,7 @@ class Trainer:
             raise UsageError(
                 f"--unroll-steps {config.unroll_steps}: {config.model} has a {self.schedule.train_steps}-step schedule"
             )
-        self.block = cell_side(0, multiple)
+        self.block = resolve_block("auto", True, info.size_multiple)
         """The sampler's block side (``upscale``'s default), over which unrolled samples average the maps."""
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -157,7 +157,7 @@ class Trainer:
                     block=self.block,
                     generator=noise_generators(config.seed, batch["index"], "unroll"),
                 ).float()
-                sample_l1 = (image - hr).abs().sum()
+                sample_l1 = (image - hr).abs().sum() if config.sample_l1 > 0 else None
                 if self.lpips is not None:
                     perceptual = self.lpips(image, hr).float().sum()
             elif self.lpips is not None and perceptual_term:
@@ -190,7 +190,7 @@ class Trainer:
             if perceptual is not None:
                 loss = loss + config.perceptual * perceptual / samples
                 loss_value += config.perceptual * float(perceptual.detach()) / samples
-            if sample_l1 is not None and config.sample_l1 > 0:
+            if sample_l1 is not None:
                 loss = loss + config.sample_l1 * sample_l1 / elements
                 loss_value += config.sample_l1 * float(sample_l1.detach()) / elements
             loss_value += float(total.detach()) / float(total_count)

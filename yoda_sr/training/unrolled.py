@@ -3,15 +3,13 @@ unrolled training terms compare (``unroll_steps``, docs/method.md §6)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import Tensor
 
 from ..masking import activation_steps, block_attention
 from ..models.base import Condition, SRDenoiser
 from ..sampling import make_noise_sampler, model_eps_fn, sample_z0
 from ..schedules import NoiseSchedule
-from .objective import Generators
+from .objective import Generators, detached_base_image
 
 
 def unrolled_image(
@@ -31,7 +29,7 @@ def unrolled_image(
     YODA-masked with ``attention`` (N x 1 x H x W) at ``lower_bound``, averaged over ``block`` px blocks
     first as the sampler's block-sparse path does; ``None`` is plain sampling. The noise comes from
     ``generator`` (one per sample makes a sample's chain independent of its batch). As in
-    ``estimated_image`` the base is detached: a loss on this image trains the denoiser only.
+    ``detached_base_image`` the base is detached: a loss on this image trains the denoiser only.
     """
     respaced = schedule.respace(steps)
     activation = None
@@ -45,5 +43,4 @@ def unrolled_image(
         activation=activation,
         noise=make_noise_sampler(generator),
     )
-    base = None if cond.base is None else cond.base.detach()
-    return model.from_diffusion_space(z0, dataclasses.replace(cond, base=base))
+    return detached_base_image(model, cond, z0)
