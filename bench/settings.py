@@ -3,8 +3,9 @@
 For every photo of each ``--data`` folder, every seed and every LR condition (``--degrade``, as
 ``yoda-sr evaluate --degrade`` makes it), the method rows are computed on the same 8-bit LR with the
 same per-image seed as ``yoda-sr evaluate`` (``evaluation.Evaluation``): ``bicubic`` and ``base`` once,
-then each setting of ``--settings`` (``STEPS/SAMPLER/ATTENTION/L``; attention ``none`` is plain
-diffusion), one after the other on each image so that timings interleave. Metrics: PSNR-Y and SSIM-Y
+then each setting of ``--settings`` (``STEPS/SAMPLER/ATTENTION/L``, or ``.../L/FLAT`` with a
+flat-area floor as ``--flat-floor``, else 0; attention ``none`` is plain diffusion), one after the
+other on each image so that timings interleave. Metrics: PSNR-Y and SSIM-Y
 (border 4), LPIPS-VGG and LPIPS-Alex where their weights are installed, the pixel-update fraction and
 the seconds of the whole ``Upscaler.upscale`` call (attention map included). Rows go to OUT/rows.csv;
 a rerun computes only what is missing, and ``--table`` prints the means without computing.
@@ -28,16 +29,19 @@ FIELDS = ["set", "degrade", "image", "seed", "method", "psnr_y", "ssim_y", "lpip
 FIELDS += ["update_fraction", "seconds"]
 
 
-def parse_setting(text: str) -> tuple[int, str, str, float]:
-    steps, sampler, attention, lower = text.split("/")
-    return int(steps), sampler, attention, float(lower)
+Setting = tuple[int, str, str, float, float]
 
 
-def label(setting: tuple[int, str, str, float]) -> str:
-    steps, sampler, attention, lower = setting
+def parse_setting(text: str) -> Setting:
+    steps, sampler, attention, lower, *flat = text.split("/")
+    return int(steps), sampler, attention, float(lower), float(flat[0]) if flat else 0.0
+
+
+def label(setting: Setting) -> str:
+    steps, sampler, attention, lower, flat = setting
     if attention == "none":
         return f"plain {steps} {sampler}"
-    return f"yoda {steps} {sampler} {attention} l={lower:g}"
+    return f"yoda {steps} {sampler} {attention} l={lower:g}" + (f" flat={flat:g}" if flat else "")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     settings = [parse_setting(text) for text in args.settings.split(",")]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     degradations = [Degradation.parse(text) for text in args.degrade.split(";")]
-    methods: list[tuple[str, tuple[int, str, str, float] | None]] = [("bicubic", None), ("base", None)]
+    methods: list[tuple[str, Setting | None]] = [("bicubic", None), ("base", None)]
     methods += [(label(setting), setting) for setting in settings]
     photos = [
         (Path(folder).name, path)
@@ -84,8 +88,8 @@ def run(args: argparse.Namespace) -> None:
                 continue
             wanted = Settings()
             if setting is not None:
-                steps, sampler, attention, lower = setting
-                wanted = Settings(steps=steps, sampler=sampler, attention=attention, lower_bound=lower)
+                steps, sampler, attention, lower, flat = setting
+                wanted = Settings(steps=steps, sampler=sampler, attention=attention, lower_bound=lower, flat_floor=flat)
             evaluation = Evaluation(
                 upscaler, ["yoda"], upscaler.resolve(wanted), upscaler.scale, seed, lpips, degradation
             )

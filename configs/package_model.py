@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--name", default="yoda-srdiff-x4", choices=("yoda-srdiff-x4", "yoda-resshift-x4"))
     parser.add_argument("--attention", required=True, choices=("edge", "sift"))
     parser.add_argument("--lower-bound", type=float, default=0.2)
+    parser.add_argument("--flat-floor", type=float, default=0.0)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--sampler", required=True, choices=("ddpm", "ddim", "resshift"))
     parser.add_argument("--wall-time", required=True)
@@ -39,7 +40,8 @@ def main() -> None:
     metadata.update(
         name=args.name,
         sampling={"steps": args.steps, "sampler": args.sampler, "eta": 0.0},
-        yoda={"attention": args.attention, "lower_bound": args.lower_bound, "mask_input": True},
+        yoda={"attention": args.attention, "lower_bound": args.lower_bound, "mask_input": True}
+        | ({"flat_floor": args.flat_floor} if args.flat_floor else {}),
         source={
             "trained_by": metadata["source"]["trained_by"],
             "recipe": f"configs/{args.name}.toml",

@@ -44,6 +44,8 @@ class Settings:
     eta: float | None = None
     attention: str | None = None
     lower_bound: float | None = None
+    flat_floor: float | None = None
+    """LR areas with less detail than this (8-bit levels, ``masking.flat_areas``) keep the base; 0: off."""
     tile: int | str = "auto"
     tile_overlap: int = 32
     tile_batch: int = 1
@@ -78,6 +80,7 @@ class Result:
     """Pixels the denoiser evaluated (halos and tile overlaps included) / (steps x image pixels)."""
     sparse: bool = False
     block: int = 0
+    flat_floor: float = 0.0
 
     def to_pil(self) -> PILImage:
         """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
@@ -110,6 +113,7 @@ class Upscaler:
             eta=float(sampling.get("eta", 0.0)),
             attention=str(yoda.get("attention", "none")),
             lower_bound=float(yoda.get("lower_bound", 0.2)),
+            flat_floor=float(yoda.get("flat_floor", 0.0)),
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
         self.x_up = x_up_recipe(self.metadata)
@@ -160,7 +164,7 @@ class Upscaler:
     def resolve(self, settings: Settings) -> Settings:
         """``settings`` with the model's defaults filled in, validated."""
         from .attention import METHODS
-        from .masking import validate_lower_bound
+        from .masking import validate_flat_floor, validate_lower_bound
         from .sparse import resolve_block
         from .tiling import check_tile_settings
 
@@ -171,6 +175,7 @@ class Upscaler:
             eta=defaults.eta if settings.eta is None else settings.eta,
             attention=settings.attention if settings.attention not in (None, "auto") else defaults.attention,
             lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
+            flat_floor=defaults.flat_floor if settings.flat_floor is None else settings.flat_floor,
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
             tile_batch=settings.tile_batch,
@@ -193,6 +198,10 @@ class Upscaler:
             validate_lower_bound(lower_bound)
         except ValueError as error:
             raise SettingError("lower_bound", str(error)) from None
+        try:
+            validate_flat_floor(float(merged.flat_floor or 0.0))
+        except ValueError as error:
+            raise SettingError("flat_floor", str(error)) from None
         check_tile_settings(merged.tile, merged.tile_overlap, self.model.info.size_multiple, merged.tile_batch)
         if merged.stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
@@ -293,7 +302,8 @@ class Upscaler:
         assert settings.lower_bound is not None and isinstance(settings.block, int)
         steps, sampler, method, bound = settings.steps, settings.sampler, settings.attention, settings.lower_bound
         name, extra = str(dtype).removeprefix("torch."), (streamed, work, settings.sparse, settings.block)
-        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, *extra)
+        flat = float(settings.flat_floor or 0.0) if method != "none" else 0.0
+        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, *extra, flat)
 
     @staticmethod
     def _check_finite(image: Tensor, dtype: torch.dtype) -> None:
@@ -317,7 +327,7 @@ class Upscaler:
         from .attention import compute_attention
         from .conditioning import upscale_condition
         from .imaging import resize_bicubic, to_tensor
-        from .masking import update_fraction
+        from .masking import flat_areas, update_fraction
         from .sampling import sample
         from .sparse import Evaluator, StepProgress
         from .tiling import lr_multiple, pad_to
@@ -336,9 +346,11 @@ class Upscaler:
         x_up = upscale_condition(lr, hr_size, self.x_up)
         cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
         cond.x_up = x_up
-        attention = None
+        attention, flat = None, None
         if settings.attention != "none":
             attention = compute_attention(lr, settings.attention, hr_size=hr_size)
+            if settings.flat_floor:
+                flat = flat_areas(lr, settings.flat_floor, self.scale)
 
         schedule = self.schedule_spec.build().respace(settings.steps)
         tile = self._tile_side(settings.tile, *hr_size)
@@ -367,6 +379,7 @@ class Upscaler:
             masked_eps_fn=evaluator.masked if settings.sparse else None,
             block=settings.block,
             callback=ticks.step,
+            flat=flat,
         )
         self._check_finite(sampled.image, dtype)
         window = (slice(None), slice(None), slice(0, height * self.scale), slice(0, width * self.scale))

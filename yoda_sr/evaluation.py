@@ -208,6 +208,7 @@ def evaluate(
     steps: int | None = None,
     attention: str = "auto",
     lower_bound: float | None = None,
+    flat_floor: float | None = None,
     sparse: bool = True,
     block: int | str = "auto",
     compare: str | Sequence[str] = METHODS,
@@ -247,7 +248,9 @@ def evaluate(
     scale = upscaler.scale if scale is None else scale
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
-    wanted = Settings(steps=steps, attention=attention, lower_bound=lower_bound, sparse=sparse, block=block)
+    wanted = Settings(
+        steps=steps, attention=attention, lower_bound=lower_bound, flat_floor=flat_floor, sparse=sparse, block=block
+    )
     settings = upscaler.resolve(wanted)
     if out is None:
         out = default_out(upscaler.name)
@@ -274,6 +277,7 @@ def evaluate(
             "eta": settings.eta,
             "attention": settings.attention,
             "lower_bound": settings.lower_bound,
+            "flat_floor": settings.flat_floor,
             "seed": seed,
             "border": scale,
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
@@ -303,7 +307,9 @@ def evaluate(
     evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models, degradation)
     note(
         f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
-        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}), "
+        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}"
+        + (f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else "")
+        + "), "
         + ("" if degradation.is_identity else f"LR degraded by {degradation.label()}, ")
         + f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
     )

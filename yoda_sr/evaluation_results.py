@@ -143,7 +143,8 @@ def json_number(value: float | None) -> float | None:
 
 
 IDENTITY = (
-    "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "seed", "dtype", "degrade",
+    "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "seed",
+    "dtype", "degrade",
 )  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
@@ -156,6 +157,7 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
         **{key: content.get(key) for key in ("model_sha256", "data", "dtype")},
     }
     flat.setdefault("degrade", "none")  # evaluations from before --degrade had clean LR
+    flat.setdefault("flat_floor", 0.0)  # and before --flat-floor, no flat areas were kept
     return {key: flat.get(key) for key in IDENTITY}
 
 

@@ -7,9 +7,15 @@ respaced run (which visits a subset of the original steps) is exact.
 
 ``block_attention`` averages a map over square blocks before the mask is formed, so that M(t) is
 made of whole blocks that a block-sparse sampler can evaluate (docs/method.md §11).
+
+``flat_areas`` finds where the LR image holds no detail above its 8-bit rounding; those pixels get
+activation step 0 whatever A and l say, so they keep the regression base (docs/method.md §4,
+"Flat areas").
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +29,64 @@ def validate_lower_bound(lower_bound: float) -> float:
     return float(lower_bound)
 
 
-def activation_steps(attention: Tensor, lower_bound: float, train_steps: int) -> Tensor:
+def activation_steps(attention: Tensor, lower_bound: float, train_steps: int, flat: Tensor | None = None) -> Tensor:
     """Per-pixel highest step at which the pixel is diffused: min(T, floor(T * (A + l))) (eq. 9).
 
     ``attention`` holds values in [0, 1] (any shape, usually N x 1 x H x W). Returns int64 in [0, T].
     The product is formed in float64 where the device has it, so that A + l = 1 gives exactly T.
+    ``flat`` (bool, broadcastable to ``attention``; ``flat_areas`` upscaled) sets step 0 where true.
     """
     validate_lower_bound(lower_bound)
     wide = torch.float32 if attention.device.type == "mps" else torch.float64
     level = (attention.to(wide) + lower_bound) * train_steps
-    return level.floor().clamp(0, train_steps).to(torch.int64)
+    steps = level.floor().clamp(0, train_steps).to(torch.int64)
+    return steps if flat is None else steps.masked_fill(flat.to(steps.device), 0)
+
+
+FLAT_SIGMA = 1.0
+"""Sigma (LR pixels) of the Gaussian whose residual is the LR's detail in ``flat_areas``."""
+FLAT_WINDOW = 7
+"""Side (LR pixels) of the window the detail's RMS is taken over."""
+MAX_FLAT_FLOOR = 255.0
+
+
+def validate_flat_floor(floor: float) -> float:
+    """Check the flat-area floor: 8-bit levels of detail RMS, 0 (off) to 255."""
+    if not 0.0 <= floor <= MAX_FLAT_FLOOR:
+        raise ValueError(f"the flat-area floor must lie in [0, {MAX_FLAT_FLOOR:g}] (8-bit levels), got {floor}")
+    return float(floor)
+
+
+def flat_areas(lr: Tensor, floor: float, scale: int = 1) -> Tensor:
+    """Where LR images (N x 3 x h x w in [-1, 1]) are flat: N x 1 x h x w bool, each LR pixel
+    repeated ``scale`` x ``scale`` times (``scale`` = the model's: the HR pixels it becomes).
+
+    The detail at a pixel is the RMS, over a ``FLAT_WINDOW`` square, of the luma (BT.601, in 8-bit
+    levels) minus its Gaussian blur (sigma ``FLAT_SIGMA``); flat means below ``floor``. Rounding a
+    smooth image to 8 bits alone leaves about 0.25 levels of such detail (uniform rounding error,
+    1/sqrt(12) levels, through the same high-pass), so a floor of 0.3 finds the areas that hold
+    nothing but a smooth gradient. ``floor`` 0 finds none, nor does an image under 13 LR pixels a side.
+    """
+    validate_flat_floor(floor)
+    if lr.dim() != 4 or lr.shape[1] != 3:
+        raise ValueError(f"expected LR images N x 3 x h x w, got shape {tuple(lr.shape)}")
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=lr.device).view(1, 3, 1, 1)
+    luma = ((lr.to(torch.float32) + 1.0) * 127.5 * weights).sum(dim=1, keepdim=True)
+    radius = int(math.ceil(3 * FLAT_SIGMA))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=lr.device)
+    kernel = torch.exp(-(taps**2) / (2 * FLAT_SIGMA**2))
+    kernel = kernel / kernel.sum()
+    reach = radius + FLAT_WINDOW // 2
+    if min(lr.shape[-2:]) <= 2 * reach or floor == 0:
+        flat = torch.zeros_like(luma, dtype=torch.bool)
+    else:
+        # Valid convolutions only (padding would make detail of a ramp at the border); the border's
+        # pixels take the nearest inside pixel's value.
+        blurred = F.conv2d(F.conv2d(luma, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+        detail = luma[..., radius:-radius, radius:-radius] - blurred
+        rms = F.avg_pool2d(detail**2, FLAT_WINDOW, stride=1).sqrt()
+        flat = F.pad(rms, (reach, reach, reach, reach), mode="replicate") < floor
+    return flat.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1) if scale > 1 else flat
 
 
 def block_attention(attention: Tensor, block: int, origin: tuple[int, int] = (0, 0)) -> Tensor:

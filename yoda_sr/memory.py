@@ -155,6 +155,7 @@ def _run_streamed(
         sparse=settings.sparse,
         block=int(settings.block),
         denoise=upscaler.denoise if dtype == upscaler.dtype else None,
+        flat_floor=float(settings.flat_floor or 0.0),
     )
 
     def check(image: torch.Tensor) -> None:

@@ -270,6 +270,7 @@ def sample(
     eps_fn: EpsFunction | None = None,
     callback: Callable[[dict], None] | None = None,
     masked_eps_fn: MaskedEpsFunction | None = None,
+    flat: Tensor | None = None,
 ) -> SampleResult:
     """Super-resolve a prepared condition with ResShift; YODA-masked when ``attention`` is given.
 
@@ -286,7 +287,7 @@ def sample(
                 f"attention map of size {tuple(attention.shape[-2:])} does not match the output "
                 f"size {tuple(known.shape[-2:])}"
             )
-        activation = activation_steps(attention, lower_bound, schedule.train_steps)
+        activation = activation_steps(attention, lower_bound, schedule.train_steps, flat)
         fraction = update_fraction(activation, schedule.steps)
     x0 = sample_x0(
         eps_fn or model_eps_fn(model, cond),

@@ -221,6 +221,7 @@ def sample(
     callback: Callable[[dict], None] | None = None,
     block: int = 0,
     masked_eps_fn: MaskedEpsFunction | None = None,
+    flat: Tensor | None = None,
 ) -> SampleResult:
     """Super-resolve a prepared condition; YODA-masked when an ``attention`` map (N x 1 x H x W) is given.
 
@@ -229,7 +230,8 @@ def sample(
     ``eps_fn`` replaces the plain model call (``model_eps_fn``), e.g. by a tiled one
     (``tiling.tiled_eps_fn``) for images larger than memory allows. ``block`` > 1 averages the map
     over blocks of that side first (``masking.block_attention``); ``masked_eps_fn`` evaluates eps
-    only where M(t) is active (``sparse.Evaluator``, docs/method.md §11). A ResShift schedule runs
+    only where M(t) is active (``sparse.Evaluator``, docs/method.md §11). ``flat`` (N x 1 x H x W
+    bool, ``masking.flat_areas``) keeps the base where true, with ``attention``. A ResShift schedule runs
     ResShift's chain instead (``resshift.sample``; ``sampler`` and ``eta`` do not apply).
     """
     if not isinstance(schedule, NoiseSchedule):
@@ -238,7 +240,7 @@ def sample(
         return resshift_sample(
             model, cond, schedule, attention=None if attention is None else block_attention(attention, block),
             lower_bound=lower_bound, mask_input=mask_input, generator=generator, noise=noise, eps_fn=eps_fn,
-            callback=callback, masked_eps_fn=masked_eps_fn,
+            callback=callback, masked_eps_fn=masked_eps_fn, flat=flat,
         )  # fmt: skip
     known = model.known_region(cond)
     activation = None
@@ -249,7 +251,7 @@ def sample(
                 f"attention map of size {tuple(attention.shape[-2:])} does not match the output "
                 f"size {tuple(known.shape[-2:])}"
             )
-        activation = activation_steps(block_attention(attention, block), lower_bound, schedule.train_steps)
+        activation = activation_steps(block_attention(attention, block), lower_bound, schedule.train_steps, flat)
         fraction = update_fraction(activation, schedule.steps)
     z0 = sample_z0(
         eps_fn or model_eps_fn(model, cond),

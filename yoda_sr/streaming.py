@@ -67,6 +67,8 @@ class StreamSpec:
     """HR side of the blocks the map is averaged over, anchored at the image's origin (0: pixel-level)."""
     denoise: Denoise | None = None
     """How the denoiser is called (``tiling.Denoise``: e.g. compiled); None: the model itself."""
+    flat_floor: float = 0.0
+    """With an attention map, LR areas with less detail than this keep the base (``masking.flat_areas``)."""
 
 
 class PositionalNoise:
@@ -223,7 +225,7 @@ def upscale_streamed(
     """
     from .attention import compute_attention
     from .conditioning import upscale_condition
-    from .masking import activation_steps, update_fraction
+    from .masking import activation_steps, flat_areas, update_fraction
     from .sampling import sample
     from .sparse import Evaluator
     from .tiling import gaussian_window, plan_tiles
@@ -233,9 +235,11 @@ def upscale_streamed(
     lr_height, lr_width = lr.shape[-2:]
     height, width = lr_height * scale, lr_width * scale
     out_height, out_width = size[0] * scale, size[1] * scale
-    attention_lr = None
+    attention_lr, flat_lr = None, None
     if spec.attention != "none":
         attention_lr = compute_attention(lr, spec.attention, device=device).cpu()
+        if spec.flat_floor:
+            flat_lr = flat_areas(lr, spec.flat_floor)
     tiles = plan_tiles(height, width, spec.tile, spec.overlap, model.info.size_multiple, align=scale)
     row_starts = sorted({t.top for t in tiles})
     col_starts = sorted({t.left for t in tiles})
@@ -264,10 +268,14 @@ def upscale_streamed(
             cond = model.prepare(crop.to(spec.dtype), x_up.to(spec.dtype)).to(torch.float32)
             cond.x_up = x_up
             cond = cond.crop(dy, dx, tile.height, tile.width)
-            attention = None
+            attention, flat = None, None
             if attention_lr is not None:
                 attention = tile_attention(attention_lr, tile, scale, spec.block).to(device)
-                activation = activation_steps(attention, spec.lower_bound, schedule.train_steps)
+                if flat_lr is not None:  # tiles are aligned to the scale (plan_tiles' align)
+                    window = flat_lr[..., tile.top // scale : (tile.top + tile.height) // scale, tile.left // scale :]
+                    window = window[..., : tile.width // scale].repeat_interleave(scale, dim=-2)
+                    flat = window.repeat_interleave(scale, dim=-1).to(device)
+                activation = activation_steps(attention, spec.lower_bound, schedule.train_steps, flat)
                 (r0, r1), (c0, c1) = rows_owned[tile.top], cols_owned[tile.left]
                 owned = activation[..., r0 - tile.top : r1 - tile.top, c0 - tile.left : c1 - tile.left]
                 updates += update_fraction(owned, schedule.steps) * owned.numel()
@@ -293,6 +301,7 @@ def upscale_streamed(
                 eps_fn=evaluator.dense,
                 masked_eps_fn=evaluator.masked if spec.sparse else None,
                 callback=step,
+                flat=flat,
             )
             evaluated += evaluator.pixels[0]
             check(sampled.image)

@@ -28,6 +28,13 @@ def evaluate(
         "auto", "--attention", metavar="auto|METHOD", help="Attention map of the yoda method (auto: the model's)."
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    flat_floor: float | None = typer.Option(
+        None,
+        "--flat-floor",
+        metavar="LEVELS",
+        help="LR areas with less detail than this (8-bit levels) keep the base, whatever l says; 0: off "
+        "(default: the model's).",
+    ),
     sparse: str = typer.Option(
         "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
     ),
@@ -81,6 +88,7 @@ def evaluate(
         steps=steps,
         attention=attention,
         lower_bound=lower_bound,
+        flat_floor=flat_floor,
         sparse=parse_sparse(sparse),
         block=parse_block(block),
         compare=compare,

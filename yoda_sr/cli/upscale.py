@@ -48,6 +48,13 @@ def upscale(
         "edge, sift, or none (plain diffusion).",
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
+    flat_floor: float | None = typer.Option(
+        None,
+        "--flat-floor",
+        metavar="LEVELS",
+        help="LR areas with less detail than this (8-bit levels) keep the base, whatever l says; 0: off "
+        "(default: the model's).",
+    ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
@@ -127,6 +134,7 @@ def upscale(
         eta=eta,
         attention=attention,
         lower_bound=lower_bound,
+        flat_floor=flat_floor,
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
         tile_batch=tile_batch,
@@ -162,7 +170,8 @@ def upscale(
     if not quiet and rank == 0:
         blocks = f", {settings.block} px blocks" if settings.block else ""
         sparsely = ", sparse" if settings.sparse else ""
-        lower = f" (l = {settings.lower_bound:g}{blocks}{sparsely})" if settings.attention != "none" else ""
+        flat = f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else ""
+        lower = f" (l = {settings.lower_bound:g}{flat}{blocks}{sparsely})" if settings.attention != "none" else ""
         note(
             f"{upscaler.name} on {upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}), "
             f"{out_scale}x, {settings.steps} {settings.sampler} steps, attention {settings.attention}{lower}"
