@@ -7,7 +7,8 @@
 
 Copies the run's EMA weights (float32) to yoda_sr/weights/NAME.safetensors with the sampling
 defaults chosen on the validation split and the provenance the model card states (the recipe is
-configs/NAME.toml); the sha256 it prints goes into checkpoints.toml.
+configs/NAME.toml unless --recipe and --command name a staged one); the sha256 it prints goes into
+checkpoints.toml.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--sampler", required=True, choices=("ddpm", "ddim", "resshift"))
     parser.add_argument("--wall-time", required=True)
     parser.add_argument("--hardware", required=True)
+    parser.add_argument("--recipe", help="the recipe's files (default: configs/NAME.toml)")
+    parser.add_argument("--command", help="the command that trains it (default: train --config on the recipe)")
     args = parser.parse_args()
     source = args.run / "weights" / "ema.safetensors"
     metadata = checkpoints.read_metadata(source)
@@ -44,8 +47,8 @@ def main() -> None:
         | ({"flat_floor": args.flat_floor} if args.flat_floor else {}),
         source={
             "trained_by": metadata["source"]["trained_by"],
-            "recipe": f"configs/{args.name}.toml",
-            "command": f"yoda-sr train --config configs/{args.name}.toml",
+            "recipe": args.recipe or f"configs/{args.name}.toml",
+            "command": args.command or f"yoda-sr train --config configs/{args.name}.toml",
             "data": "configs/fetch_photos.py: Debian mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 "
             "(CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0), lxqt-themes (CC-BY-SA-3.0, LGPL) and scikit-image photos",
             "hardware": args.hardware,

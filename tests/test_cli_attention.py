@@ -100,7 +100,7 @@ def test_timeline_npy_and_scale_with_default_names(astronaut):
     folder = astronaut.parent
     result = run_cli(
         "attention", astronaut.name, "--method", "edge", "--timeline", "8", "--npy",
-        "--lower-bound", "0.2", "--steps", "500", "--scale", "1", cwd=folder,
+        "--lower-bound", "0.2", "--steps", "500", "--scale", "1", "--flat-floor", "0", cwd=folder,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     attention = np.load(folder / "astronaut.edge.attention.npy")
@@ -265,7 +265,8 @@ def test_defaults_are_what_upscale_would_use_and_names_carry_the_method(astronau
     primary = astronaut.parent / f"astronaut.{embedded.method}.attention.png"
     with Image.open(primary) as heat:
         assert heat.size == (WIDTH * embedded.scale, HEIGHT * embedded.scale)
-    assert f"(l = {embedded.lower_bound:g})" in out
+    flat = f", flat areas below {embedded.flat_floor:g} kept" if embedded.flat_floor else ""
+    assert f"(l = {embedded.lower_bound:g}{flat})" in out
 
     code, out, err = run_in_process(capsys, "attention", astronaut.name, "--method", "edge")
     assert code == 0 and "skipped" not in err  # another method's map does not count as done

@@ -60,7 +60,8 @@ def test_flat_pixels_get_activation_step_zero_whatever_a_and_l():
 
 @pytest.fixture(scope="module")
 def upscaler(tmp_path_factory) -> Upscaler:
-    return Upscaler.from_pretrained(save_tiny_checkpoint(tmp_path_factory.mktemp("m") / "tiny.safetensors"), device="cpu")
+    model = save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    return Upscaler.from_pretrained(model, device="cpu")
 
 
 @pytest.mark.parametrize("stream", ["off", "on"])
@@ -96,3 +97,22 @@ def test_the_model_default_applies_and_a_bad_floor_is_one_line(upscaler, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "flat" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_attention_command_shows_flat_areas_as_never_active(tmp_path, capsys):
+    from PIL import Image
+
+    image = half_flat()
+    source = tmp_path / "in.png"
+    Image.fromarray(image).save(source)
+    flat_share = float(flat_areas(to_tensor(image), 0.3).float().mean())
+    fractions = {}
+    for floor in ("0", "0.3"):
+        out = tmp_path / f"map-{floor}.png"
+        arguments = ["--method", "gaussian", "--lower-bound", "1", "--scale", "1", "--timeline", "3"]
+        assert cli("attention", source, *arguments, "--flat-floor", floor, "-o", out) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        fractions[floor] = float(line.split("pixel-update fraction ")[1].split()[0])
+        assert out.is_file() and out.with_name(f"map-{floor}.timeline.png").is_file()
+    assert fractions["0"] == 1.0
+    assert 0.3 < flat_share < 0.6 and fractions["0.3"] == pytest.approx(1.0 - flat_share, abs=1e-3)

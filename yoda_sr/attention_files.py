@@ -30,6 +30,7 @@ class ModelAttention:
     lower_bound: float
     train_steps: int
     scale: int
+    flat_floor: float = 0.0
 
 
 def model_attention(model: str | None = None) -> ModelAttention:
@@ -49,6 +50,7 @@ def model_attention(model: str | None = None) -> ModelAttention:
         lower_bound=float(yoda.get("lower_bound", 0.2)),
         train_steps=int(metadata["schedule"].get("steps", 500)),
         scale=int(metadata.get("scale") or 1),
+        flat_floor=float(yoda.get("flat_floor", 0.0)),
     )
 
 
@@ -121,8 +123,10 @@ class AttentionMaps:
         lower_bound: float = 0.2,
         steps: int = 500,
         device: str = "auto",
+        flat_floor: float = 0.0,
     ) -> None:
         from .devices import resolve_device
+        from .masking import validate_flat_floor
 
         self.method = parse_method(method)
         self.heads = parse_heads(heads)
@@ -130,6 +134,10 @@ class AttentionMaps:
             raise SettingError("lower_bound", f"must lie in [0, 1], got {lower_bound:g}")
         if steps < 1:
             raise SettingError("steps", f"must be a positive integer, got {steps}")
+        try:
+            self.flat_floor = validate_flat_floor(flat_floor)
+        except ValueError as error:
+            raise SettingError("flat_floor", str(error)) from None
         if timeline is not None and timeline < 1:
             raise SettingError("timeline", f"needs at least 1 frame, got {timeline}")
         if not (math.isfinite(scale) and scale > 0):
@@ -145,12 +153,14 @@ class AttentionMaps:
         return self.method in WEIGHTED_METHODS
 
     def __call__(self, item: Item) -> Mapped:
+        import torch
+
         from .attention import compute_attention
         from .attention.render import heatmap, overlay, timeline
         from .fsutil import atomic_write
         from .imageio import read_picture, save_png
         from .imaging import resize_bicubic, scaled_size, to_array, to_tensor
-        from .masking import expected_update_fraction
+        from .masking import expected_update_fraction, flat_areas
 
         lr = to_tensor(read_picture(item.image).rgb)
         rgb = to_array(lr)
@@ -165,6 +175,10 @@ class AttentionMaps:
         )
         attention_map = maps[0, 0].float().cpu()
         values = attention_map.numpy()
+        flat = None  # the LR pixels that keep the base in upscale, at the map's size
+        if self.flat_floor and self.method != "none":
+            lr_flat = flat_areas(lr, self.flat_floor).float()
+            flat = torch.nn.functional.interpolate(lr_flat, size=map_size, mode="nearest")[0, 0] > 0.5
         primary = item.outputs[0]
         renders: dict[Path, Any] = {}
         for output in item.pending:
@@ -177,7 +191,8 @@ class AttentionMaps:
             elif output.suffix == ".npy":
                 renders[output] = values.astype("float32")
             else:
-                renders[output] = timeline(values, self.lower_bound, self.steps, self.timeline or 1)
+                flat_map = None if flat is None else flat.numpy()
+                renders[output] = timeline(values, self.lower_bound, self.steps, self.timeline or 1, flat_map)
         if self.colorbar and primary in renders:
             from .grids import labelled_grid
 
@@ -189,7 +204,7 @@ class AttentionMaps:
                 atomic_write(output, partial(_save_npy, array=content))
             else:
                 save_png(content, output)
-        return Mapped(map_size, expected_update_fraction(attention_map, self.lower_bound))
+        return Mapped(map_size, expected_update_fraction(attention_map, self.lower_bound, flat))
 
 
 def _save_npy(handle: IO[bytes], array: Any) -> None:

@@ -127,6 +127,7 @@ def update_fraction(activation: Tensor, steps: Tensor) -> float:
     return float(updates.double().mean() / len(visited))
 
 
-def expected_update_fraction(attention: Tensor, lower_bound: float) -> float:
-    """mean(min(1, A + l)): the pixel-update fraction of a full T-step run, up to 1/T."""
-    return float((attention.double() + lower_bound).clamp(max=1.0).mean())
+def expected_update_fraction(attention: Tensor, lower_bound: float, flat: Tensor | None = None) -> float:
+    """mean(min(1, A + l)): the pixel-update fraction of a full T-step run, up to 1/T (0 where ``flat``)."""
+    share = (attention.double() + lower_bound).clamp(max=1.0)
+    return float((share if flat is None else share.masked_fill(flat.to(share.device), 0.0)).mean())

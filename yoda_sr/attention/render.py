@@ -155,12 +155,15 @@ def _nice_step(span: float, target_ticks: int) -> float:
     return 10.0 * magnitude
 
 
-def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames: int) -> Image.Image:
+def timeline(
+    attention: np.ndarray, lower_bound: float, train_steps: int, frames: int, flat: np.ndarray | None = None
+) -> Image.Image:
     """YODA's Figures 1 and 5: M(t) at ``frames`` steps from T to 1, above the active area versus t.
 
     Each panel shows the mask of eq. 9 at its step (active pixels bright, tinted by the heat map;
     inactive ones dark); the plot below gives the percentage of active pixels for every t from T
     down to 1, marks the panels' steps and prints the pixel-update fraction mean(min(1, A + l)).
+    ``flat`` (bool, the map's shape; ``masking.flat_areas``) marks pixels that are never active.
     """
     import torch
 
@@ -193,12 +196,14 @@ def timeline(attention: np.ndarray, lower_bound: float, train_steps: int, frames
         min_slot = max(24, int(min_slot * fit))
     slot_width = max(panel_width, min_slot)
     small = _resize_map(values, (panel_height, panel_width))
+    flat_full = None if flat is None else torch.from_numpy(np.asarray(flat, dtype=bool))
+    flat_small = None if flat is None else torch.from_numpy(_resize_map(flat.astype(np.float64), small.shape) >= 0.5)
 
-    activation_full = activation_steps(torch.from_numpy(values), lower_bound, train_steps).numpy()
-    activation_small = activation_steps(torch.from_numpy(small), lower_bound, train_steps).numpy()
+    activation_full = activation_steps(torch.from_numpy(values), lower_bound, train_steps, flat_full).numpy()
+    activation_small = activation_steps(torch.from_numpy(small), lower_bound, train_steps, flat_small).numpy()
     counts = np.bincount(activation_full.ravel(), minlength=train_steps + 1)
     active_percent = 100.0 * np.cumsum(counts[::-1])[::-1] / values.size  # index t: share >= t
-    update = expected_update_fraction(torch.from_numpy(values), lower_bound)
+    update = expected_update_fraction(torch.from_numpy(values), lower_bound, flat_full)
 
     grey = small * 255.0
     tint = heatmap(small).astype(np.float64)

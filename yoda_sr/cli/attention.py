@@ -70,6 +70,13 @@ def attention(
     steps: int | None = typer.Option(
         None, "--steps", metavar="T", show_default=False, help="Training steps T of M(t). Default: the model's."
     ),
+    flat_floor: float | None = typer.Option(
+        None,
+        "--flat-floor",
+        metavar="LEVELS",
+        show_default=False,
+        help="LR areas with less detail than this keep the base: never active in M(t). Default: the model's.",
+    ),
     npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -79,7 +86,8 @@ def attention(
     """Compute YODA attention maps A and show the time-dependent mask M(t) as images.
 
     The map is computed from each image as the LR input, at the image's size times --scale.
-    Prints one line per image: the map size and the pixel-update fraction mean(min(1, A + l)).
+    Prints one line per image: the map size and the pixel-update fraction mean(min(1, A + l)), 0 in
+    flat areas (--flat-floor).
     """
     from ..attention import MissingWeightsError, require_weights
     from ..attention_files import OWN_ENDINGS, AttentionMaps, Mapped, map_outputs, model_attention
@@ -97,6 +105,7 @@ def attention(
         lower_bound=defaults.lower_bound if lower_bound is None else lower_bound,
         steps=defaults.train_steps if steps is None else steps,
         device=device,
+        flat_floor=defaults.flat_floor if flat_floor is None else flat_floor,
     )
     if maps.uses_weights:
         try:
@@ -113,7 +122,8 @@ def attention(
     if not quiet and method is None:
         notes(quiet)(
             f"settings of {defaults.model} (as upscale uses them): {maps.method}, l = {maps.lower_bound:g}, "
-            f"T = {maps.steps}, scale {maps.scale:g}"
+            + (f"flat areas below {maps.flat_floor:g} kept, " if maps.flat_floor else "")
+            + f"T = {maps.steps}, scale {maps.scale:g}"
         )
     hints = Hints(
         exists="use --overwrite", kept="use --overwrite to replace", collision="rename one or run them separately"
@@ -136,12 +146,14 @@ def attention(
         for image, folder in found.images
     ]
 
+    flat = f", flat areas below {maps.flat_floor:g} kept" if maps.flat_floor and maps.method != "none" else ""
+
     def show(item: Item, mapped: Mapped) -> None:
         if not quiet:
             (height, width), fraction = mapped.size, mapped.fraction
             typer.echo(
                 f"{item.image}: {maps.method} map {width}x{height}, pixel-update fraction {fraction:.3f} "
-                f"(l = {maps.lower_bound:g}) -> {', '.join(map(str, item.pending))}"
+                f"(l = {maps.lower_bound:g}{flat}) -> {', '.join(map(str, item.pending))}"
             )
 
     if batch.run(batch.plan(items), each(maps), done=show).failed:
