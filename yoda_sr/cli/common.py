@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -30,6 +31,17 @@ def report_error(message: str) -> None:
 def flag(setting: str) -> str:
     """The option that sets a library setting: ``tile_overlap`` -> ``--tile-overlap``."""
     return "--" + setting.replace("_", "-")
+
+
+def flat_floor_option() -> Any:
+    """``--flat-floor``, as `upscale` and `evaluate` take it (None: the model's)."""
+    return typer.Option(
+        None,
+        "--flat-floor",
+        metavar="LEVELS",
+        help="LR areas with less detail than this (8-bit levels) keep the base, whatever l says; 0: off "
+        "(default: the model's).",
+    )
 
 
 def _silent(_: str) -> None:

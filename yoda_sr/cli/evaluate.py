@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import debugging, notes, report_error
+from .common import debugging, flat_floor_option, notes, report_error
 
 
 def evaluate(
@@ -28,13 +28,7 @@ def evaluate(
         "auto", "--attention", metavar="auto|METHOD", help="Attention map of the yoda method (auto: the model's)."
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
-    flat_floor: float | None = typer.Option(
-        None,
-        "--flat-floor",
-        metavar="LEVELS",
-        help="LR areas with less detail than this (8-bit levels) keep the base, whatever l says; 0: off "
-        "(default: the model's).",
-    ),
+    flat_floor: float | None = flat_floor_option(),
     sparse: str = typer.Option(
         "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
     ),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import UsageError
-from .common import debugging, note, notes, report_error
+from .common import debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
     from ..upscaling import Job, Upscaled
@@ -48,13 +48,7 @@ def upscale(
         "edge, sift, or none (plain diffusion).",
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
-    flat_floor: float | None = typer.Option(
-        None,
-        "--flat-floor",
-        metavar="LEVELS",
-        help="LR areas with less detail than this (8-bit levels) keep the base, whatever l says; 0: off "
-        "(default: the model's).",
-    ),
+    flat_floor: float | None = flat_floor_option(),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
