@@ -230,6 +230,8 @@ def hostile_metadata(metadata: dict, case: str) -> str:
         changed["sampling"] = {**changed.get("sampling", {}), "eta": float("nan")}
     elif case == "steps as words":
         changed["sampling"] = {**changed.get("sampling", {}), "steps": "twenty"}
+    elif case == "a flat floor as words":
+        changed["yoda"] = {**changed.get("yoda", {}), "flat_floor": "smooth"}
     elif case == "dunder arch":
         changed["arch"] = "__class__"
     elif case == "path arch":
@@ -273,6 +275,7 @@ METADATA = [
     "a huge schedule",
     "a NaN eta",
     "steps as words",
+    "a flat floor as words",
     "dunder arch",
     "path arch",
     "unknown condition",

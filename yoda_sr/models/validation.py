@@ -78,6 +78,9 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     lower_bound = yoda.get("lower_bound", 0.2)
     if not (_is_number(lower_bound) and 0 <= lower_bound <= 1):
         raise fail(f"has lower bound {lower_bound!r}; expected a number in [0, 1]")
+    flat_floor = yoda.get("flat_floor", 0.0)
+    if not (_is_number(flat_floor) and 0 <= flat_floor <= 255):
+        raise fail(f"has flat-area floor {flat_floor!r}; expected a number of 8-bit levels in [0, 255]")
     if not isinstance(yoda.get("attention", "none"), str) or not isinstance(yoda.get("mask_input", True), bool):
         raise fail("has a 'yoda' entry with an attention that is not a name or a mask_input that is not true/false")
     x_up = metadata.get("x_up", DEFAULT_X_UP)
