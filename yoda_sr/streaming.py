@@ -272,8 +272,9 @@ def upscale_streamed(
             if attention_lr is not None:
                 attention = tile_attention(attention_lr, tile, scale, spec.block).to(device)
                 if flat_lr is not None:  # tiles are aligned to the scale (plan_tiles' align)
-                    window = flat_lr[..., tile.top // scale : (tile.top + tile.height) // scale, tile.left // scale :]
-                    window = window[..., : tile.width // scale].repeat_interleave(scale, dim=-2)
+                    lr_rows = slice(tile.top // scale, (tile.top + tile.height) // scale)
+                    lr_columns = slice(tile.left // scale, (tile.left + tile.width) // scale)
+                    window = flat_lr[..., lr_rows, lr_columns].repeat_interleave(scale, dim=-2)
                     flat = window.repeat_interleave(scale, dim=-1).to(device)
                 activation = activation_steps(attention, spec.lower_bound, schedule.train_steps, flat)
                 (r0, r1), (c0, c1) = rows_owned[tile.top], cols_owned[tile.left]
