@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from torch import Tensor
 from . import checkpoints, memory
 from .conditioning import x_up_recipe
 from .errors import SettingError, YodaError
+from .settings import Result, Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -33,61 +33,6 @@ if TYPE_CHECKING:
     from .tiling import Denoise
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
-
-
-@dataclass
-class Settings:
-    """Sampling settings of one run; ``None`` fields take the model's defaults."""
-
-    steps: int | None = None
-    sampler: str | None = None
-    eta: float | None = None
-    attention: str | None = None
-    lower_bound: float | None = None
-    flat_floor: float | None = None
-    """LR areas with less detail than this (8-bit levels, ``masking.flat_areas``) keep the base; 0: off."""
-    tile: int | str = "auto"
-    tile_overlap: int = 32
-    tile_batch: int = 1
-    """Tiles of one image per denoiser call (they share a shape; other images never join them)."""
-    stream: str = "auto"
-    """auto: stream tiles (docs/method.md §7) when whole-image tensors would exceed ``memory_budget``; on, off."""
-    memory_budget: int | None = None
-    """Bytes for whole-image tensors; None: half the machine's (or the GPU's) memory size."""
-    sparse: bool = True
-    """Run the denoiser only on the active blocks of M(t) (docs/method.md §11); False: dense masked sampling."""
-    block: int | str = "auto"
-    """HR side of the blocks the map is averaged over; auto: 64 with ``sparse``, 0 (pixel-level) without."""
-
-
-@dataclass
-class Result:
-    """One super-resolved image and what it cost."""
-
-    image: np.ndarray
-    attention: np.ndarray | None
-    update_fraction: float
-    seconds: float
-    steps: int
-    sampler: str
-    attention_method: str
-    lower_bound: float
-    tile: int | None
-    dtype: str
-    streamed: bool = False
-    """Tiles were sampled one by one (then ``attention`` is at LR size)."""
-    work_fraction: float = 1.0
-    """Pixels the denoiser evaluated (halos and tile overlaps included) / (steps x image pixels)."""
-    sparse: bool = False
-    block: int = 0
-    flat_floor: float = 0.0
-
-    def to_pil(self) -> PILImage:
-        """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
-        from PIL import Image
-
-        array = self.image if self.image.dtype == np.uint8 else (self.image >> 8).astype(np.uint8)
-        return Image.fromarray(array)
 
 
 class Upscaler:
