@@ -116,3 +116,20 @@ def test_the_attention_command_shows_flat_areas_as_never_active(tmp_path, capsys
         assert out.is_file() and out.with_name(f"map-{floor}.timeline.png").is_file()
     assert fractions["0"] == 1.0
     assert 0.3 < flat_share < 0.6 and fractions["0.3"] == pytest.approx(1.0 - flat_share, abs=1e-3)
+
+
+def test_the_upscale_record_names_the_floor(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    source = tmp_path / "in.png"
+    Image.fromarray(half_flat()).save(source)
+    model = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    common = ("upscale", source, "--model", model, "--steps", "2", "--attention", "gaussian", "--json")
+    records = {}
+    for floor in ("0", "0.3"):
+        assert cli(*common, "--flat-floor", floor, "-o", tmp_path / f"out-{floor}") == 0
+        records[floor] = json.loads(capsys.readouterr().out.strip())
+    assert records["0"]["flat_floor"] == 0.0 and records["0.3"]["flat_floor"] == 0.3
+    assert records["0.3"]["update_fraction"] < records["0"]["update_fraction"]

@@ -310,6 +310,7 @@ class UpscaleJobs:
             "eta": self.settings.eta,
             "attention": result.attention_method,
             "lower_bound": result.lower_bound,
+            "flat_floor": result.flat_floor,
             "tile": result.tile,
             "device": str(upscaler.device),
             "dtype": result.dtype,
