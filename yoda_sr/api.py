@@ -110,6 +110,7 @@ class Upscaler:
         """``settings`` with the model's defaults filled in, validated."""
         from .attention import METHODS
         from .masking import validate_flat_floor, validate_lower_bound
+        from .restoration import validate_mode
         from .sparse import resolve_block
         from .tiling import check_tile_settings
 
@@ -121,6 +122,7 @@ class Upscaler:
             attention=settings.attention if settings.attention not in (None, "auto") else defaults.attention,
             lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
             flat_floor=defaults.flat_floor if settings.flat_floor is None else settings.flat_floor,
+            clean=settings.clean,
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
             tile_batch=settings.tile_batch,
@@ -147,6 +149,10 @@ class Upscaler:
             validate_flat_floor(float(merged.flat_floor or 0.0))
         except ValueError as error:
             raise SettingError("flat_floor", str(error)) from None
+        try:
+            merged.clean = validate_mode(merged.clean)
+        except ValueError as error:
+            raise SettingError("clean", str(error)) from None
         check_tile_settings(merged.tile, merged.tile_overlap, self.model.info.size_multiple, merged.tile_batch)
         if merged.stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
@@ -204,7 +210,26 @@ class Upscaler:
         shapes = {image.shape for image in images}
         if len(shapes) != 1 or len(seeds) != len(images):
             raise ValueError("upscale_batch takes images of one shape and one seed per image")
+        from .restoration import clean
+
         start = time.perf_counter()
+        cleaned = [clean(image, settings.clean) for image in images]
+        results = self._sample_batch([image for image, _ in cleaned], seeds, scale, settings, progress)
+        elapsed = time.perf_counter() - start
+        for result, (_, cleaning) in zip(results, cleaned, strict=True):
+            result.seconds = elapsed / len(results)
+            result.cleaning = cleaning
+        return results
+
+    def _sample_batch(
+        self,
+        images: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        scale: int,
+        settings: Settings,
+        progress: Callable[[int, int], None] | None,
+    ) -> list[Result]:
+        """``upscale_batch`` after cleaning: sample, with smaller tiles after a GPU out-of-memory error."""
         try:
             results = memory.run(self, images, seeds, scale, settings, self.dtype, progress)
         except torch.cuda.OutOfMemoryError:
@@ -217,15 +242,12 @@ class Upscaler:
             if smaller < 2 * self.model.info.size_multiple:
                 raise YodaError("out of GPU memory even with the smallest tile; try --device cpu") from None
             settings.tile = smaller
-            return self.upscale_batch(images, seeds=seeds, scale=scale, settings=settings, progress=progress)
+            return self._sample_batch(images, seeds, scale, settings, progress)
         except _NonFinite:
             results = memory.run(self, images, seeds, scale, settings, torch.float32, progress)
         for image, result in zip(images, results, strict=True):
             if not result.image.any() and image.any():
                 raise YodaError("the model produced an all-black image; it was not written")
-        elapsed = time.perf_counter() - start
-        for result in results:
-            result.seconds = elapsed / len(results)
         return results
 
     def _model_in(self, dtype: torch.dtype) -> SRDenoiser:

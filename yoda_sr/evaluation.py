@@ -63,6 +63,7 @@ from .evaluation_results import (
 from .files import resolved
 from .imageio import read_picture, write_picture
 from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
+from .restoration import clean
 from .seeds import derive_seed
 
 METHODS = ("bicubic", "base", "plain", "yoda")
@@ -130,8 +131,9 @@ class Evaluation:
             fraction = None
             if method == "bicubic":
                 image = bicubic_upscale(lr, hr.shape[:2])
-            elif method == "base":
-                image = regression_base(self.upscaler, lr, self.scale)
+            elif method == "base":  # the model's own pipeline: cleaned as upscale cleans it
+                cleaned, _ = clean(lr, self.settings["yoda"].clean)
+                image = regression_base(self.upscaler, cleaned, self.scale)
             else:
                 result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
                 image, fraction = result.image, result.update_fraction
@@ -209,6 +211,7 @@ def evaluate(
     attention: str = "auto",
     lower_bound: float | None = None,
     flat_floor: float | None = None,
+    clean: str = "auto",
     sparse: bool = True,
     block: int | str = "auto",
     compare: str | Sequence[str] = METHODS,
@@ -248,10 +251,8 @@ def evaluate(
     scale = upscaler.scale if scale is None else scale
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
-    wanted = Settings(
-        steps=steps, attention=attention, lower_bound=lower_bound, flat_floor=flat_floor, sparse=sparse, block=block
-    )
-    settings = upscaler.resolve(wanted)
+    sampling = Settings(steps=steps, attention=attention, lower_bound=lower_bound, flat_floor=flat_floor)
+    settings = upscaler.resolve(dataclasses.replace(sampling, clean=clean, sparse=sparse, block=block))
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)
@@ -278,6 +279,7 @@ def evaluate(
             "attention": settings.attention,
             "lower_bound": settings.lower_bound,
             "flat_floor": settings.flat_floor,
+            "clean": settings.clean,
             "seed": seed,
             "border": scale,
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
@@ -311,6 +313,7 @@ def evaluate(
         + (f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else "")
         + "), "
         + ("" if degradation.is_identity else f"LR degraded by {degradation.label()}, ")
+        + ("" if settings.clean == "auto" else "LR cleaning off, ")
         + f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
     )
     if "yoda" in methods and settings.attention == "none":

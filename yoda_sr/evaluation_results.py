@@ -143,8 +143,8 @@ def json_number(value: float | None) -> float | None:
 
 
 IDENTITY = (
-    "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "seed",
-    "dtype", "degrade",
+    "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "clean",
+    "seed", "dtype", "degrade",
 )  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
@@ -158,6 +158,7 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
     }
     flat.setdefault("degrade", "none")  # evaluations from before --degrade had clean LR
     flat.setdefault("flat_floor", 0.0)  # and before --flat-floor, no flat areas were kept
+    flat.setdefault("clean", "off")  # and before --clean, the LR went in as it was
     return {key: flat.get(key) for key in IDENTITY}
 
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .restoration import Cleaning
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -22,6 +24,8 @@ class Settings:
     lower_bound: float | None = None
     flat_floor: float | None = None
     """LR areas with less detail than this (8-bit levels, ``masking.flat_areas``) keep the base; 0: off."""
+    clean: str = "auto"
+    """auto: deblock JPEG-decoded and denoise noisy LR before upscaling (``restoration.clean``); off."""
     tile: int | str = "auto"
     tile_overlap: int = 32
     tile_batch: int = 1
@@ -57,6 +61,8 @@ class Result:
     sparse: bool = False
     block: int = 0
     flat_floor: float = 0.0
+    cleaning: Cleaning = Cleaning()
+    """What was removed from the LR before upscaling (``Settings.clean``)."""
 
     def to_pil(self) -> PILImage:
         """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""

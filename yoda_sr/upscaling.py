@@ -311,6 +311,8 @@ class UpscaleJobs:
             "attention": result.attention_method,
             "lower_bound": result.lower_bound,
             "flat_floor": result.flat_floor,
+            "clean": self.settings.clean,
+            "cleaned": result.cleaning.describe(),
             "tile": result.tile,
             "device": str(upscaler.device),
             "dtype": result.dtype,

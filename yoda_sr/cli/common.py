@@ -44,5 +44,16 @@ def flat_floor_option() -> Any:
     )
 
 
+def clean_option() -> Any:
+    """``--clean``, as `upscale` and `evaluate` take it."""
+    return typer.Option(
+        "auto",
+        "--clean",
+        metavar="auto|off",
+        help="auto: deblock JPEG-compressed and denoise noisy input before upscaling, when found "
+        "(docs/method.md §12); off: upscale the input as it is.",
+    )
+
+
 def _silent(_: str) -> None:
     pass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import debugging, flat_floor_option, notes, report_error
+from .common import clean_option, debugging, flat_floor_option, notes, report_error
 
 
 def evaluate(
@@ -29,6 +29,7 @@ def evaluate(
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     flat_floor: float | None = flat_floor_option(),
+    clean: str = clean_option(),
     sparse: str = typer.Option(
         "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
     ),
@@ -83,6 +84,7 @@ def evaluate(
         attention=attention,
         lower_bound=lower_bound,
         flat_floor=flat_floor,
+        clean=clean,
         sparse=parse_sparse(sparse),
         block=parse_block(block),
         compare=compare,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import UsageError
-from .common import debugging, flat_floor_option, note, notes, report_error
+from .common import clean_option, debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
     from ..upscaling import Job, Upscaled
@@ -49,6 +49,7 @@ def upscale(
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     flat_floor: float | None = flat_floor_option(),
+    clean: str = clean_option(),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
@@ -129,6 +130,7 @@ def upscale(
         attention=attention,
         lower_bound=lower_bound,
         flat_floor=flat_floor,
+        clean=clean,
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
         tile_batch=tile_batch,
@@ -179,7 +181,9 @@ def upscale(
             height, width = result.image.shape[:2]
             typer.echo(
                 f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
-                f"pixel updates {result.update_fraction:.2f}, work {result.work_fraction:.2f})"
+                f"pixel updates {result.update_fraction:.2f}, work {result.work_fraction:.2f}"
+                + ("" if result.cleaning.kind == "none" else f", input {result.cleaning.describe()}")
+                + ")"
             )
 
     with progress_bars(len(jobs), disable=quiet) as (images, steps_bar):

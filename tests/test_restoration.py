@@ -1,0 +1,148 @@
+"""Cleaning the LR: JPEG quality and noise found from the pixels, deblocking and denoising, wiring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from yoda_sr.api import Settings, Upscaler
+from yoda_sr.baselines import degrade
+from yoda_sr.degradations import Degradation, jpeg_roundtrip
+from yoda_sr.errors import SettingError
+from yoda_sr.metrics import psnr
+from yoda_sr.restoration import (
+    JPEG_THRESHOLD,
+    NOISE_THRESHOLD,
+    clean,
+    deblock,
+    jpeg_quality,
+    noise_sigma,
+    quantization_table,
+)
+
+from conftest import cli, photo, save_tiny_checkpoint
+
+
+def lr_photo(name: str) -> np.ndarray:
+    """A real photo downscaled 4x, as the LR of an evaluation is (no JPEG, no noise left)."""
+    return degrade(photo(name), 4)
+
+
+def noisy(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    return Degradation(noise=sigma).apply(image, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_a_clean_photo_is_neither_jpeg_nor_noisy_and_is_returned_untouched(name):
+    lr = lr_photo(name)
+    assert jpeg_quality(lr)[1] < JPEG_THRESHOLD / 2
+    assert noise_sigma(lr) < NOISE_THRESHOLD / 2
+    image, done = clean(lr)
+    assert image is lr and done.kind == "none"
+
+
+@pytest.mark.parametrize("quality", [30, 60, 75, 90])
+def test_the_jpeg_quality_is_found_from_the_pixels(quality):
+    lr = jpeg_roundtrip(lr_photo("coffee"), quality)
+    found, fit = jpeg_quality(lr)
+    assert abs(found - quality) <= 1 and fit >= JPEG_THRESHOLD
+
+
+@pytest.mark.parametrize("sigma", [3.0, 5.0, 10.0])
+def test_the_noise_sigma_is_found_within_ten_percent_through_the_texture(sigma):
+    for name in ("astronaut", "chelsea"):  # fur and a textured suit: the luma would mistake them for noise
+        assert noise_sigma(noisy(lr_photo(name), sigma)) == pytest.approx(sigma, rel=0.1)
+
+
+def test_deblocking_brings_a_jpeg_closer_to_the_original_and_stays_consistent_with_it():
+    """The result is nearer the uncompressed LR than the JPEG was, and its luma still compresses to
+    the same JPEG: every block DCT coefficient lies in the quantization cell the JPEG left."""
+    from yoda_sr.restoration import _block_dct, _luma
+
+    original = lr_photo("astronaut")
+    compressed = jpeg_roundtrip(original, 40)
+    image, done = clean(compressed)
+    assert done.kind == "jpeg" and done.level == 40 and image.dtype == np.uint8
+    assert (
+        psnr(image.astype(float), original.astype(float)) > psnr(compressed.astype(float), original.astype(float)) + 0.3
+    )
+
+    table = quantization_table(40)
+    restored = deblock(compressed.astype(np.float64), 40)
+    cells = np.round(_block_dct(_luma(compressed.astype(np.float64))) / table)
+    offset = _block_dct(_luma(restored)) / table - cells
+    assert np.abs(offset).max() <= 0.5 + 1e-4
+    assert np.abs(offset).mean() > 0.05  # it did move the coefficients
+
+
+def test_denoising_removes_most_of_the_noise_and_says_how_much_it_found():
+    original = lr_photo("chelsea")
+    image, done = clean(noisy(original, 6.0))
+    assert done.kind == "noise" and done.level == pytest.approx(6.0, rel=0.1)
+    before = psnr(noisy(original, 6.0).astype(float), original.astype(float))
+    assert psnr(image.astype(float), original.astype(float)) > before + 2
+    assert done.describe() == f"noise sigma {done.level:.1f} removed"
+
+
+def test_sixteen_bit_images_are_cleaned_at_full_precision():
+    original = lr_photo("chelsea").astype(np.uint16) * 257
+    rng = np.random.default_rng(1)
+    degraded = np.clip(original + rng.normal(0, 6 * 257, original.shape), 0, 65535).astype(np.uint16)
+    image, done = clean(degraded)
+    assert image.dtype == np.uint16 and done.kind == "noise"
+    assert len(np.unique(image[..., 0] % 257)) > 100  # not 8-bit values scaled back up
+
+
+def test_off_and_small_images_pass_through_and_a_bad_mode_is_refused():
+    jpeg = jpeg_roundtrip(lr_photo("coffee"), 50)
+    assert clean(jpeg, "off")[0] is jpeg
+    tiny = jpeg[:20, :20]  # under 16 whole blocks: no JPEG verdict; the noise estimate finds none
+    assert jpeg_quality(tiny) == (None, 0.0) and clean(tiny)[1].kind == "none"
+    with pytest.raises(ValueError, match="auto or off"):
+        clean(jpeg, "sometimes")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def test_upscale_cleans_the_input_before_the_model_sees_it(model_file):
+    """With auto the model upscales the deblocked LR, exactly as if it had been given that; with off
+    it upscales the JPEG as it is."""
+    upscaler = Upscaler.from_pretrained(model_file, device="cpu")
+    jpeg = jpeg_roundtrip(lr_photo("coffee")[:96, :128], 50)
+    auto = upscaler.upscale(jpeg, seed=3, settings=Settings(steps=2))
+    off = upscaler.upscale(jpeg, seed=3, settings=Settings(steps=2, clean="off"))
+    given = upscaler.upscale(clean(jpeg)[0], seed=3, settings=Settings(steps=2, clean="off"))
+    assert auto.cleaning.kind == "jpeg" and off.cleaning.kind == "none"
+    assert np.array_equal(auto.image, given.image) and not np.array_equal(auto.image, off.image)
+    with pytest.raises(SettingError, match="auto or off"):
+        upscaler.resolve(Settings(clean="maybe"))
+
+
+def test_the_cli_names_what_it_cleaned_and_refuses_a_bad_value_in_one_line(model_file, tmp_path, capsys):
+    from PIL import Image
+
+    source = tmp_path / "in" / "noisy.png"
+    source.parent.mkdir()
+    Image.fromarray(noisy(lr_photo("chelsea")[:64, :64], 8.0)).save(source)
+    code = cli("upscale", source, "--model", model_file, "--steps", "2", "-o", tmp_path / "out.png", "--json")
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["clean"] == "auto" and record["cleaned"].startswith("noise sigma")
+    code = cli("upscale", source, "--model", model_file, "--clean", "later", "-o", tmp_path / "bad.png")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--clean" in err and "auto or off" in err
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_greyscale_jpeg_is_found_but_greyscale_noise_is_left_alone():
+    """One channel has no colour differences to tell noise from texture: only JPEG is judged."""
+    grey = lr_photo("camera")
+    rng = np.random.default_rng(0)
+    grainy = np.clip(grey + rng.normal(0, 8, grey.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    assert clean(grainy)[1].kind == "none"
+    assert clean(jpeg_roundtrip(grey, 50))[1].kind == "jpeg"

@@ -1,0 +1,235 @@
+"""Cleaning the LR before it is upscaled: JPEG deblocking and denoising, found automatically.
+
+Photos reach a super-resolver JPEG-compressed or noisy; a model trained on clean downscales sharpens
+8 x 8 blocks and sensor noise as if they were detail (docs/method.md §12). ``clean`` looks at the LR
+and, when it finds either, removes it before the model sees it:
+
+- **JPEG.** A JPEG-decoded image's 8 x 8 block DCT coefficients of luma sit on the lattice of the
+  quantization table. ``jpeg_quality`` scores each IJG quality (the libjpeg/Pillow tables) by how
+  close the non-zero low-frequency coefficients lie to that lattice; a clean image scores about 0, a
+  JPEG at its true quality 0.3-1. ``deblock`` smooths the image (non-local means, strength set by
+  the quality's quantization step) and projects its luma back into the quantization cells the JPEG
+  left, so that the smoothing removes blocks and ringing but nothing the JPEG had kept.
+- **Noise.** ``noise_sigma`` estimates the standard deviation of per-channel white noise from the
+  colour differences R - G and B - G (texture and edges are mostly shared by the channels and
+  cancel there; independent noise does not), with a robust (median) Laplacian-residual estimate.
+  ``denoise`` is non-local means at that sigma.
+
+Everything works in 8-bit levels; 16-bit images are cleaned at 8-bit precision of the estimate and
+full precision of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("auto", "off")
+"""``Settings.clean``: auto (clean what is found) or off."""
+
+NOISE_THRESHOLD = 2.0
+"""Denoise from this estimated sigma (8-bit levels); clean photos measure 0-1.4."""
+
+JPEG_THRESHOLD = 0.2
+"""A lattice score from which the LR counts as JPEG-decoded; clean photos score below 0.05."""
+
+_MIN_BLOCKS = 16
+_LOW_FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2), (0, 3), (3, 0))
+_LUMA_TABLE = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=np.float64,
+)
+"""The JPEG standard's (Annex K) luminance quantization table: quality 50 in the IJG scaling."""
+
+_LAPLACIAN = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+"""Immerkaer's noise-estimation kernel: a plane passes through as 0; its L2 norm is 6."""
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    """What ``clean`` did to one image."""
+
+    kind: str = "none"
+    """none, jpeg or noise."""
+    level: float = 0.0
+    """The JPEG quality found, or the noise sigma (8-bit levels)."""
+
+    def describe(self) -> str:
+        if self.kind == "jpeg":
+            return f"JPEG q{self.level:.0f} deblocked"
+        if self.kind == "noise":
+            return f"noise sigma {self.level:.1f} removed"
+        return "none"
+
+
+def validate_mode(mode: str) -> str:
+    mode = str(mode).strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"must be {' or '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def quantization_table(quality: int) -> np.ndarray:
+    """The IJG luminance table at ``quality`` (1-100), as libjpeg and Pillow scale it."""
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return np.clip(np.floor((_LUMA_TABLE * scale + 50) / 100), 1, 255)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """JFIF's Y (full range, 8-bit levels) of a float H x W x 3 image in 8-bit levels."""
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _ycc(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    return _luma(rgb), cb, cr
+
+
+def _rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    return np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
+
+
+def _dct_matrix() -> np.ndarray:
+    """The orthonormal 8-point DCT-II as a matrix D (JPEG's 2-D DCT of a block B is D B D^T)."""
+    k, n = np.arange(8)[:, None], np.arange(8)[None, :]
+    matrix = np.sqrt(2 / 8) * np.cos(np.pi * (2 * n + 1) * k / 16)
+    matrix[0] /= np.sqrt(2)
+    return matrix
+
+
+_DCT = _dct_matrix()
+
+
+def _block_dct(y: np.ndarray) -> np.ndarray:
+    """The 8 x 8 block DCT (JPEG's, orthonormal) of the whole blocks of ``y``: (rows, cols, 8, 8)."""
+    rows, cols = y.shape[0] // 8, y.shape[1] // 8
+    blocks = (y[: rows * 8, : cols * 8] - 128).reshape(rows, 8, cols, 8).transpose(0, 2, 1, 3)
+    return _DCT @ blocks @ _DCT.T
+
+
+def _block_idct(coefficients: np.ndarray, into: np.ndarray) -> np.ndarray:
+    """``into`` with its whole blocks replaced by the inverse of ``_block_dct``'s ``coefficients``."""
+    rows, cols = coefficients.shape[:2]
+    out = into.copy()
+    pixels = (_DCT.T @ coefficients @ _DCT).transpose(0, 2, 1, 3).reshape(rows * 8, cols * 8)
+    out[: rows * 8, : cols * 8] = pixels + 128
+    return out
+
+
+def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
+    """The IJG quality whose luma lattice the image's block DCT fits best, and the fit (-1..1).
+
+    Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice); a
+    quality is considered when at least 8 of them remain in some low frequency. Returns (None, 0.0)
+    for images with fewer than 16 whole blocks.
+    """
+    y = _luma(np.asarray(rgb, dtype=np.float64))
+    coefficients = _block_dct(y)
+    if coefficients.shape[0] * coefficients.shape[1] < _MIN_BLOCKS:
+        return None, 0.0
+    coefficients = coefficients.reshape(-1, 8, 8)[:: max(1, coefficients.shape[0] * coefficients.shape[1] // 20000)]
+    best: tuple[int | None, float] = (None, 0.0)
+    for quality in range(5, 100):
+        table = quantization_table(quality)
+        fits = []
+        for u, v in _LOW_FREQUENCIES:
+            step = table[u, v]
+            values = coefficients[:, u, v]
+            values = values[np.abs(values) > step / 2]
+            if step >= 2 and values.size >= 8:
+                fits.append(np.cos(2 * np.pi * values / step))
+        score = float(np.concatenate(fits).mean()) if fits else 0.0
+        if score > best[1] + 1e-9:
+            best = (quality, score)
+    return best
+
+
+def noise_sigma(rgb: np.ndarray) -> float:
+    """Estimated sigma (8-bit levels) of independent per-channel noise; 0 for images under 8 x 8."""
+    x = np.asarray(rgb, dtype=np.float64)
+    if min(x.shape[:2]) < 8:
+        return 0.0
+    estimates = []
+    for other in (0, 2):
+        difference = x[..., other] - x[..., 1]
+        height, width = difference.shape
+        response = sum(
+            _LAPLACIAN[i, j] * difference[i : height - 2 + i, j : width - 2 + j] for i in range(3) for j in range(3)
+        )
+        estimates.append(np.median(np.abs(response)) / 0.6745 / 6 / np.sqrt(2))
+    return float(min(estimates))
+
+
+def _non_local_means(rgb: np.ndarray, strength: float, sigma: float) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means
+
+    out = denoise_nl_means(
+        rgb / 255, h=strength / 255, sigma=sigma / 255, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=-1
+    )
+    return np.asarray(out) * 255
+
+
+def denoise(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """Non-local means for white noise of ``sigma`` (float image in 8-bit levels)."""
+    return _non_local_means(rgb, 0.8 * sigma, sigma)
+
+
+def deblock(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Remove JPEG blocking and ringing from a float image (8-bit levels) decoded at ``quality``."""
+    table = quantization_table(quality)
+    y, _, _ = _ycc(rgb)
+    observed = _block_dct(y)
+    cells = np.round(observed / table)
+    low, high = (cells - 0.5) * table, (cells + 0.5) * table
+    smooth = _non_local_means(rgb, 1.3 * table[0, 1], 0.0)
+    y_smooth, cb, cr = _ycc(smooth)
+    y_consistent = _block_idct(np.clip(_block_dct(y_smooth), low, high), y_smooth)
+    return _rgb(y_consistent, cb, cr)
+
+
+def clean(image: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, Cleaning]:
+    """``image`` (H x W x 3, uint8 or uint16) with JPEG artefacts or noise removed, and what was done.
+
+    ``mode`` off, or an image where neither is found, returns ``image`` itself.
+    """
+    if validate_mode(mode) == "off" or image.ndim != 3 or image.shape[-1] != 3:
+        return image, Cleaning()
+    unit = 257.0 if image.dtype == np.uint16 else 1.0
+    levels = image.astype(np.float64) / unit
+    quality, fit = jpeg_quality(levels)
+    if quality is not None and fit >= JPEG_THRESHOLD:
+        cleaned, done = deblock(levels, quality), Cleaning("jpeg", float(quality))
+    else:
+        sigma = noise_sigma(levels)
+        if sigma < NOISE_THRESHOLD:
+            return image, Cleaning()
+        cleaned, done = denoise(levels, sigma), Cleaning("noise", round(sigma, 2))
+    top = float(np.iinfo(image.dtype).max)
+    return np.clip(np.rint(cleaned * unit), 0, top).astype(image.dtype), done
+
+
+__all__ = [
+    "JPEG_THRESHOLD",
+    "MODES",
+    "NOISE_THRESHOLD",
+    "Cleaning",
+    "clean",
+    "deblock",
+    "denoise",
+    "jpeg_quality",
+    "noise_sigma",
+    "quantization_table",
+    "validate_mode",
+]
