@@ -146,3 +146,26 @@ def test_greyscale_jpeg_is_found_but_greyscale_noise_is_left_alone():
     grainy = np.clip(grey + rng.normal(0, 8, grey.shape[:2])[..., None], 0, 255).astype(np.uint8)
     assert clean(grainy)[1].kind == "none"
     assert clean(jpeg_roundtrip(grey, 50))[1].kind == "jpeg"
+
+
+def test_the_attention_command_maps_the_cleaned_input_as_upscale_sees_it(tmp_path, capsys):
+    """`attention` on a JPEG gives the map of its deblocked LR (blocks are edges to the edge map);
+    --clean off gives the map of the JPEG as it is; a bad value is one line."""
+    from PIL import Image
+
+    source = tmp_path / "photo.png"
+    jpeg = jpeg_roundtrip(lr_photo("coffee"), 30)
+    Image.fromarray(jpeg).save(source)
+    maps = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / mode
+        out.mkdir()
+        assert cli("attention", source, "--method", "edge", "--clean", mode, "--scale", "1", "--npy", "-o", out, "-q") == 0
+        maps[mode] = np.load(next(out.glob("*.npy")))
+    from yoda_sr.attention import compute_attention
+    from yoda_sr.imaging import to_tensor
+
+    expected = compute_attention(to_tensor(clean(jpeg)[0]), "edge", hr_size=jpeg.shape[:2])[0, 0].numpy()
+    assert np.allclose(maps["auto"], expected, atol=1e-6) and not np.allclose(maps["off"], expected, atol=1e-3)
+    assert cli("attention", source, "--clean", "x", "-o", tmp_path / "auto") == 2
+    assert "auto or off" in capsys.readouterr().err

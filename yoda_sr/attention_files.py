@@ -124,9 +124,11 @@ class AttentionMaps:
         steps: int = 500,
         device: str = "auto",
         flat_floor: float = 0.0,
+        clean: str = "auto",
     ) -> None:
         from .devices import resolve_device
         from .masking import validate_flat_floor
+        from .restoration import validate_mode
 
         self.method = parse_method(method)
         self.heads = parse_heads(heads)
@@ -138,6 +140,10 @@ class AttentionMaps:
             self.flat_floor = validate_flat_floor(flat_floor)
         except ValueError as error:
             raise SettingError("flat_floor", str(error)) from None
+        try:
+            self.clean = validate_mode(clean)
+        except ValueError as error:
+            raise SettingError("clean", str(error)) from None
         if timeline is not None and timeline < 1:
             raise SettingError("timeline", f"needs at least 1 frame, got {timeline}")
         if not (math.isfinite(scale) and scale > 0):
@@ -161,8 +167,9 @@ class AttentionMaps:
         from .imageio import read_picture, save_png
         from .imaging import resize_bicubic, scaled_size, to_array, to_tensor
         from .masking import expected_update_fraction, flat_areas
+        from .restoration import clean
 
-        lr = to_tensor(read_picture(item.image).rgb)
+        lr = to_tensor(clean(read_picture(item.image).rgb, self.clean)[0])
         rgb = to_array(lr)
         map_size = scaled_size(rgb.shape[:2], self.scale)
         maps = compute_attention(

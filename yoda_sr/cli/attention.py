@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from ..files import IMAGE_EXTENSIONS
-from .common import debugging, notes, report_error
+from .common import clean_option, debugging, notes, report_error
 
 
 def attention(
@@ -77,6 +77,7 @@ def attention(
         show_default=False,
         help="LR areas with less detail than this keep the base: never active in M(t). Default: the model's.",
     ),
+    clean: str = clean_option(),
     npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -85,7 +86,8 @@ def attention(
 ) -> None:
     """Compute YODA attention maps A and show the time-dependent mask M(t) as images.
 
-    The map is computed from each image as the LR input, at the image's size times --scale.
+    The map is computed from each image as the LR input (cleaned as `upscale` cleans it, --clean),
+    at the image's size times --scale.
     Prints one line per image: the map size and the pixel-update fraction mean(min(1, A + l)), 0 in
     flat areas (--flat-floor).
     """
@@ -106,6 +108,7 @@ def attention(
         steps=defaults.train_steps if steps is None else steps,
         device=device,
         flat_floor=defaults.flat_floor if flat_floor is None else flat_floor,
+        clean=clean,
     )
     if maps.uses_weights:
         try:
