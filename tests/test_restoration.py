@@ -50,6 +50,18 @@ def test_the_jpeg_quality_is_found_from_the_pixels(quality):
     assert abs(found - quality) <= 1 and fit >= JPEG_THRESHOLD
 
 
+@pytest.mark.parametrize("crop", [(3, 5), (7, 1)])
+def test_a_jpeg_cropped_off_its_block_grid_is_found_where_its_grid_now_starts(crop):
+    from yoda_sr.restoration import find_jpeg
+
+    top, left = crop
+    cropped = jpeg_roundtrip(lr_photo("astronaut"), 50)[top:, left:]
+    quality, fit, origin = find_jpeg(cropped)
+    assert abs(quality - 50) <= 1 and fit >= JPEG_THRESHOLD and origin == ((8 - top) % 8, (8 - left) % 8)
+    assert clean(cropped)[1].kind == "jpeg"
+    assert find_jpeg(lr_photo("astronaut")[top:, left:])[1] < JPEG_THRESHOLD / 2
+
+
 @pytest.mark.parametrize("sigma", [3.0, 5.0, 10.0])
 def test_the_noise_sigma_is_found_within_ten_percent_through_the_texture(sigma):
     for name in ("astronaut", "chelsea"):  # fur and a textured suit: the luma would mistake them for noise
@@ -160,7 +172,9 @@ def test_the_attention_command_maps_the_cleaned_input_as_upscale_sees_it(tmp_pat
     for mode in ("auto", "off"):
         out = tmp_path / mode
         out.mkdir()
-        assert cli("attention", source, "--method", "edge", "--clean", mode, "--scale", "1", "--npy", "-o", out, "-q") == 0
+        assert (
+            cli("attention", source, "--method", "edge", "--clean", mode, "--scale", "1", "--npy", "-o", out, "-q") == 0
+        )
         maps[mode] = np.load(next(out.glob("*.npy")))
     from yoda_sr.attention import compute_attention
     from yoda_sr.imaging import to_tensor

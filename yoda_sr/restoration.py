@@ -112,34 +112,39 @@ def _dct_matrix() -> np.ndarray:
 _DCT = _dct_matrix()
 
 
-def _block_dct(y: np.ndarray) -> np.ndarray:
-    """The 8 x 8 block DCT (JPEG's, orthonormal) of the whole blocks of ``y``: (rows, cols, 8, 8)."""
+def _block_dct(y: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The 8 x 8 block DCT (JPEG's, orthonormal) of the whole blocks of ``y`` whose grid starts at
+    ``origin`` (row, column): (rows, cols, 8, 8)."""
+    y = y[origin[0] :, origin[1] :]
     rows, cols = y.shape[0] // 8, y.shape[1] // 8
     blocks = (y[: rows * 8, : cols * 8] - 128).reshape(rows, 8, cols, 8).transpose(0, 2, 1, 3)
     return _DCT @ blocks @ _DCT.T
 
 
-def _block_idct(coefficients: np.ndarray, into: np.ndarray) -> np.ndarray:
-    """``into`` with its whole blocks replaced by the inverse of ``_block_dct``'s ``coefficients``."""
+def _block_idct(coefficients: np.ndarray, into: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """``into`` with the blocks ``_block_dct`` read replaced by the inverse of ``coefficients``."""
     rows, cols = coefficients.shape[:2]
     out = into.copy()
     pixels = (_DCT.T @ coefficients @ _DCT).transpose(0, 2, 1, 3).reshape(rows * 8, cols * 8)
-    out[: rows * 8, : cols * 8] = pixels + 128
+    out[origin[0] : origin[0] + rows * 8, origin[1] : origin[1] + cols * 8] = pixels + 128
     return out
 
 
-def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
-    """The IJG quality whose luma lattice the image's block DCT fits best, and the fit (-1..1).
+def _grid_origin(y: np.ndarray) -> tuple[int, int]:
+    """Where an 8 x 8 block grid most likely starts: the phase whose block boundaries hold the
+    largest mean step between neighbouring pixels (a JPEG cropped off its grid starts elsewhere)."""
+    origin = []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis)  # steps[i]: between i and i + 1
+        if steps.size < 16:
+            return 0, 0
+        energy = [steps[(phase - 1) % 8 :: 8].mean() for phase in range(8)]
+        origin.append(int(np.argmax(energy)))
+    return origin[0], origin[1]
 
-    Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice); a
-    quality is considered when at least 8 of them remain in some low frequency. Returns (None, 0.0)
-    for images with fewer than 16 whole blocks.
-    """
-    y = _luma(np.asarray(rgb, dtype=np.float64))
-    coefficients = _block_dct(y)
-    if coefficients.shape[0] * coefficients.shape[1] < _MIN_BLOCKS:
-        return None, 0.0
-    coefficients = coefficients.reshape(-1, 8, 8)[:: max(1, coefficients.shape[0] * coefficients.shape[1] // 20000)]
+
+def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float]:
+    """The IJG quality whose luma lattice ``coefficients`` (blocks, 8, 8) fit best, and the fit."""
     best: tuple[int | None, float] = (None, 0.0)
     for quality in range(5, 100):
         table = quantization_table(quality)
@@ -154,6 +159,34 @@ def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
         if score > best[1] + 1e-9:
             best = (quality, score)
     return best
+
+
+def find_jpeg(rgb: np.ndarray) -> tuple[int | None, float, tuple[int, int]]:
+    """The IJG quality whose luma lattice the image's block DCT fits best, the fit (-1..1), and the
+    block grid's origin (row, column) it was found at.
+
+    Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice); a
+    quality is considered when at least 8 of them remain in some low frequency. The grid is tried at
+    the image's origin and where the block boundaries stand out. Images with fewer than 16 whole
+    blocks give (None, 0.0, (0, 0)).
+    """
+    y = _luma(np.asarray(rgb, dtype=np.float64))
+    best: tuple[int | None, float, tuple[int, int]] = (None, 0.0, (0, 0))
+    for origin in dict.fromkeys([(0, 0), _grid_origin(y)]):
+        coefficients = _block_dct(y, origin)
+        count = coefficients.shape[0] * coefficients.shape[1]
+        if count < _MIN_BLOCKS:
+            continue
+        quality, fit = _lattice_fit(coefficients.reshape(-1, 8, 8)[:: max(1, count // 20000)])
+        if fit > best[1]:
+            best = (quality, fit, origin)
+    return best
+
+
+def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
+    """``find_jpeg``'s quality and fit."""
+    quality, fit, _ = find_jpeg(rgb)
+    return quality, fit
 
 
 def noise_sigma(rgb: np.ndarray) -> float:
@@ -186,16 +219,17 @@ def denoise(rgb: np.ndarray, sigma: float) -> np.ndarray:
     return _non_local_means(rgb, 0.8 * sigma, sigma)
 
 
-def deblock(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """Remove JPEG blocking and ringing from a float image (8-bit levels) decoded at ``quality``."""
+def deblock(rgb: np.ndarray, quality: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Remove JPEG blocking and ringing from a float image (8-bit levels) decoded at ``quality``
+    with its block grid at ``origin`` (row, column)."""
     table = quantization_table(quality)
     y, _, _ = _ycc(rgb)
-    observed = _block_dct(y)
+    observed = _block_dct(y, origin)
     cells = np.round(observed / table)
     low, high = (cells - 0.5) * table, (cells + 0.5) * table
     smooth = _non_local_means(rgb, 1.3 * table[0, 1], 0.0)
     y_smooth, cb, cr = _ycc(smooth)
-    y_consistent = _block_idct(np.clip(_block_dct(y_smooth), low, high), y_smooth)
+    y_consistent = _block_idct(np.clip(_block_dct(y_smooth, origin), low, high), y_smooth, origin)
     return _rgb(y_consistent, cb, cr)
 
 
@@ -208,9 +242,9 @@ def clean(image: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, Cleaning]:
         return image, Cleaning()
     unit = 257.0 if image.dtype == np.uint16 else 1.0
     levels = image.astype(np.float64) / unit
-    quality, fit = jpeg_quality(levels)
+    quality, fit, origin = find_jpeg(levels)
     if quality is not None and fit >= JPEG_THRESHOLD:
-        cleaned, done = deblock(levels, quality), Cleaning("jpeg", float(quality))
+        cleaned, done = deblock(levels, quality, origin), Cleaning("jpeg", float(quality))
     else:
         sigma = noise_sigma(levels)
         if sigma < NOISE_THRESHOLD:
@@ -228,6 +262,7 @@ __all__ = [
     "clean",
     "deblock",
     "denoise",
+    "find_jpeg",
     "jpeg_quality",
     "noise_sigma",
     "quantization_table",
