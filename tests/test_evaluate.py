@@ -504,3 +504,20 @@ def test_degraded_lr_is_the_clean_lr_degraded_and_belongs_to_the_evaluation(run,
         "yoda-sr: error: --degrade: unknown degradation 'blur:2'; use noise:SIGMA, jpeg:QUALITY or none"
     ]
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_clean_mode_belongs_to_the_evaluation_and_older_folders_were_not_cleaned(run, model_file, data, tmp_path):
+    """The summary records --clean; a folder written before it existed resumes only as `off` (its LR
+    went in as it was), and with auto it is another evaluation, said in one line."""
+    import shutil
+
+    assert json.loads((run["out"] / "summary.json").read_text())["settings"]["clean"] == "auto"
+    older = tmp_path / "older"
+    shutil.copytree(run["out"], older)
+    summary = json.loads((older / "summary.json").read_text())
+    del summary["settings"]["clean"]
+    (older / "summary.json").write_text(json.dumps(summary))
+    code, _, stderr = evaluate_into(older, model_file, data, "--compare", "bicubic,plain,yoda")
+    assert code == 2 and "clean off there, auto here" in stderr
+    code, _, stderr = evaluate_into(older, model_file, data, "--compare", "bicubic,plain,yoda", "--clean", "off")
+    assert code == 0 and "3 of 3 image(s) done already" in stderr and "LR cleaning off" in stderr
