@@ -144,8 +144,11 @@ def _grid_origin(y: np.ndarray) -> tuple[int, int]:
 
 
 def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float]:
-    """The IJG quality whose luma lattice ``coefficients`` (blocks, 8, 8) fit best, and the fit."""
-    best: tuple[int | None, float] = (None, 0.0)
+    """The IJG quality whose luma lattice ``coefficients`` (blocks, 8, 8) fit best, and the fit.
+
+    Neighbouring qualities can share every low-frequency step and so tie: the middle one of the
+    tied run is returned."""
+    scores = {}
     for quality in range(5, 100):
         table = quantization_table(quality)
         fits = []
@@ -155,10 +158,12 @@ def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float]:
             values = values[np.abs(values) > step / 2]
             if step >= 2 and values.size >= 8:
                 fits.append(np.cos(2 * np.pi * values / step))
-        score = float(np.concatenate(fits).mean()) if fits else 0.0
-        if score > best[1] + 1e-9:
-            best = (quality, score)
-    return best
+        scores[quality] = float(np.concatenate(fits).mean()) if fits else 0.0
+    top = max(scores.values())
+    if top <= 0:
+        return None, 0.0
+    tied = [quality for quality, score in scores.items() if score >= top - 1e-9]
+    return tied[len(tied) // 2], top
 
 
 def find_jpeg(rgb: np.ndarray) -> tuple[int | None, float, tuple[int, int]]:
