@@ -34,6 +34,10 @@ NOISE_THRESHOLD = 2.0
 JPEG_THRESHOLD = 0.2
 """A lattice score from which the LR counts as JPEG-decoded; clean photos score below 0.05."""
 
+JPEG_SIGNIFICANCE = 7.0
+"""...and the score must stand this many standard deviations above what values off any lattice give
+(small or synthetic images leave few coefficients, and a few can fit a coarse lattice by chance)."""
+
 _MIN_BLOCKS = 16
 _LOW_FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2), (0, 3), (3, 0))
 _LUMA_TABLE = np.array(
@@ -143,12 +147,15 @@ def _grid_origin(y: np.ndarray) -> tuple[int, int]:
     return origin[0], origin[1]
 
 
-def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float]:
-    """The IJG quality whose luma lattice ``coefficients`` (blocks, 8, 8) fit best, and the fit.
+def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float, float]:
+    """The IJG quality whose luma lattice ``coefficients`` (blocks, 8, 8) fit most significantly,
+    the fit (mean cosine, -1..1) and its significance (in standard deviations of the fit of values
+    off any lattice: each cosine then has mean 0 and variance 1/2).
 
-    Neighbouring qualities can share every low-frequency step and so tie: the middle one of the
-    tied run is returned."""
-    scores = {}
+    Choosing by significance rather than by the fit alone keeps a coarse table that leaves a handful
+    of lucky coefficients from beating the true one. Neighbouring qualities can share every
+    low-frequency step and so tie: the middle one of the tied run is returned."""
+    scores: dict[int, tuple[float, float]] = {}
     for quality in range(5, 100):
         table = quantization_table(quality)
         fits = []
@@ -156,41 +163,49 @@ def _lattice_fit(coefficients: np.ndarray) -> tuple[int | None, float]:
             step = table[u, v]
             values = coefficients[:, u, v]
             values = values[np.abs(values) > step / 2]
-            if step >= 2 and values.size >= 8:
+            if step >= 2:
                 fits.append(np.cos(2 * np.pi * values / step))
-        scores[quality] = float(np.concatenate(fits).mean()) if fits else 0.0
-    top = max(scores.values())
-    if top <= 0:
-        return None, 0.0
-    tied = [quality for quality, score in scores.items() if score >= top - 1e-9]
-    return tied[len(tied) // 2], top
+        cosines = np.concatenate(fits) if fits else np.zeros(0)
+        if cosines.size:
+            fit = float(cosines.mean())
+            scores[quality] = (fit, fit * np.sqrt(2 * cosines.size))
+    if not scores:
+        return None, 0.0, 0.0
+    top = max(significance for _, significance in scores.values())
+    tied = [quality for quality, (_, significance) in scores.items() if significance >= top - 1e-9]
+    quality = tied[len(tied) // 2]
+    return quality, *scores[quality]
 
 
-def find_jpeg(rgb: np.ndarray) -> tuple[int | None, float, tuple[int, int]]:
-    """The IJG quality whose luma lattice the image's block DCT fits best, the fit (-1..1), and the
-    block grid's origin (row, column) it was found at.
+def find_jpeg(rgb: np.ndarray) -> tuple[int | None, float, float, tuple[int, int]]:
+    """The IJG quality whose luma lattice the image's block DCT fits most significantly, the fit
+    (-1..1), its significance (``_lattice_fit``) and the block grid's origin (row, column).
 
-    Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice); a
-    quality is considered when at least 8 of them remain in some low frequency. The grid is tried at
-    the image's origin and where the block boundaries stand out. Images with fewer than 16 whole
-    blocks give (None, 0.0, (0, 0)).
+    Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice). The
+    grid is tried at the image's origin and where the block boundaries stand out. Images with fewer
+    than 16 whole blocks give (None, 0.0, 0.0, (0, 0)). ``is_jpeg`` says whether it counts.
     """
     y = _luma(np.asarray(rgb, dtype=np.float64))
-    best: tuple[int | None, float, tuple[int, int]] = (None, 0.0, (0, 0))
+    best: tuple[int | None, float, float, tuple[int, int]] = (None, 0.0, 0.0, (0, 0))
     for origin in dict.fromkeys([(0, 0), _grid_origin(y)]):
         coefficients = _block_dct(y, origin)
         count = coefficients.shape[0] * coefficients.shape[1]
         if count < _MIN_BLOCKS:
             continue
-        quality, fit = _lattice_fit(coefficients.reshape(-1, 8, 8)[:: max(1, count // 20000)])
-        if fit > best[1]:
-            best = (quality, fit, origin)
+        quality, fit, significance = _lattice_fit(coefficients.reshape(-1, 8, 8)[:: max(1, count // 20000)])
+        if significance > best[2]:
+            best = (quality, fit, significance, origin)
     return best
+
+
+def is_jpeg(fit: float, significance: float) -> bool:
+    """Whether ``find_jpeg``'s fit and significance make the image JPEG-decoded."""
+    return fit >= JPEG_THRESHOLD and significance >= JPEG_SIGNIFICANCE
 
 
 def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
     """``find_jpeg``'s quality and fit."""
-    quality, fit, _ = find_jpeg(rgb)
+    quality, fit, _, _ = find_jpeg(rgb)
     return quality, fit
 
 
@@ -247,8 +262,8 @@ def clean(image: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, Cleaning]:
         return image, Cleaning()
     unit = 257.0 if image.dtype == np.uint16 else 1.0
     levels = image.astype(np.float64) / unit
-    quality, fit, origin = find_jpeg(levels)
-    if quality is not None and fit >= JPEG_THRESHOLD:
+    quality, fit, significance, origin = find_jpeg(levels)
+    if quality is not None and is_jpeg(fit, significance):
         cleaned, done = deblock(levels, quality, origin), Cleaning("jpeg", float(quality))
     else:
         sigma = noise_sigma(levels)
@@ -260,6 +275,7 @@ def clean(image: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, Cleaning]:
 
 
 __all__ = [
+    "JPEG_SIGNIFICANCE",
     "JPEG_THRESHOLD",
     "MODES",
     "NOISE_THRESHOLD",
@@ -268,6 +284,7 @@ __all__ = [
     "deblock",
     "denoise",
     "find_jpeg",
+    "is_jpeg",
     "jpeg_quality",
     "noise_sigma",
     "quantization_table",
