@@ -106,9 +106,11 @@ class Evaluation:
         self.seed = seed
         self.lpips = lpips or {}
         """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
+        self.clean = settings.clean
+        """How the model's methods get the LR: cleaned once here, then given to each as it is."""
         self.settings = {
-            "plain": dataclasses.replace(settings, attention="none"),
-            "yoda": settings,
+            "plain": dataclasses.replace(settings, attention="none", clean="off"),
+            "yoda": dataclasses.replace(settings, clean="off"),
         }
 
     def image(self, rgb: np.ndarray, key: str, methods: Sequence[str] | None = None) -> Outcome:
@@ -126,16 +128,16 @@ class Evaluation:
         results: dict[str, np.ndarray] = {}
         costs: dict[str, tuple[float, float | None]] = {}
         methods = list(self.methods if methods is None else methods)
+        cleaned = clean(lr, self.clean)[0] if set(methods) - {"bicubic"} else lr  # as upscale would clean it
         for method in methods:
             start = time.perf_counter()
             fraction = None
             if method == "bicubic":
                 image = bicubic_upscale(lr, hr.shape[:2])
-            elif method == "base":  # the model's own pipeline: cleaned as upscale cleans it
-                cleaned, _ = clean(lr, self.settings["yoda"].clean)
+            elif method == "base":
                 image = regression_base(self.upscaler, cleaned, self.scale)
             else:
-                result = self.upscaler.upscale(lr, seed=seed, scale=self.scale, settings=self.settings[method])
+                result = self.upscaler.upscale(cleaned, seed=seed, scale=self.scale, settings=self.settings[method])
                 image, fraction = result.image, result.update_fraction
             results[method] = image
             costs[method] = (time.perf_counter() - start, fraction)
