@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import checkpoints, memory
 from .conditioning import x_up_recipe
-from .errors import SettingError, YodaError
+from .errors import SettingError, YodaError, checked
 from .settings import Result, Settings
 
 if TYPE_CHECKING:
@@ -141,18 +141,9 @@ class Upscaler:
             raise SettingError("eta", f"must be >= 0, got {eta}")
         if merged.attention not in METHODS:
             raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
-        try:
-            validate_lower_bound(lower_bound)
-        except ValueError as error:
-            raise SettingError("lower_bound", str(error)) from None
-        try:
-            validate_flat_floor(float(merged.flat_floor or 0.0))
-        except ValueError as error:
-            raise SettingError("flat_floor", str(error)) from None
-        try:
-            merged.clean = validate_mode(merged.clean)
-        except ValueError as error:
-            raise SettingError("clean", str(error)) from None
+        checked("lower_bound", validate_lower_bound, lower_bound)
+        checked("flat_floor", validate_flat_floor, float(merged.flat_floor or 0.0))
+        merged.clean = checked("clean", validate_mode, merged.clean)
         check_tile_settings(merged.tile, merged.tile_overlap, self.model.info.size_multiple, merged.tile_batch)
         if merged.stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .batch import Item
-from .errors import SettingError
+from .errors import SettingError, checked
 
 ATTENTION_SUFFIX = ".attention"
 OWN_ENDINGS = (".attention.png", ".timeline.png", ".attention.npy")
@@ -136,14 +136,8 @@ class AttentionMaps:
             raise SettingError("lower_bound", f"must lie in [0, 1], got {lower_bound:g}")
         if steps < 1:
             raise SettingError("steps", f"must be a positive integer, got {steps}")
-        try:
-            self.flat_floor = validate_flat_floor(flat_floor)
-        except ValueError as error:
-            raise SettingError("flat_floor", str(error)) from None
-        try:
-            self.clean = validate_mode(clean)
-        except ValueError as error:
-            raise SettingError("clean", str(error)) from None
+        self.flat_floor = checked("flat_floor", validate_flat_floor, flat_floor)
+        self.clean = checked("clean", validate_mode, clean)
         if timeline is not None and timeline < 1:
             raise SettingError("timeline", f"needs at least 1 frame, got {timeline}")
         if not (math.isfinite(scale) and scale > 0):

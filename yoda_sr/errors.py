@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class YodaError(Exception):
     """A problem with the user's input or environment; ``exit_code`` is what the CLI returns."""
@@ -24,3 +29,11 @@ class SettingError(YodaError, ValueError):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+def checked(setting: str, check: Callable[[T], T], value: T) -> T:
+    """``check(value)``, its ValueError raised again as a SettingError naming ``setting``."""
+    try:
+        return check(value)
+    except ValueError as error:
+        raise SettingError(setting, str(error)) from None
