@@ -19,7 +19,6 @@ from yoda_sr.restoration import (
     deblock,
     find_jpeg,
     is_jpeg,
-    jpeg_quality,
     noise_sigma,
     quantization_table,
 )
@@ -39,7 +38,7 @@ def noisy(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_a_clean_photo_is_neither_jpeg_nor_noisy_and_is_returned_untouched(name):
     lr = lr_photo(name)
-    assert jpeg_quality(lr)[1] < JPEG_THRESHOLD / 2
+    assert find_jpeg(lr)[1] < JPEG_THRESHOLD / 2
     assert noise_sigma(lr) < NOISE_THRESHOLD / 2
     image, done = clean(lr)
     assert image is lr and done.kind == "none"
@@ -48,8 +47,8 @@ def test_a_clean_photo_is_neither_jpeg_nor_noisy_and_is_returned_untouched(name)
 @pytest.mark.parametrize("quality", [30, 60, 75, 90])
 def test_the_jpeg_quality_is_found_from_the_pixels(quality):
     lr = jpeg_roundtrip(lr_photo("coffee"), quality)
-    found, fit = jpeg_quality(lr)
-    assert found == quality and fit >= JPEG_THRESHOLD
+    found, fit, significance, _ = find_jpeg(lr)
+    assert found == quality and is_jpeg(fit, significance)
 
 
 @pytest.mark.parametrize("crop", [(3, 5), (7, 1)])
@@ -111,7 +110,7 @@ def test_off_and_small_images_pass_through_and_a_bad_mode_is_refused():
     jpeg = jpeg_roundtrip(lr_photo("coffee"), 50)
     assert clean(jpeg, "off")[0] is jpeg
     tiny = jpeg[:20, :20]  # under 16 whole blocks: no JPEG verdict; the noise estimate finds none
-    assert jpeg_quality(tiny) == (None, 0.0) and clean(tiny)[1].kind == "none"
+    assert find_jpeg(tiny) == (None, 0.0, 0.0, (0, 0)) and clean(tiny)[1].kind == "none"
     with pytest.raises(ValueError, match="auto or off"):
         clean(jpeg, "sometimes")
 

@@ -5,7 +5,7 @@ Photos reach a super-resolver JPEG-compressed or noisy; a model trained on clean
 and, when it finds either, removes it before the model sees it:
 
 - **JPEG.** A JPEG-decoded image's 8 x 8 block DCT coefficients of luma sit on the lattice of the
-  quantization table. ``jpeg_quality`` scores each IJG quality (the libjpeg/Pillow tables) by how
+  quantization table. ``find_jpeg`` scores each IJG quality (the libjpeg/Pillow tables) by how
   close the non-zero low-frequency coefficients lie to that lattice; a clean image scores about 0, a
   JPEG at its true quality 0.3-1. ``deblock`` smooths the image (non-local means, strength set by
   the quality's quantization step) and projects its luma back into the quantization cells the JPEG
@@ -203,12 +203,6 @@ def is_jpeg(fit: float, significance: float) -> bool:
     return fit >= JPEG_THRESHOLD and significance >= JPEG_SIGNIFICANCE
 
 
-def jpeg_quality(rgb: np.ndarray) -> tuple[int | None, float]:
-    """``find_jpeg``'s quality and fit."""
-    quality, fit, _, _ = find_jpeg(rgb)
-    return quality, fit
-
-
 def noise_sigma(rgb: np.ndarray) -> float:
     """Estimated sigma (8-bit levels) of independent per-channel noise; 0 for images under 8 x 8."""
     x = np.asarray(rgb, dtype=np.float64)
@@ -285,7 +279,6 @@ __all__ = [
     "denoise",
     "find_jpeg",
     "is_jpeg",
-    "jpeg_quality",
     "noise_sigma",
     "quantization_table",
     "validate_mode",
