@@ -19,10 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-PACKAGES = ("mate-backgrounds", "lomiri-wallpapers-16.04", "lxqt-themes")
-"""Debian packages with high-resolution photos (licences: see each package's copyright file:
-mate-backgrounds GPL-2+, lomiri-wallpapers CC-BY-4.0 / CC-BY-SA-4.0 / CC0-1.0, lxqt-themes
-wallpapers CC-BY-SA-3.0 / LGPL)."""
+PACKAGES = (
+    "mate-backgrounds",
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+    "lxqt-themes",
+    "plasma-workspace-wallpapers",
+)
+"""Debian packages with high-resolution photos (licences: see each package's copyright file, and for
+plasma-workspace-wallpapers each wallpaper's metadata.json: mate-backgrounds GPL-2+,
+lomiri-wallpapers-16.04 CC-BY-4.0 / CC-BY-SA-4.0 / CC0-1.0, lomiri-wallpapers-20.04's Kleiber
+CC-BY-SA-3.0, lxqt-themes wallpapers CC-BY-SA-3.0 / LGPL, plasma-workspace-wallpapers' photos
+LGPL-3 (Volna: CC-BY-SA-4.0))."""
 
 DEBIAN_PHOTOS = (
     "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg",
@@ -57,7 +65,24 @@ DEBIAN_PHOTOS = (
     "usr/share/lxqt/wallpapers/drop.png",
     "usr/share/lxqt/wallpapers/flowers.png",
     "usr/share/lxqt/wallpapers/fog.jpg",
+    "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg",
+    *(
+        f"usr/share/wallpapers/{name}/contents/images/{size}.jpg"
+        for name, size in (
+            ("BytheWater", "2560x1600"),
+            ("ColdRipple", "2560x1600"),
+            ("ColorfulCups", "2560x1600"),
+            ("EveningGlow", "2560x1600"),
+            ("FallenLeaf", "2560x1600"),
+            ("Grey", "2560x1600"),
+            ("OneStandsOut", "2560x1600"),
+            ("Path", "2560x1600"),
+            ("summer_1am", "2560x1600"),
+            ("Volna", "5120x2880"),
+        )
+    ),
 )
+"""Photographs only; a Plasma wallpaper is named by its folder (its files are named by size)."""
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
 
 VALIDATION = (
@@ -68,6 +93,12 @@ VALIDATION = (
     "astronaut",
 )
 """Held out: the validation split (stems of the prepared files)."""
+
+
+def photo_name(relative: str) -> str:
+    """The prepared file's stem: the file's own, or a Plasma wallpaper's folder name."""
+    parts = Path(relative).parts
+    return parts[-4] if parts[-3:-1] == ("contents", "images") else Path(relative).stem
 
 
 def extract_packages(work: Path) -> Path:
@@ -108,7 +139,7 @@ def main() -> None:
         for relative in DEBIAN_PHOTOS:
             picture = read_picture(root / relative, max_pixels=None)
             rgb = picture.rgb if picture.bits == 8 else (picture.rgb // 257).astype(np.uint8)
-            photos[Path(relative).stem] = rgb
+            photos[photo_name(relative)] = rgb
     for name in SKIMAGE_PHOTOS:
         image = getattr(data, name)()
         photos[name] = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.stack([image] * 3, -1))

@@ -50,7 +50,9 @@ def main() -> None:
             "recipe": args.recipe or f"configs/{args.name}.toml",
             "command": args.command or f"yoda-sr train --config configs/{args.name}.toml",
             "data": "configs/fetch_photos.py: Debian mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 "
-            "(CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0), lxqt-themes (CC-BY-SA-3.0, LGPL) and scikit-image photos",
+            "(CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0), lomiri-wallpapers-20.04 (CC-BY-SA-3.0), lxqt-themes "
+            "(CC-BY-SA-3.0, LGPL), plasma-workspace-wallpapers (LGPL-3, CC-BY-SA-4.0) and scikit-image photos "
+            "(stages 1-4: the first three packages' and scikit-image's)",
             "hardware": args.hardware,
             "wall_time": args.wall_time,
             "licence": "Apache-2.0 (weights trained by the yoda-sr project)",

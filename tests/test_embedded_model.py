@@ -88,8 +88,8 @@ def test_beats_bicubic_on_a_held_out_photo_with_default_settings():
 def test_diffusion_earns_its_cost_on_held_out_photos(lpips_home, tmp_path, monkeypatch):
     """`evaluate --compare bicubic,base,plain,yoda` at the defaults on a validation photo (astronaut,
     never trained on) and a never-seen one (stereo_motorcycle's left view), seed 0. Measured on the
-    2-core CPU: LPIPS-VGG 0.2589 against the base's 0.2785 (0.93 x), PSNR-Y 27.63 against bicubic's
-    26.10, plain diffusion 27.60 / 0.2595."""
+    2-core CPU: LPIPS-VGG 0.2554 against the base's 0.2785 (0.92 x), PSNR-Y 27.64 against bicubic's
+    26.10, plain diffusion 27.60 / 0.2559."""
     from skimage import data as skimage_data
 
     from yoda_sr.evaluation import evaluate
@@ -113,7 +113,7 @@ def test_on_jpeg_or_noisy_lr_the_default_beats_bicubic_in_lpips_and_psnr(degrade
     """`evaluate --degrade jpeg:60` / `noise:5 --compare bicubic,yoda` on the same two held-out photos,
     seed 0: the default pipeline cleans the LR (docs/method.md §12), so the diffusion no longer
     sharpens blocks and noise. Measured on the 2-core CPU (PSNR-Y / LPIPS-VGG): JPEG q60 25.57 /
-    0.4243 against bicubic's 25.13 / 0.4631; noise 27.13 / 0.3497 against 25.94 / 0.3887."""
+    0.4225 against bicubic's 25.13 / 0.4631; noise 27.14 / 0.3478 against 25.94 / 0.3887."""
     from skimage import data as skimage_data
 
     from yoda_sr.evaluation import evaluate
