@@ -1,11 +1,13 @@
 """Fetch and prepare the photos that `yoda-srdiff-x4` is trained and validated on.
 
-The photos come from three Debian packages (`apt-get download` + `dpkg-deb -x`, no root needed) and
-from scikit-image's bundled colour photos. Synthetic wallpapers (logos, stripes, gradients) are left
-out: the model is for photographs. Each photo is converted to RGB and, when its longest side exceeds
---max-side, downscaled with the project's antialiased bicubic (which also removes most JPEG
-artefacts and sensor noise from the HR targets). The validation split is fixed by VALIDATION below
-(also listed in configs/yoda-srdiff-x4-val.txt) and never used for training or tuning.
+The photos come from five Debian packages (`apt-get download` + `dpkg-deb -x`, no root needed) and
+from scikit-image's bundled colour photos. Synthetic wallpapers (logos, stripes, gradients, renders)
+are left out: the model is for photographs. Stages 1-4 of the recipe ran before the 11 photos of
+lomiri-wallpapers-20.04 and plasma-workspace-wallpapers were added; stage 5 uses all 44. Each photo
+is converted to RGB and, when its longest side exceeds --max-side, downscaled with the project's
+antialiased bicubic (which also removes most JPEG artefacts and sensor noise from the HR targets).
+The validation split is fixed by VALIDATION below (also listed in configs/yoda-srdiff-x4-val.txt)
+and never used for training or tuning.
 
     python configs/fetch_photos.py --out data/photos      # -> data/photos/{train,val}/*.png
 """
