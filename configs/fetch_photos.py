@@ -28,11 +28,15 @@ PACKAGES = (
     "lxqt-themes",
     "plasma-workspace-wallpapers",
 )
-"""Debian packages with high-resolution photos (licences: see each package's copyright file, and for
-plasma-workspace-wallpapers each wallpaper's metadata.json: mate-backgrounds GPL-2+,
-lomiri-wallpapers-16.04 CC-BY-4.0 / CC-BY-SA-4.0 / CC0-1.0, lomiri-wallpapers-20.04's Kleiber
-CC-BY-SA-3.0, lxqt-themes wallpapers CC-BY-SA-3.0 / LGPL, plasma-workspace-wallpapers' photos
-LGPL-3 (Volna: CC-BY-SA-4.0))."""
+"""Debian packages with high-resolution photos (licences: DATA; from each package's copyright file,
+and for plasma-workspace-wallpapers each wallpaper's metadata.json)."""
+
+DATA = (
+    "configs/fetch_photos.py: Debian mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 (CC-BY-4.0, "
+    "CC-BY-SA-4.0, CC0-1.0), lomiri-wallpapers-20.04 (CC-BY-SA-3.0), lxqt-themes (CC-BY-SA-3.0, LGPL), "
+    "plasma-workspace-wallpapers (LGPL-3, CC-BY-SA-4.0) and scikit-image photos"
+)
+"""Where the photos come from, with their licences: the ``data`` that package_model.py records."""
 
 DEBIAN_PHOTOS = (
     "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fetch_photos import DATA  # this folder is on sys.path when the script runs
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
@@ -49,10 +50,7 @@ def main() -> None:
             "trained_by": metadata["source"]["trained_by"],
             "recipe": args.recipe or f"configs/{args.name}.toml",
             "command": args.command or f"yoda-sr train --config configs/{args.name}.toml",
-            "data": "configs/fetch_photos.py: Debian mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 "
-            "(CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0), lomiri-wallpapers-20.04 (CC-BY-SA-3.0), lxqt-themes "
-            "(CC-BY-SA-3.0, LGPL), plasma-workspace-wallpapers (LGPL-3, CC-BY-SA-4.0) and scikit-image photos "
-            "(stages 1-4: the first three packages' and scikit-image's)",
+            "data": DATA,
             "hardware": args.hardware,
             "wall_time": args.wall_time,
             "licence": "Apache-2.0 (weights trained by the yoda-sr project)",
