@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from yoda_sr.attention import METHODS, compute_attention
-from yoda_sr.attention.dino import write_random_weights
+from yoda_sr.models.dino import write_random_weights
 
 
 def main() -> None:

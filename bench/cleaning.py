@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from yoda_sr.baselines import degrade, ground_truth
-from yoda_sr.degradations import Degradation
-from yoda_sr.metrics import psnr
-from yoda_sr.restoration import clean
+from yoda_sr.evaluation.baselines import degrade, ground_truth
+from yoda_sr.evaluation.metrics import psnr
+from yoda_sr.image.degradations import Degradation
+from yoda_sr.image.restoration import clean
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 

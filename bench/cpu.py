@@ -77,7 +77,7 @@ def images(which: str = "sample,photo") -> dict[str, object]:
 def old_plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1, align: int = 1) -> list:
     """The tile plan before the fast path: tiles of the full side, spread evenly (a third tile of
     512 px for a 1024 px side at a 32 px overlap)."""
-    from yoda_sr.tiling import Tile
+    from yoda_sr.runtime.tiling import Tile
 
     def starts(length: int) -> list[int]:
         if length <= tile:
@@ -96,15 +96,16 @@ def old_plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: i
 def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
     """Time one variant in this process; outputs go to ``out`` as .npy files."""
     if "allocator" in features:
-        from yoda_sr.cpu import tune_allocator
+        from yoda_sr.runtime.cpu import tune_allocator
 
         assert tune_allocator(), "the allocator could not be tuned here"
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from yoda_sr import api, tiling
-    from yoda_sr.imaging import resize_bicubic
+    from yoda_sr import api
+    from yoda_sr.image.imaging import resize_bicubic
+    from yoda_sr.runtime import tiling
 
     calls, call_size, baseline = args.calls, args.call_size, args.is_baseline
     settings = api.Settings(steps=args.steps, attention="none" if "no-attention" in features else None)
@@ -116,7 +117,7 @@ def child(features: list[str], args: argparse.Namespace, out: Path) -> dict:
 
             srdiff.mish = lambda x: x * torch.tanh(F.softplus(x))  # upstream's form
         if "tiles" not in features:
-            from yoda_sr import sparse
+            from yoda_sr.runtime import sparse
 
             tiling.plan_tiles = old_plan_tiles  # type: ignore[assignment]
             sparse.plan_tiles = old_plan_tiles  # type: ignore[assignment]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.evaluation import Evaluation
+from yoda_sr.evaluation.core import Evaluation
 
 
 def crops(side: int) -> dict[str, np.ndarray]:

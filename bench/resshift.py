@@ -15,7 +15,7 @@ Metrics: PSNR-Y and SSIM-Y (``metrics.image_metrics``, border 4), seconds per im
 ``Upscaler.upscale`` call, attention map included), the pixel-update fraction against plain
 sampling on the same steps, and "updates": steps x that fraction, the mean number of denoiser
 updates a pixel gets. Rows go to OUT/rows.csv and every output to OUT/<method>/<seed>/; a rerun
-computes only what is missing. LPIPS-VGG is computed by the ``lpips`` command where ``yoda_sr.metrics``
+computes only what is missing. LPIPS-VGG is computed by the ``lpips`` command where ``yoda_sr.evaluation.metrics``
 offers it (``Lpips("vgg")``) into OUT/lpips.csv, which ``table`` reads.
 
     python bench/resshift.py run --resshift runs/yoda-resshift-x4 --seeds 0,1,2 --out bench-out/resshift
@@ -58,9 +58,9 @@ def unseen_photos(folder: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> None:
     from yoda_sr.api import Settings, Upscaler
-    from yoda_sr.baselines import bicubic_upscale, degrade, ground_truth, regression_base
-    from yoda_sr.imageio import read_picture, write_picture
-    from yoda_sr.metrics import image_metrics
+    from yoda_sr.evaluation.baselines import bicubic_upscale, degrade, ground_truth, regression_base
+    from yoda_sr.evaluation.metrics import image_metrics
+    from yoda_sr.image.io import read_picture, write_picture
     from yoda_sr.seeds import derive_seed
 
     out = Path(args.out)
@@ -119,9 +119,9 @@ def run(args: argparse.Namespace) -> None:
 
 def lpips(args: argparse.Namespace) -> None:
     """LPIPS-VGG of every saved output against its ground truth, into OUT/lpips.csv."""
-    from yoda_sr.baselines import ground_truth
-    from yoda_sr.imageio import read_picture
-    from yoda_sr.metrics import Lpips, crop_border
+    from yoda_sr.evaluation.baselines import ground_truth
+    from yoda_sr.evaluation.metrics import Lpips, crop_border
+    from yoda_sr.image.io import read_picture
 
     out = Path(args.out)
     metric = Lpips("vgg", "cpu")

@@ -46,10 +46,10 @@ def label(setting: Setting) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from yoda_sr.api import Settings, Upscaler
-    from yoda_sr.degradations import Degradation
-    from yoda_sr.evaluation import Evaluation
-    from yoda_sr.imageio import read_picture
-    from yoda_sr.metrics import load_lpips_models
+    from yoda_sr.evaluation.core import Evaluation
+    from yoda_sr.evaluation.metrics import load_lpips_models
+    from yoda_sr.image.degradations import Degradation
+    from yoda_sr.image.io import read_picture
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

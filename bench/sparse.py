@@ -12,7 +12,7 @@ Columns: the pixel-update and work fractions (``Result``), the whole ``upscale``
 dense and sparse, the speed-up, the denoiser's own seconds (forward hooks) and ``ratio`` = sparse
 denoiser time / (work fraction x dense denoiser time), the target being <= 1.15; PSNR-Y of the sparse
 output against the dense one; PSNR-Y against HR (dense / sparse), and LPIPS-VGG against HR when
-``yoda_sr.metrics`` has it and its weights are installed ("n/a" otherwise). With ``--pixel``, a row
+``yoda_sr.evaluation.metrics`` has it and its weights are installed ("n/a" otherwise). With ``--pixel``, a row
 per photo, setting and map gives the pixel-level mask (``block`` 0, dense), today's default.
 
     python bench/sparse.py [--photos astronaut,coffee,chelsea] [--settings defaults,50]
@@ -37,11 +37,11 @@ SETTINGS = {"defaults": {}, "50": {"steps": 50, "lower_bound": 0.2}}
 
 
 def lpips_vgg():
-    """LPIPS-VGG from ``yoda_sr.metrics`` (issue 14), or None with the reason."""
-    from yoda_sr import metrics
+    """LPIPS-VGG from ``yoda_sr.evaluation.metrics`` (issue 14), or None with the reason."""
+    from yoda_sr.evaluation import metrics
 
     if "vgg" not in getattr(metrics, "LPIPS_NETS", ()):
-        return None, "LPIPS-VGG n/a: yoda_sr.metrics has no VGG LPIPS here"
+        return None, "LPIPS-VGG n/a: yoda_sr.evaluation.metrics has no VGG LPIPS here"
     if not metrics.lpips_available("vgg"):
         return None, "LPIPS-VGG n/a: weights not installed (yoda-sr checkpoints download lpips-vgg)"
     return metrics.Lpips("vgg"), "LPIPS-VGG v0.1"
@@ -72,7 +72,7 @@ def photos(names: list[str], side: int | None = None) -> dict[str, tuple[np.ndar
     """(HR, LR) of scikit-image photos; with ``side``, the HR is the photo's centre crop of that side."""
     from skimage import data
 
-    from yoda_sr.baselines import degrade, ground_truth
+    from yoda_sr.evaluation.baselines import degrade, ground_truth
 
     pairs = {}
     for name in names:
@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> None:
 
     import yoda_sr.attention as attention_module
     from yoda_sr.api import Settings, Upscaler
-    from yoda_sr.attention.dino import write_random_weights
-    from yoda_sr.metrics import psnr, y_channel
+    from yoda_sr.evaluation.metrics import psnr, y_channel
+    from yoda_sr.models.dino import write_random_weights
 
     folder = Path(tempfile.mkdtemp())
     random_weights = {"dino-resnet50": write_random_weights("dino-resnet50", folder / "dino-resnet50.safetensors")}
@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> None:
     attention_module.default_weights_path = lambda method: random_weights.get(method) or original(method)
 
     if args.halo is not None:
-        import yoda_sr.sparse
+        import yoda_sr.runtime.sparse
 
-        yoda_sr.sparse.HALO = args.halo
+        yoda_sr.runtime.sparse.HALO = args.halo
     upscaler = Upscaler.from_pretrained(None, device=args.device)
     clock = DenoiserClock(upscaler.model, upscaler.device)
     lpips, lpips_note = lpips_vgg()

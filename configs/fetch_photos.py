@@ -119,7 +119,7 @@ def extract_packages(work: Path) -> Path:
 
 def prepare(rgb: np.ndarray, max_side: int) -> np.ndarray:
     """RGB uint8, downscaled (antialiased bicubic) so that its longest side is at most ``max_side``."""
-    from yoda_sr.imaging import resize_bicubic, to_array, to_tensor
+    from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
 
     height, width = rgb.shape[:2]
     factor = max_side / max(height, width)
@@ -137,7 +137,7 @@ def main() -> None:
     from PIL import Image
     from skimage import data
 
-    from yoda_sr.imageio import read_picture
+    from yoda_sr.image.io import read_picture
 
     photos: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as work:

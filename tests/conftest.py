@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from yoda_sr.imaging import resize_bicubic, to_tensor
+from yoda_sr.image.imaging import resize_bicubic, to_tensor
 from yoda_sr.models import create_model
 
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

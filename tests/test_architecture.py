@@ -91,7 +91,7 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_module_level_imports_have_no_cycle():
     graph = import_graph()
-    assert "yoda_sr.sampling" in graph and "yoda_sr.masking" in graph["yoda_sr.sampling"]
+    assert "yoda_sr.diffusion.sampling" in graph and "yoda_sr.diffusion.masking" in graph["yoda_sr.diffusion.sampling"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 

@@ -13,7 +13,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from yoda_sr.attention.dino import (
+from yoda_sr.image.imaging import resize_bicubic, to_tensor
+from yoda_sr.models.dino import (
     ATTENTION_HEADS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -26,7 +27,6 @@ from yoda_sr.attention.dino import (
     dino_backbone,
     prepare_input,
 )
-from yoda_sr.imaging import resize_bicubic, to_tensor
 
 from conftest import photo
 
@@ -253,8 +253,8 @@ def test_every_dino_method_runs_end_to_end_from_safetensors(method, tmp_path):
     from skimage import data
 
     from yoda_sr.attention import compute_attention
-    from yoda_sr.attention.dino import write_random_weights
-    from yoda_sr.imaging import resize_bicubic, to_tensor
+    from yoda_sr.image.imaging import resize_bicubic, to_tensor
+    from yoda_sr.models.dino import write_random_weights
 
     weights = write_random_weights(method, tmp_path / f"{method}.safetensors")
 

@@ -22,7 +22,7 @@ from yoda_sr.attention import (
     default_weights_path,
 )
 from yoda_sr.errors import YodaError
-from yoda_sr.imaging import bicubic_degrade, to_tensor
+from yoda_sr.image.imaging import bicubic_degrade, to_tensor
 
 from conftest import photo
 
@@ -166,9 +166,9 @@ def no_dino(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("dino_backbone must not be called")
 
-    fake = types.ModuleType("yoda_sr.attention.dino")
+    fake = types.ModuleType("yoda_sr.models.dino")
     fake.dino_backbone = refuse
-    monkeypatch.setitem(sys.modules, "yoda_sr.attention.dino", fake)
+    monkeypatch.setitem(sys.modules, "yoda_sr.models.dino", fake)
 
 
 @pytest.mark.parametrize("method", WEIGHTED_METHODS)
@@ -262,9 +262,9 @@ def test_dino_methods_aggregate_resize_and_load_once(lr_pair: torch.Tensor, tmp_
         loads.append((method, Path(weights), torch.device(device)))
         return FakeHeads()
 
-    fake = types.ModuleType("yoda_sr.attention.dino")
+    fake = types.ModuleType("yoda_sr.models.dino")
     fake.dino_backbone = fake_backbone
-    monkeypatch.setitem(sys.modules, "yoda_sr.attention.dino", fake)
+    monkeypatch.setitem(sys.modules, "yoda_sr.models.dino", fake)
     _cached_backbone.cache_clear()
     weights = tmp_path / "resnet.safetensors"
     weights.write_bytes(b"stand-in")

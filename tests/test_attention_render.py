@@ -7,12 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yoda_sr.attention.render import (
-    colormap,
-    heatmap,
-    overlay,
-    timeline,
-)
+from yoda_sr.attention.render import colormap, heatmap, overlay, timeline
 
 from conftest import photo
 

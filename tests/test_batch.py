@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from yoda_sr.batch import Batch, Hints, Item, each
 from yoda_sr.errors import YodaError
+from yoda_sr.jobs.batch import Batch, Hints, Item, each
 
 
 def make_inputs(folder: Path, names: list[str]) -> list[Path]:

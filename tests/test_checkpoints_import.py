@@ -21,10 +21,10 @@ import torch
 from yoda_sr import checkpoints
 from yoda_sr.convert import convert_file, sr3_janspiry, srdiff
 from yoda_sr.convert.pickles import UnsafeCheckpointError
+from yoda_sr.diffusion.schedules import ScheduleSpec
 from yoda_sr.errors import SettingError, YodaError
 from yoda_sr.models import create_model_from_config, get_config
 from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
-from yoda_sr.schedules import ScheduleSpec
 
 from conftest import cli, prepare, tiny_model
 
@@ -290,8 +290,8 @@ def test_imported_models_are_conditioned_as_their_upstream_trained(upstream, str
     import numpy as np
 
     from yoda_sr import Settings, Upscaler
-    from yoda_sr.conditioning import upscale_condition
-    from yoda_sr.imaging import resize_bicubic, to_tensor
+    from yoda_sr.image.conditioning import upscale_condition
+    from yoda_sr.image.imaging import resize_bicubic, to_tensor
 
     reference = np.load(Path(__file__).parent / "data" / "upstream_x_up.npz")
     if upstream == "srdiff":

@@ -255,7 +255,7 @@ def test_missing_input_and_empty_folder_fail_in_one_line(tmp_path, capsys):
 
 
 def test_defaults_are_what_upscale_would_use_and_names_carry_the_method(astronaut, capsys, monkeypatch):
-    from yoda_sr.attention_files import model_attention
+    from yoda_sr.jobs.attention_files import model_attention
 
     monkeypatch.chdir(astronaut.parent)
     embedded = model_attention()
@@ -274,8 +274,8 @@ def test_defaults_are_what_upscale_would_use_and_names_carry_the_method(astronau
 
 
 def test_colorbar_titles_the_heat_map_and_adds_a_colour_bar(astronaut, tmp_path, capsys):
-    from yoda_sr.attention.colormap import colormap
-    from yoda_sr.grids import HEADER, layout
+    from yoda_sr.image.colormap import colormap
+    from yoda_sr.image.grids import HEADER, layout
 
     plain, labelled = tmp_path / "plain.png", tmp_path / "labelled.png"
     for out, extra in ((plain, []), (labelled, ["--colorbar"])):

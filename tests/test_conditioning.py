@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from yoda_sr.conditioning import upscale_condition, x_up_recipe
-from yoda_sr.imaging import resize_bicubic, to_tensor
+from yoda_sr.image.conditioning import upscale_condition, x_up_recipe
+from yoda_sr.image.imaging import resize_bicubic, to_tensor
 
 REFERENCE = np.load(Path(__file__).parent / "data" / "upstream_x_up.npz")
 CASES = [("sr3", 8, "pil-uint8"), ("srdiff4", 4, "matlab-lr256"), ("srdiff8", 8, "matlab-lr256")]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.cpu import ALLOCATOR_VARIABLES
+from yoda_sr.runtime.cpu import ALLOCATOR_VARIABLES
 
 from conftest import cli, photo, save_tiny_checkpoint
 
@@ -36,7 +36,7 @@ def python(code: str, **env: str) -> str:
 def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
     code = """
         import resource, sys
-        from yoda_sr.cpu import tune_allocator
+        from yoda_sr.runtime.cpu import tune_allocator
         tuned = tune_allocator() if sys.argv[-1] == "tune" else False
         bytearray(64 << 20)  # the first block is faulted in either way
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -62,7 +62,7 @@ def test_the_cli_entry_point_tunes_the_allocator_and_leaves_threads_alone(tmp_pa
     Image.fromarray(np.ascontiguousarray(photo()[200:216, 180:196])).save(image)
     code = f"""
         import os, sys
-        import yoda_sr.cpu as cpu
+        import yoda_sr.runtime.cpu as cpu
         from yoda_sr.cli import main
         try:
             main(["upscale", {str(image)!r}, "-o", {str(tmp_path / "out.png")!r}, "--model", {str(model_file)!r},
@@ -108,7 +108,7 @@ def counting_backend(graphs: list):
 
 
 def test_compiled_denoiser_compiles_once_per_tile_shape_and_matches(model_file):
-    from yoda_sr.compiled import CompiledDenoiser
+    from yoda_sr.runtime.compiled import CompiledDenoiser
 
     upscaler = Upscaler.from_pretrained(model_file, device="cpu")
     # Dense steps only: block-sparse crops change shape from step to step and run uncompiled.
@@ -127,7 +127,7 @@ def test_compiled_denoiser_compiles_once_per_tile_shape_and_matches(model_file):
 
 
 def test_compile_fails_soft_with_one_line(tmp_path, model_file, capsys, monkeypatch):
-    from yoda_sr import compiled
+    from yoda_sr.runtime import compiled
 
     def broken(model, **_):
         def call(*args):

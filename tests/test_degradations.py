@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yoda_sr.degradations import JPEG_QUALITY_MAX, Degradation, jpeg_roundtrip, random_degradation
 from yoda_sr.errors import SettingError
-from yoda_sr.metrics import psnr
+from yoda_sr.evaluation.metrics import psnr
+from yoda_sr.image.degradations import JPEG_QUALITY_MAX, Degradation, jpeg_roundtrip, random_degradation
 
 from conftest import photo
 

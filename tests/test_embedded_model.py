@@ -16,8 +16,8 @@ from PIL import Image
 
 from yoda_sr import checkpoints
 from yoda_sr.api import DEFAULT_MODEL, Settings, Upscaler
-from yoda_sr.imaging import resize_bicubic, to_array, to_tensor
-from yoda_sr.metrics import image_metrics
+from yoda_sr.evaluation.metrics import image_metrics
+from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
 
 from conftest import photo
 
@@ -92,7 +92,7 @@ def test_diffusion_earns_its_cost_on_held_out_photos(lpips_home, tmp_path, monke
     26.10, plain diffusion 27.60 / 0.2559."""
     from skimage import data as skimage_data
 
-    from yoda_sr.evaluation import evaluate
+    from yoda_sr.evaluation.core import evaluate
 
     monkeypatch.setenv("YODA_SR_HOME", str(lpips_home))
     photos = tmp_path / "photos"
@@ -116,7 +116,7 @@ def test_on_jpeg_or_noisy_lr_the_default_beats_bicubic_in_lpips_and_psnr(degrade
     0.4225 against bicubic's 25.13 / 0.4631; noise 27.14 / 0.3478 against 25.94 / 0.3887."""
     from skimage import data as skimage_data
 
-    from yoda_sr.evaluation import evaluate
+    from yoda_sr.evaluation.core import evaluate
 
     monkeypatch.setenv("YODA_SR_HOME", str(lpips_home))
     photos = tmp_path / "photos"

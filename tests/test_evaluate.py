@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
-from yoda_sr.metrics import LPIPS_NETS, Lpips, crop_border, image_metrics, lpips_missing_note
+from yoda_sr.evaluation.metrics import LPIPS_NETS, Lpips, crop_border, image_metrics, lpips_missing_note
+from yoda_sr.image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from yoda_sr.seeds import derive_seed
 
 from conftest import cli, photo, save_tiny_checkpoint
@@ -197,7 +197,7 @@ def test_plain_and_yoda_get_the_same_lr_and_seed(run, model_file):
 
 
 def test_grid_has_a_row_per_image_and_a_labelled_column_per_input_method_and_truth(run):
-    from yoda_sr.grids import HEADER, layout
+    from yoda_sr.image.grids import HEADER, layout
 
     picture = pixels(run["out"] / "grid.png")
     plan = layout(len(CROPS), 1 + 3 + 1, (64, 64), colorbar=False)
@@ -223,7 +223,7 @@ def test_a_diffusion_method_below_bicubic_gets_one_line_with_the_likely_cause(ru
 
 
 def test_explanations_name_the_measured_cause():
-    from yoda_sr.evaluation_results import explain
+    from yoda_sr.evaluation.results import explain
 
     def means(**psnr):
         return {method: {"psnr_y": value} for method, value in psnr.items()}
@@ -255,7 +255,7 @@ def test_an_interrupted_evaluation_resumes_and_computes_only_what_is_missing(
 ):
     import shutil
 
-    from yoda_sr.evaluation import Evaluation
+    from yoda_sr.evaluation.core import Evaluation
 
     out = tmp_path / "out"
     shutil.copytree(run["out"], out)
@@ -471,7 +471,7 @@ def test_degraded_lr_is_the_clean_lr_degraded_and_belongs_to_the_evaluation(run,
     evaluation (one line), while one written before --degrade existed still resumes as clean."""
     import shutil
 
-    from yoda_sr.degradations import Degradation
+    from yoda_sr.image.degradations import Degradation
 
     out = tmp_path / "degraded"
     code, stdout, stderr = evaluate_into(out, model_file, data, "--compare", "bicubic", "--degrade", "noise:5,jpeg:60")
@@ -526,8 +526,8 @@ def test_the_clean_mode_belongs_to_the_evaluation_and_older_folders_were_not_cle
 def test_the_models_methods_get_the_lr_cleaned_once_and_bicubic_gets_it_as_it_is(model_file, data, tmp_path):
     """With noisy LR, base is the regression output of the cleaned LR and yoda the upscale of the
     noisy LR (which cleans it the same way); bicubic enlarges the noisy LR."""
-    from yoda_sr.baselines import bicubic_upscale, regression_base
-    from yoda_sr.restoration import clean
+    from yoda_sr.evaluation.baselines import bicubic_upscale, regression_base
+    from yoda_sr.image.restoration import clean
 
     out = tmp_path / "noisy"
     code, _, stderr = evaluate_into(out, model_file, data, "--compare", "bicubic,base,yoda", "--degrade", "noise:8")

@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from yoda_sr import plots
-from yoda_sr.attention.colormap import colormap
 from yoda_sr.attention.render import LEGEND_ENTRIES, heatmap, legend_swatch, timeline
-from yoda_sr.grids import HEADER, labelled_grid, layout
-from yoda_sr.plots import line_figure, line_plot, render_figure, ticks
+from yoda_sr.image import plots
+from yoda_sr.image.colormap import colormap
+from yoda_sr.image.grids import HEADER, labelled_grid, layout
+from yoda_sr.image.plots import line_figure, line_plot, render_figure, ticks
 from yoda_sr.training.run_folder import GRID_LABELS, RunFolder
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.baselines import regression_base
+from yoda_sr.diffusion.masking import activation_steps, flat_areas
 from yoda_sr.errors import SettingError
-from yoda_sr.imaging import to_tensor
-from yoda_sr.masking import activation_steps, flat_areas
+from yoda_sr.evaluation.baselines import regression_base
+from yoda_sr.image.imaging import to_tensor
 
 from conftest import cli, photo, save_tiny_checkpoint
 

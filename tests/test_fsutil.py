@@ -11,7 +11,7 @@ from PIL import Image
 
 from yoda_sr.attention.render import heatmap
 from yoda_sr.fsutil import TEMP_MARK, atomic_save, atomic_write, temporary_path
-from yoda_sr.imageio import save_png
+from yoda_sr.image.io import save_png
 
 
 def test_save_png_writes_a_readable_png(tmp_path):

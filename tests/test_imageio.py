@@ -15,14 +15,7 @@ from PIL import Image, ImageCms, ImageOps
 from skimage import data
 
 from yoda_sr.errors import UsageError, YodaError
-from yoda_sr.imageio import (
-    DEFAULT_MAX_PIXELS,
-    MIN_SIDE,
-    output_format,
-    read_picture,
-    sniff_image,
-    write_picture,
-)
+from yoda_sr.image.io import DEFAULT_MAX_PIXELS, MIN_SIDE, output_format, read_picture, sniff_image, write_picture
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 MAKE, EXIF_IFD, DATE_TAKEN, ORIENTATION = 0x010F, 0x8769, 0x9003, 0x0112

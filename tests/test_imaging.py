@@ -9,14 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data
 
-from yoda_sr.imaging import (
-    bicubic_degrade,
-    resize_bicubic,
-    rgb_to_y,
-    to_array,
-    to_tensor,
-    upscale_bicubic,
-)
+from yoda_sr.image.imaging import bicubic_degrade, resize_bicubic, rgb_to_y, to_array, to_tensor, upscale_bicubic
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 SIZE_CHANGES = ("4x down", "2x down", "3x down", "4x up", "2x up", "to 300x217")

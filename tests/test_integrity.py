@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yoda_sr.files import find_images
 from yoda_sr.fsutil import TEMP_MARK, claim, claim_path, release, remove_stale_temporaries
+from yoda_sr.jobs.files import find_images
 
 from conftest import cli, photo, save_tiny_checkpoint
 

@@ -32,10 +32,10 @@ from PIL import Image
 
 from yoda_sr import checkpoints
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.imaging import resize_bicubic, to_array, to_tensor
-from yoda_sr.metrics import image_metrics
+from yoda_sr.diffusion.schedules import ScheduleSpec
+from yoda_sr.evaluation.metrics import image_metrics
+from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
 from yoda_sr.models import create_model, get_config
-from yoda_sr.schedules import ScheduleSpec
 from yoda_sr.training import diffusion_loss
 from yoda_sr.training.config import TrainConfig, validate
 from yoda_sr.training.trainer import Trainer

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
 from yoda_sr.checkpoints.store import NotInstalledError
-from yoda_sr.metrics import LPIPS_NETS, Lpips, lpips_available, lpips_missing_note
+from yoda_sr.evaluation.metrics import LPIPS_NETS, Lpips, lpips_available, lpips_missing_note
 
 from conftest import cli, photo, pypi_file
 from hubserver import HubServer

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from yoda_sr.masking import (
+from yoda_sr.diffusion.masking import (
     activation_steps,
     expected_update_fraction,
     time_mask,
     update_fraction,
     validate_lower_bound,
 )
-from yoda_sr.schedules import ScheduleSpec
+from yoda_sr.diffusion.schedules import ScheduleSpec
 
 T = 500
 

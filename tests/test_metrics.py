@@ -12,8 +12,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from yoda_sr.checkpoints import NotInstalledError
-from yoda_sr.imaging import bicubic_degrade, resize_bicubic, rgb_to_y, to_array, to_tensor
-from yoda_sr.metrics import (
+from yoda_sr.evaluation.metrics import (
     Lpips,
     crop_border,
     image_metrics,
@@ -24,6 +23,7 @@ from yoda_sr.metrics import (
     ssim,
     y_channel,
 )
+from yoda_sr.image.imaging import bicubic_degrade, resize_bicubic, rgb_to_y, to_array, to_tensor
 
 from conftest import photo
 

@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from yoda_sr.attention import compute_attention
-from yoda_sr.masking import activation_steps
-from yoda_sr.resshift import (
-    ResShiftSchedule,
-    ResShiftSpec,
-    forward_marginal,
-    posterior,
-    sample_x0,
-)
-from yoda_sr.sampling import make_noise_sampler, sample
+from yoda_sr.diffusion.masking import activation_steps
+from yoda_sr.diffusion.resshift import ResShiftSchedule, ResShiftSpec, forward_marginal, posterior, sample_x0
+from yoda_sr.diffusion.sampling import make_noise_sampler, sample
 from yoda_sr.training import diffusion_loss
 
 from conftest import prepare, tiny_model
@@ -195,7 +189,7 @@ def test_a_schedule_is_frozen_data():
 
 
 def test_a_resshift_model_below_bicubic_is_not_blamed_on_a_pure_noise_start():
-    from yoda_sr.evaluation_results import explain
+    from yoda_sr.evaluation.results import explain
 
     lines = explain({"bicubic": {"psnr_y": 30.0}, "plain": {"psnr_y": 29.0}}, 4, "resshift", 15)
     assert len(lines) == 1 and "pure noise" not in lines[0] and "ResShift" in lines[0]

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.imaging import resize_bicubic
-from yoda_sr.resshift import ResShiftSchedule, ResShiftSpec
+from yoda_sr.diffusion.resshift import ResShiftSchedule, ResShiftSpec
+from yoda_sr.image.imaging import resize_bicubic
 from yoda_sr.training import Trainer, data, diffusion_loss, load_config
 
 from conftest import cli, free_port, photo

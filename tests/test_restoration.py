@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from yoda_sr.api import Settings, Upscaler
-from yoda_sr.baselines import degrade
-from yoda_sr.degradations import Degradation, jpeg_roundtrip
 from yoda_sr.errors import SettingError
-from yoda_sr.metrics import psnr
-from yoda_sr.restoration import (
+from yoda_sr.evaluation.baselines import degrade
+from yoda_sr.evaluation.metrics import psnr
+from yoda_sr.image.degradations import Degradation, jpeg_roundtrip
+from yoda_sr.image.restoration import (
     JPEG_THRESHOLD,
     NOISE_THRESHOLD,
     clean,
@@ -70,7 +70,7 @@ def test_the_noise_sigma_is_found_within_ten_percent_through_the_texture(sigma):
 def test_deblocking_brings_a_jpeg_closer_to_the_original_and_stays_consistent_with_it():
     """The result is nearer the uncompressed LR than the JPEG was, and its luma still compresses to
     the same JPEG: every block DCT coefficient lies in the quantization cell the JPEG left."""
-    from yoda_sr.restoration import _block_dct, _luma
+    from yoda_sr.image.restoration import _block_dct, _luma
 
     original = lr_photo("astronaut")
     compressed = jpeg_roundtrip(original, 40)
@@ -176,7 +176,7 @@ def test_the_attention_command_maps_the_cleaned_input_as_upscale_sees_it(tmp_pat
         )
         maps[mode] = np.load(next(out.glob("*.npy")))
     from yoda_sr.attention import compute_attention
-    from yoda_sr.imaging import to_tensor
+    from yoda_sr.image.imaging import to_tensor
 
     expected = compute_attention(to_tensor(clean(jpeg)[0]), "edge", hr_size=jpeg.shape[:2])[0, 0].numpy()
     assert np.allclose(maps["auto"], expected, atol=1e-6) and not np.allclose(maps["off"], expected, atol=1e-3)

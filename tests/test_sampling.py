@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from yoda_sr.masking import activation_steps
+from yoda_sr.diffusion.masking import activation_steps
+from yoda_sr.diffusion.sampling import make_noise_sampler, sample, sample_z0
+from yoda_sr.diffusion.schedules import ScheduleSpec
 from yoda_sr.models import get_config
-from yoda_sr.sampling import make_noise_sampler, sample, sample_z0
-from yoda_sr.schedules import ScheduleSpec
 
 from conftest import prepare, tiny_model
 

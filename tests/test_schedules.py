@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from yoda_sr.schedules import NoiseSchedule, ScheduleSpec, cosine_betas, linear_betas
+from yoda_sr.diffusion.schedules import NoiseSchedule, ScheduleSpec, cosine_betas, linear_betas
 
 
 def test_yoda_default_schedule_reaches_pure_noise():

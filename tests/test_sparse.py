@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from yoda_sr.api import Settings, Upscaler
+from yoda_sr.diffusion.masking import block_attention
+from yoda_sr.diffusion.sampling import sample
 from yoda_sr.errors import SettingError
-from yoda_sr.masking import block_attention
-from yoda_sr.sampling import sample
-from yoda_sr.sparse import Evaluator, cover
+from yoda_sr.runtime.sparse import Evaluator, cover
 
 from conftest import cli, photo, prepare, save_tiny_checkpoint, tiny_model
 
@@ -25,7 +25,7 @@ def generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 def hr_photo(height: int, width: int, top: int = 100, left: int = 150) -> torch.Tensor:
-    from yoda_sr.imaging import to_tensor
+    from yoda_sr.image.imaging import to_tensor
 
     return to_tensor(np.ascontiguousarray(photo("astronaut")[top : top + height, left : left + width]))
 
@@ -115,7 +115,7 @@ def test_full_attention_sparse_sampling_is_dense_sampling_bit_for_bit(name, samp
 
 def test_resshift_runs_sparse_too():
     """ResShift's network predicts x0 and is read only inside M(t): the same evaluator plugs in."""
-    from yoda_sr.resshift import ResShiftSpec
+    from yoda_sr.diffusion.resshift import ResShiftSpec
 
     model = tiny_model("srdiff-tiny")
     hr = hr_photo(128, 128)

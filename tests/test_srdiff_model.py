@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yoda_sr.imaging import resize_bicubic
+from yoda_sr.image.imaging import resize_bicubic
 from yoda_sr.models import create_model, get_config
 from yoda_sr.models.base import UPSTREAM_DIFFUSION_BUFFERS
 from yoda_sr.models.rrdb import RRDBNet

@@ -53,7 +53,7 @@ def test_streaming_starts_over_the_budget_and_has_no_seam(upscaler):
     roomy = upscaler.upscale(image, seed=3, settings=Settings(steps=STEPS, tile=64, tile_overlap=16))
     assert not roomy.streamed
 
-    from yoda_sr.tiling import plan_tiles
+    from yoda_sr.runtime.tiling import plan_tiles
 
     tiles = plan_tiles(128, 192, 64, 16, 8, align=4)
     out = result.image.astype(np.float64).mean(axis=2)
@@ -101,7 +101,7 @@ def test_streamed_image_is_the_same_alone_and_in_a_batch(upscaler):
 
 
 def test_whole_image_batches_split_to_fit_the_budget_change_nothing(upscaler):
-    from yoda_sr.memory import bytes_per_pixel
+    from yoda_sr.runtime.memory import bytes_per_pixel
 
     images, seeds = [crop(), crop(top=20, left=20), crop(top=100, left=10)], [1, 2, 3]
     one_image = bytes_per_pixel(upscaler.model, torch.float32) * 128 * 192
@@ -116,8 +116,8 @@ def test_whole_image_batches_split_to_fit_the_budget_change_nothing(upscaler):
 
 
 def test_scale_below_the_models_resizes_rows_as_the_whole_image_would():
-    from yoda_sr.imaging import resize_bicubic, to_array
-    from yoda_sr.streaming import _ResizedRows
+    from yoda_sr.image.imaging import resize_bicubic, to_array
+    from yoda_sr.runtime.streaming import _ResizedRows
 
     torch.manual_seed(0)
     image = torch.rand(1, 3, 100, 84) * 2.4 - 1.2
@@ -131,7 +131,7 @@ def test_scale_below_the_models_resizes_rows_as_the_whole_image_would():
 
 
 def test_positional_noise_depends_on_position_and_draw_only():
-    from yoda_sr.streaming import PositionalNoise
+    from yoda_sr.runtime.streaming import PositionalNoise
 
     like = torch.zeros(1, 3, 40, 50)
     a, b = PositionalNoise(7, 10, 20), PositionalNoise(7, 30, 60)
@@ -147,8 +147,8 @@ def test_positional_noise_depends_on_position_and_draw_only():
 
 def test_streamed_attention_windows_are_the_hr_map():
     from yoda_sr.attention import compute_attention
-    from yoda_sr.imaging import to_tensor
-    from yoda_sr.streaming import upscale_window
+    from yoda_sr.image.imaging import to_tensor
+    from yoda_sr.runtime.streaming import upscale_window
 
     lr = to_tensor(crop(height=40, width=56))
     hr = compute_attention(lr, "edge", hr_size=(160, 224))

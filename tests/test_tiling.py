@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from yoda_sr.tiling import Tile, plan_tiles, processed_pixels
+from yoda_sr.runtime.tiling import Tile, plan_tiles, processed_pixels
 
 
 def axis_extents(tiles: list[Tile], axis: int) -> list[tuple[int, int]]:

@@ -18,8 +18,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from yoda_sr import checkpoints
-from yoda_sr.grids import layout
-from yoda_sr.imaging import resize_bicubic
+from yoda_sr.image.grids import layout
+from yoda_sr.image.imaging import resize_bicubic
 from yoda_sr.seeds import derive_seed
 from yoda_sr.training import Trainer, data, diffusion_loss, load_config, objective
 
@@ -234,7 +234,7 @@ def test_the_trainer_optimises_the_objective(photos, tmp_path, monkeypatch):
 def test_compiled_training_compiles_once_and_reaches_the_same_weights(photos, tmp_path, monkeypatch):
     """`--compile` trains through the compiled denoiser (one graph for the fixed crop shape, reused by
     every step) and, with a backend that runs the captured graph as is, reaches the eager weights."""
-    from yoda_sr import compiled
+    from yoda_sr.runtime import compiled
 
     graphs: list[int] = []
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yoda_sr.masking import activation_steps
+from yoda_sr.diffusion.masking import activation_steps
 from yoda_sr.models import get_config
 from yoda_sr.training import diffusion_loss, draw_noise, masked_l1, masked_l1_terms, noise_batch, predict
 
@@ -143,7 +143,7 @@ def test_diffusion_loss_is_the_l1_of_a_prediction_whose_count_is_known_before_th
 def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_region_outside(process, hr_crops):
     """``predict``'s estimate (what the perceptual loss sees): an output equal to its target (the
     true eps, or z_0 for ResShift) gives back z_0 where M(t) is on, the known region elsewhere."""
-    from yoda_sr.resshift import ResShiftSpec
+    from yoda_sr.diffusion.resshift import ResShiftSpec
     from yoda_sr.training.objective import NoiseDraw, draw, estimated_image
 
     model = tiny_model("srdiff-tiny")
@@ -179,7 +179,7 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
 def test_the_unrolled_image_is_what_the_sampler_returns_and_trains_the_denoiser_only(lower_bound, hr_crops):
     """``unrolled_image`` (the sample the unrolled loss compares) is ``sampling.sample``'s image for
     the same noise, block-pooled map and steps, and its gradient reaches the denoiser, not the base."""
-    from yoda_sr.sampling import sample
+    from yoda_sr.diffusion.sampling import sample
     from yoda_sr.training.unrolled import unrolled_image
 
     model = tiny_model("srdiff-tiny")

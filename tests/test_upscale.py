@@ -216,7 +216,7 @@ def test_tiled_run_has_no_seam_and_matches_untiled(model_file):
     difference = np.abs(tiled - untiled)
     assert difference.mean() < 0.1 and np.percentile(difference, 99.9) <= 2
 
-    from yoda_sr.tiling import plan_tiles
+    from yoda_sr.runtime.tiling import plan_tiles
 
     tiles = plan_tiles(384, 512, 128, 32, 4)
     borders_x = sorted({t.left for t in tiles if t.left} | {t.left + t.width for t in tiles if t.left + t.width < 512})

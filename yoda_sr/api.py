@@ -21,16 +21,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import checkpoints, memory
-from .conditioning import x_up_recipe
+from . import checkpoints
 from .errors import SettingError, YodaError, checked
+from .image.conditioning import x_up_recipe
+from .runtime import memory
 from .settings import Result, Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from .models.base import SRDenoiser
-    from .tiling import Denoise
+    from .runtime.tiling import Denoise
 
 DEFAULT_MODEL = "yoda-srdiff-x4"
 
@@ -45,7 +46,7 @@ class Upscaler:
         self.device = device
         self.dtype = dtype
         self.scale = int(self.model.info.scale)
-        from .processes import SAMPLERS, process_of, schedule_spec
+        from .diffusion.processes import SAMPLERS, process_of, schedule_spec
 
         self.process = process_of(self.metadata)  # ddpm or resshift: what the network was trained for
         self.samplers = SAMPLERS[self.process]
@@ -83,7 +84,7 @@ class Upscaler:
         ``channels_last`` (default: on the CPU) lays the denoiser's weights out channels-last, which
         oneDNN's convolutions run faster; ``compile`` calls ``compile()``.
         """
-        from .devices import resolve_device, resolve_dtype
+        from .runtime.devices import resolve_device, resolve_dtype
 
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         torch_dtype = resolve_dtype(dtype, device)
@@ -98,7 +99,7 @@ class Upscaler:
     def compile(self, on_failure: Callable[[str], None] | None = None) -> None:
         """Run the denoiser through ``torch.compile`` from now on (``compiled``: for long jobs; one graph
         per tile shape; uncompiled after one ``on_failure`` line if it cannot compile)."""
-        from .compiled import CompiledDenoiser
+        from .runtime.compiled import CompiledDenoiser
 
         self.denoise = CompiledDenoiser(self.model, on_failure=on_failure)
 
@@ -109,10 +110,10 @@ class Upscaler:
     def resolve(self, settings: Settings) -> Settings:
         """``settings`` with the model's defaults filled in, validated."""
         from .attention import METHODS
-        from .masking import validate_flat_floor, validate_lower_bound
-        from .restoration import validate_mode
-        from .sparse import resolve_block
-        from .tiling import check_tile_settings
+        from .diffusion.masking import validate_flat_floor, validate_lower_bound
+        from .image.restoration import validate_mode
+        from .runtime.sparse import resolve_block
+        from .runtime.tiling import check_tile_settings
 
         defaults = self.defaults
         merged = Settings(
@@ -157,7 +158,7 @@ class Upscaler:
 
     def _tile_side(self, tile: int | str, height: int, width: int, stream: bool = False) -> int | None:
         """HR tile side, or None for no tiling (``tiling.tile_side``)."""
-        from .tiling import auto_tile_side, tile_side
+        from .runtime.tiling import auto_tile_side, tile_side
 
         auto = auto_tile_side(self.device, self.metadata["hparams"]) if tile == "auto" else 0
         return tile_side(tile, height, width, self.model.info.size_multiple, self.scale, auto, stream)
@@ -177,7 +178,7 @@ class Upscaler:
         or uint16. The result has the same layout and dtype: grey stays grey, and alpha is upscaled
         with the project's bicubic and re-attached (``Result.to_pil()`` gives a PIL image).
         """
-        from .imaging import join_channels, split_channels
+        from .image.imaging import join_channels, split_channels
 
         rgb, alpha, grey = split_channels(image)
         result = self.upscale_batch([rgb], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
@@ -201,7 +202,7 @@ class Upscaler:
         shapes = {image.shape for image in images}
         if len(shapes) != 1 or len(seeds) != len(images):
             raise ValueError("upscale_batch takes images of one shape and one seed per image")
-        from .restoration import clean
+        from .image.restoration import clean
 
         start = time.perf_counter()
         cleaned = [clean(image, settings.clean) for image in images]
@@ -283,12 +284,12 @@ class Upscaler:
     ) -> list[Result]:
         """Prepare the condition and attention once, then sample through ``sampling.sample``."""
         from .attention import compute_attention
-        from .conditioning import upscale_condition
-        from .imaging import resize_bicubic, to_tensor
-        from .masking import flat_areas, update_fraction
-        from .sampling import sample
-        from .sparse import Evaluator, StepProgress
-        from .tiling import lr_multiple, pad_to
+        from .diffusion.masking import flat_areas, update_fraction
+        from .diffusion.sampling import sample
+        from .image.conditioning import upscale_condition
+        from .image.imaging import resize_bicubic, to_tensor
+        from .runtime.sparse import Evaluator, StepProgress
+        from .runtime.tiling import lr_multiple, pad_to
 
         assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
         assert settings.eta is not None and settings.lower_bound is not None and isinstance(settings.block, int)
@@ -363,6 +364,6 @@ class _NonFinite(Exception):
 
 
 def _to_image(x: Tensor, dtype: np.dtype) -> np.ndarray:
-    from .imaging import to_array
+    from .image.imaging import to_array
 
     return to_array(x.float(), dtype)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .restoration import Cleaning
+from .image.restoration import Cleaning
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

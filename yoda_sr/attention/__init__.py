@@ -112,7 +112,7 @@ def require_weights(method: str, weights: str | os.PathLike | None = None) -> Pa
 @lru_cache(maxsize=4)
 def _cached_backbone(method: str, path: Path, modified_ns: int, device: torch.device) -> nn.Module:
     """Load a DINO backbone once per (method, file and its modification time, device)."""
-    from .dino import dino_backbone
+    from ..models.dino import dino_backbone
 
     return dino_backbone(method, path, device).eval()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..plots import font as _font
-from .colormap import colormap
+from ..image.colormap import colormap
+from ..image.plots import font as _font
 
 COLORMAP_SIZE = 256
 
@@ -167,7 +167,7 @@ def timeline(
     """
     import torch
 
-    from ..masking import activation_steps, expected_update_fraction, validate_lower_bound
+    from ..diffusion.masking import activation_steps, expected_update_fraction, validate_lower_bound
 
     validate_lower_bound(lower_bound)
     if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 1:

@@ -56,7 +56,7 @@ app.add_typer(checkpoints.app, name="checkpoints")
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `yoda-sr` console script: user errors become one line and an exit code."""
-    from ..cpu import tune_process
+    from ..runtime.cpu import tune_process
 
     tune_process()  # the allocator's settings (README, Performance)
     args = sys.argv[1:] if argv is None else argv

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from ..files import IMAGE_EXTENSIONS
+from ..jobs.files import IMAGE_EXTENSIONS
 from .common import clean_option, debugging, notes, report_error
 
 
@@ -92,8 +92,8 @@ def attention(
     flat areas (--flat-floor).
     """
     from ..attention import MissingWeightsError, require_weights
-    from ..attention_files import OWN_ENDINGS, AttentionMaps, Mapped, map_outputs, model_attention
-    from ..batch import Batch, Hints, Item, each
+    from ..jobs.attention_files import OWN_ENDINGS, AttentionMaps, Mapped, map_outputs, model_attention
+    from ..jobs.batch import Batch, Hints, Item, each
 
     defaults = model_attention(model)
     maps = AttentionMaps(

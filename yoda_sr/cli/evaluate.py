@@ -72,9 +72,9 @@ def evaluate(
     summary.json, grid.png and every method's results to --out. Run again into the same --out with
     the same settings, it computes only what is missing (an interrupted evaluation finishes).
     """
-    from ..evaluation import evaluate as run_evaluation
-    from ..evaluation import markdown_table
-    from ..upscaling import parse_block, parse_sparse
+    from ..evaluation.core import evaluate as run_evaluation
+    from ..evaluation.core import markdown_table
+    from ..jobs.upscaling import parse_block, parse_sparse
 
     summary = run_evaluation(
         data,

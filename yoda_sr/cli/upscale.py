@@ -19,7 +19,7 @@ from ..errors import UsageError
 from .common import clean_option, debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
-    from ..upscaling import Job, Upscaled
+    from ..jobs.upscaling import Job, Upscaled
 
 
 def upscale(
@@ -103,8 +103,8 @@ def upscale(
 
     from ..api import Settings
     from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
-    from ..batch import Batch, Hints
-    from ..upscaling import (
+    from ..jobs.batch import Batch, Hints
+    from ..jobs.upscaling import (
         UpscaleJobs,
         check_out,
         check_suffix,
@@ -118,7 +118,7 @@ def upscale(
         parse_tile,
         plan_jobs,
     )
-    from ..upscaling import shard as torchrun_shard
+    from ..jobs.upscaling import shard as torchrun_shard
 
     fmt = output_format(fmt)
     if batch_size < 1:

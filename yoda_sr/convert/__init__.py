@@ -205,8 +205,8 @@ def _check_lpips_loads(path: str | Path, net: Any, tensors: dict[str, Tensor]) -
 
 def _check_attention_loads(method: str, tensors: dict[str, Tensor]) -> None:
     """Build the DINO backbone and load the tensors strictly."""
-    # attention.dino brings in timm: imported only when attention weights are converted.
-    from ..attention.dino import build_attention_module
+    # models.dino brings in timm: imported only when attention weights are converted.
+    from ..models.dino import build_attention_module
 
     module = build_attention_module(method)
     try:

@@ -1,4 +1,4 @@
-"""DINO weights -> the safetensors layouts ``attention.dino`` loads.
+"""DINO weights -> the safetensors layouts ``models.dino`` loads.
 
 ``dino-resnet50-pth``: facebookresearch/dino's ``dino_resnet50_pretrain.pth`` is a torchvision
 ResNet-50 state dict without ``fc.*``; prefixes left by training wrappers (``module.``,

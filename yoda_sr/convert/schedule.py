@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..schedules import ScheduleSpec, cosine_betas, linear_betas
+from ..diffusion.schedules import ScheduleSpec, cosine_betas, linear_betas
 
 
 def schedule_from_betas(betas: Tensor | None) -> ScheduleSpec | None:

@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
+from ..diffusion.schedules import ScheduleSpec
 from ..errors import SettingError, YodaError
 from ..models import list_configs
 from ..models.base import UPSTREAM_DIFFUSION_BUFFERS
 from ..models.sr3 import UPSTREAM_PREFIX
-from ..schedules import ScheduleSpec
 from .schedule import schedule_from_betas
 
 FORMAT = "sr3-janspiry"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schedules import ScheduleSpec
+from ..diffusion.schedules import ScheduleSpec
 from .base import SRDenoiser
 
 ARCHS: dict[str, type[SRDenoiser]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schedules import ScheduleSpec
+from ..diffusion.schedules import ScheduleSpec
 from ._registry import ModelConfig, register_config
 
 # --- SR3 (Janspiry's Image-Super-Resolution-via-Iterative-Refinement) -------------------------------

@@ -27,8 +27,8 @@ class MetadataError(YodaError):
 
 def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """MetadataError naming the file and the first problem; returns quietly for usable metadata."""
-    from ..conditioning import DEFAULT_X_UP, X_UP_RECIPES
-    from ..processes import PROCESSES, SAMPLERS, schedule_spec
+    from ..diffusion.processes import PROCESSES, SAMPLERS, schedule_spec
+    from ..image.conditioning import DEFAULT_X_UP, X_UP_RECIPES
     from ._registry import ARCHS
 
     def fail(problem: str) -> MetadataError:

@@ -61,7 +61,7 @@ class Dist:
 
 def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """This process's Dist and device: from torchrun's environment, or a single process."""
-    from ..devices import resolve_device
+    from ..runtime.devices import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from .. import checkpoints
+from ..diffusion.resshift import SAMPLER as RESSHIFT_SAMPLER
+from ..diffusion.resshift import ResShiftSpec
 from ..errors import UsageError, YodaError
 from ..models.base import SRDenoiser
-from ..resshift import SAMPLER as RESSHIFT_SAMPLER
-from ..resshift import ResShiftSpec
 from .config import TrainConfig
 
 

@@ -25,10 +25,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..masking import activation_steps
+from ..diffusion.masking import activation_steps
+from ..diffusion.resshift import ResShiftSchedule, forward_marginal, input_scale, masked_input, noise_level
+from ..diffusion.schedules import NoiseSchedule
 from ..models.base import Condition, SRDenoiser
-from ..resshift import ResShiftSchedule, forward_marginal, input_scale, masked_input, noise_level
-from ..schedules import NoiseSchedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One generator for the batch, one per sample (the draws of sample i use only the i-th), or None."""

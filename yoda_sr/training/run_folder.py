@@ -117,7 +117,7 @@ class RunFolder:
 
     def record(self, history: list[dict[str, float]]) -> None:
         """Rewrite metrics.csv, loss.png and psnr.png from the whole history."""
-        from ..plots import line_plot
+        from ..image.plots import line_plot
 
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore", lineterminator="\r\n")
@@ -144,9 +144,9 @@ class RunFolder:
         """samples/step_NNNNNN.png: one row per image, LR (nearest) | bicubic | SR | HR | attention,
         under column labels, with a colour bar for the attention map."""
         from ..attention.render import heatmap
-        from ..grids import labelled_grid
-        from ..imageio import save_png
-        from ..imaging import to_array
+        from ..image.grids import labelled_grid
+        from ..image.imaging import to_array
+        from ..image.io import save_png
 
         lr_big = torch.nn.functional.interpolate(lr, size=hr.shape[-2:], mode="nearest")
         rows = []

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..diffusion.schedules import NoiseSchedule
 from ..errors import UsageError, YodaError
 from ..models.base import SRDenoiser
-from ..schedules import NoiseSchedule
-from ..sparse import resolve_block
+from ..runtime.sparse import resolve_block
 from . import objective
 from .config import TrainConfig
 from .data import Batch, batches, load_sources, noise_generators, validation_batch
@@ -42,7 +42,7 @@ class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] | None = None) -> None:
-        from ..processes import schedule_spec
+        from ..diffusion.processes import schedule_spec
 
         self.config = config
         self.log: Callable[[str], None] = log or (lambda message: print(message, file=sys.stderr))
@@ -80,14 +80,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.denoise = None
         if config.compile:
-            from ..compiled import CompiledDenoiser
+            from ..runtime.compiled import CompiledDenoiser
 
             self.denoise = CompiledDenoiser(self.model, on_failure=self._main_log)
 
     def _perceptual_network(self) -> torch.nn.Module:
         """LPIPS-VGG, frozen, for the ``perceptual`` loss; a UsageError naming the fix when missing."""
         from ..checkpoints import load_lpips
-        from ..metrics import lpips_available, lpips_checkpoint
+        from ..evaluation.metrics import lpips_available, lpips_checkpoint
 
         name = lpips_checkpoint("vgg")
         if not lpips_available("vgg"):
@@ -135,7 +135,7 @@ class Trainer:
         and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``; with
         ``unroll_steps`` the perceptual and ``sample_l1`` sums compare the unrolled sample instead (both
         left out with ``perceptual_term=False``: validation reports the masked L1 alone)."""
-        from ..imaging import resize_bicubic
+        from ..image.imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
@@ -247,9 +247,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Masked loss, PSNR-Y and SSIM-Y of the EMA on fixed crops (and bicubic's PSNR-Y); writes a grid."""
-        from ..imaging import resize_bicubic, to_array
-        from ..metrics import image_metrics
-        from ..sampling import sample
+        from ..diffusion.sampling import sample
+        from ..evaluation.metrics import image_metrics
+        from ..image.imaging import resize_bicubic, to_array
 
         config = self.config
         batch = validation_batch(self.val_sources or self.sources, config.val_images, config.hr_size, self.scale)

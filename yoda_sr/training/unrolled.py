@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..masking import activation_steps, block_attention
+from ..diffusion.masking import activation_steps, block_attention
+from ..diffusion.sampling import make_noise_sampler, model_eps_fn, sample_z0
+from ..diffusion.schedules import NoiseSchedule
 from ..models.base import Condition, SRDenoiser
-from ..sampling import make_noise_sampler, model_eps_fn, sample_z0
-from ..schedules import NoiseSchedule
 from .objective import Generators, detached_base_image
 
 

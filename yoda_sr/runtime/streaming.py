@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models.base import SRDenoiser
-from .schedules import NoiseSchedule
+from ..diffusion.schedules import NoiseSchedule
+from ..models.base import SRDenoiser
 from .tiling import Denoise, Tile
 
 if TYPE_CHECKING:
-    from .resshift import ResShiftSchedule
+    from ..diffusion.resshift import ResShiftSchedule
 
 NOISE_BLOCK = 64
 """Side (HR pixels) of the blocks that noise is drawn in, each from its own position-keyed seed."""
@@ -91,7 +91,7 @@ class PositionalNoise:
         self.order = 0
 
     def __call__(self, like: Tensor) -> Tensor:
-        from .seeds import derive_seed
+        from ..seeds import derive_seed
 
         if like.dim() != 4 or like.shape[0] != 1:
             raise ValueError(f"positional noise is drawn for one image, got shape {tuple(like.shape)}")
@@ -118,7 +118,7 @@ class _ImageRows:
         self.out, self.done = out, 0
 
     def write(self, rows: Tensor) -> None:
-        from .imaging import to_array
+        from ..image.imaging import to_array
 
         count = rows.shape[-2]
         self.out[self.done : self.done + count] = to_array(rows, self.out.dtype)
@@ -133,7 +133,7 @@ class _ResizedRows:
     """
 
     def __init__(self, out: np.ndarray, in_height: int) -> None:
-        from .imaging import _taps_float64
+        from ..image.imaging import _taps_float64
 
         indices, weights = _taps_float64(in_height, out.shape[0], True)
         self.indices, self.weights = torch.from_numpy(indices), torch.from_numpy(weights).float()
@@ -142,7 +142,7 @@ class _ResizedRows:
         self.start = 0  # image row of the buffer's first row
 
     def write(self, rows: Tensor) -> None:
-        from .imaging import resize_bicubic
+        from ..image.imaging import resize_bicubic
 
         out_width = self.sink.out.shape[1]
         resized = resize_bicubic(rows, size=(rows.shape[-2], out_width))[0]
@@ -178,7 +178,7 @@ def tile_attention(attention_lr: Tensor, tile: Tile, scale: int, block: int) -> 
     The LR window reaches one LR pixel beyond the blocks the tile touches, so its bilinear upscale is
     the whole HR map there (``upscale_window``) and each block's mean is the whole map's.
     """
-    from .masking import block_attention
+    from ..diffusion.masking import block_attention
 
     side = max(block, 1)
     lr_height, lr_width = attention_lr.shape[-2:]
@@ -223,10 +223,10 @@ def upscale_streamed(
     tile's non-finite output. Returns the attention map at LR size (unpadded), the update fraction
     and the work fraction (pixels the denoiser ran on / steps x image pixels).
     """
-    from .attention import compute_attention
-    from .conditioning import upscale_condition
-    from .masking import activation_steps, flat_areas, update_fraction
-    from .sampling import sample
+    from ..attention import compute_attention
+    from ..diffusion.masking import activation_steps, flat_areas, update_fraction
+    from ..diffusion.sampling import sample
+    from ..image.conditioning import upscale_condition
     from .sparse import Evaluator
     from .tiling import gaussian_window, plan_tiles
 
@@ -337,7 +337,7 @@ def stream_images(
     """Streamed super-resolution of H x W x 3 uint8/uint16 images, one after the other, by ``scale``
     (at most the model's). Returns per image the output array, the LR-size attention map, the update
     and the work fraction; ``progress`` counts tile steps (steps x tiles x images)."""
-    from .imaging import to_tensor
+    from ..image.imaging import to_tensor
     from .tiling import plan_tiles
 
     model_scale = int(model.info.scale)

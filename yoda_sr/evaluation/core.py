@@ -39,13 +39,18 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .api import Settings, Upscaler
+from .._version import __version__
+from ..api import Settings, Upscaler
+from ..errors import SettingError, YodaError
+from ..image.degradations import Degradation
+from ..image.io import read_picture, write_picture
+from ..image.restoration import clean
+from ..jobs.batch import Batch, Item, each
+from ..jobs.files import resolved
+from ..seeds import derive_seed
 from .baselines import bicubic_upscale, degrade, ground_truth, regression_base
-from .batch import Batch, Item, each
-from .degradations import Degradation
-from .errors import SettingError, YodaError
-from .evaluation_results import (
+from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
+from .results import (
     GRID_ROWS,
     Outcome,
     Record,
@@ -60,11 +65,6 @@ from .evaluation_results import (
     previous_records,
     summarize,
 )
-from .files import resolved
-from .imageio import read_picture, write_picture
-from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
-from .restoration import clean
-from .seeds import derive_seed
 
 METHODS = ("bicubic", "base", "plain", "yoda")
 """Methods a comparison can name, in the order they are reported by default."""
@@ -177,7 +177,7 @@ def _output_names(keys: list[str]) -> dict[str, Path]:
 
 def _write_text(path: Path, text: str) -> None:
     """Write a UTF-8 text file atomically."""
-    from .fsutil import atomic_write_bytes
+    from ..fsutil import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -236,7 +236,7 @@ def evaluate(
     ``note`` gets remarks and one progress line per image, ``report`` one line per image that
     failed (the others go on); ``reraise`` lets such a failure propagate instead.
     """
-    from .attention import MissingWeightsError
+    from ..attention import MissingWeightsError
 
     methods = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
     degradation = Degradation.parse(degrade)

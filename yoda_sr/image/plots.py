@@ -148,7 +148,7 @@ def _pillow_legend(draw: ImageDraw.ImageDraw, names: Sequence[str], centre: floa
 def line_plot(series: Series, path: str | Path, ylabel: str) -> Path:
     """Draw each named series of (x = step, y) points as a line with markers, whole-step ticks and a
     legend below the axes; write a PNG (matplotlib when available, else Pillow)."""
-    from .imageio import save_png
+    from .io import save_png
 
     if matplotlib_available():
         return save_png(render_figure(line_figure(series, ylabel)), path)

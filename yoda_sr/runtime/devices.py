@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SettingError
+from ..errors import SettingError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from .errors import YodaError
+from ..errors import YodaError
+from ..fsutil import claim, release, remove_stale_temporaries
 from .files import FoundImages, expand_globs, find_images, missing_reason, resolved
-from .fsutil import claim, release, remove_stale_temporaries
 
 
 @dataclass

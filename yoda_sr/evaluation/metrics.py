@@ -77,7 +77,7 @@ def y_channel(rgb: np.ndarray) -> np.ndarray:
     """
     import torch
 
-    from .imaging import rgb_to_y
+    from ..image.imaging import rgb_to_y
 
     array = np.asarray(rgb)
     if array.ndim != 3 or array.shape[2] != 3:
@@ -138,7 +138,7 @@ def lpips_checkpoint(net: str) -> str:
 
 def lpips_available(net: str) -> bool:
     """Whether LPIPS-``net``'s weights are installed (nothing is downloaded here)."""
-    from .checkpoints import is_installed
+    from ..checkpoints import is_installed
 
     return is_installed(lpips_checkpoint(net))
 
@@ -162,8 +162,8 @@ class Lpips:
     ) -> None:
         import torch
 
-        from .checkpoints import load_lpips
-        from .errors import YodaError
+        from ..checkpoints import load_lpips
+        from ..errors import YodaError
 
         self.network = load_lpips(weights or lpips_checkpoint(net), device=device)
         if self.network.net != net:
@@ -184,7 +184,7 @@ class Lpips:
         """LPIPS of each image to ``reference`` (H x W x 3 uint8, one shape), its features computed once."""
         import torch
 
-        from .imaging import to_tensor
+        from ..image.imaging import to_tensor
 
         for image in images:
             if image.shape != reference.shape:
@@ -204,7 +204,7 @@ class Lpips:
 def load_lpips_models(device: str | torch.device = "cpu") -> tuple[dict[str, Lpips], str | None]:
     """LPIPS of each backbone whose weights are installed, and one line about the others (None when
     every backbone loaded)."""
-    from .errors import YodaError
+    from ..errors import YodaError
 
     models: dict[str, Lpips] = {}
     missing = [net for net in LPIPS_NETS if not lpips_available(net)]

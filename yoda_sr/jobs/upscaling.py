@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SettingError, UsageError, YodaError
 from .batch import Item
-from .errors import SettingError, UsageError, YodaError
 from .files import IMAGE_EXTENSIONS, FoundImages
 
 if TYPE_CHECKING:
-    from .api import Result, Settings, Upscaler
-    from .imageio import Picture
+    from ..api import Result, Settings, Upscaler
+    from ..image.io import Picture
 
 RUN_LOG = "yoda-sr-upscale.jsonl"
 PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -97,7 +97,7 @@ def check_suffix(suffix: str) -> str:
 
 def models_for_scale(scale: int) -> list[str]:
     """Registered denoisers that upscale by ``scale`` or more."""
-    from . import checkpoints
+    from .. import checkpoints
 
     names = []
     for name, entry in checkpoints.load_registry().items():
@@ -110,7 +110,7 @@ def load(
     model: str | None, device: str, dtype: str, scale: int | None, settings: Settings, local_rank: int, world: int
 ) -> tuple[Upscaler, Settings, int]:
     """The upscaler (on this rank's device), its resolved settings and the output scale."""
-    from .api import Upscaler
+    from ..api import Upscaler
 
     if scale is not None and scale < 1:
         raise SettingError("scale", f"must be a positive integer, got {scale}")
@@ -159,7 +159,7 @@ def output_folder(out: Path | None) -> Path | None:
 def check_out(out: Path | None) -> None:
     """Refuse an output that cannot work before any image is computed: a file that is not an image
     name, an image format we cannot write, or a folder we cannot write into."""
-    from .fsutil import temporary_path
+    from ..fsutil import temporary_path
 
     if out is None:
         return
@@ -256,8 +256,8 @@ class UpscaleJobs:
         self.note = note
 
     def __call__(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Upscaled | BaseException]]:
-        from .imageio import read_picture
-        from .seeds import derive_seed
+        from ..image.io import read_picture
+        from ..seeds import derive_seed
 
         groups: dict[tuple[object, ...], list[tuple[Job, Picture]]] = {}
         for job in jobs:
@@ -328,8 +328,8 @@ class UpscaleJobs:
 
 def save(output: Path, picture: Picture, result: Result, save_attention: bool) -> None:
     """Write the output (and its attention map) atomically, restoring alpha, grey, ICC and EXIF."""
-    from .imageio import save_png, write_picture
-    from .imaging import resize_channel
+    from ..image.imaging import resize_channel
+    from ..image.io import save_png, write_picture
 
     image = result.image
     alpha = None
@@ -346,6 +346,6 @@ def save(output: Path, picture: Picture, result: Result, save_attention: bool) -
         format=PILLOW_FORMATS.get(output.suffix.lower(), "PNG"),
     )
     if save_attention and result.attention is not None:
-        from .attention.render import heatmap
+        from ..attention.render import heatmap
 
         save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..models.base import Condition, SRDenoiser
 from .masking import activation_steps, time_mask, update_fraction
-from .models.base import Condition, SRDenoiser
 from .sampling import EpsFunction, Generators, NoiseSampler, SampleResult, make_noise_sampler, model_eps_fn
 
 PROCESS = "resshift"

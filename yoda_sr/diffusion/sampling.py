@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from ..models.base import Condition, SRDenoiser
 from .masking import activation_steps, block_attention, time_mask, update_fraction
-from .models.base import Condition, SRDenoiser
 from .schedules import NoiseSchedule
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SettingError
+from ..errors import SettingError
 
 JPEG_QUALITY_MAX = 95
 """The best JPEG quality training draws (the worst is ``lr_jpeg``)."""

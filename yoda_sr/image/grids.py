@@ -95,7 +95,7 @@ def labelled_grid(
 
 
 def _pillow_labels(canvas: np.ndarray, plan: Layout, labels: Sequence[str], colorbar: str | None) -> np.ndarray:
-    from .attention.colormap import colormap
+    from .colormap import colormap
 
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
@@ -121,7 +121,7 @@ def _matplotlib_labels(canvas: np.ndarray, plan: Layout, labels: Sequence[str], 
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
 
-    from .attention.colormap import colormap
+    from .colormap import colormap
 
     dpi = 100
     figure = Figure(figsize=(plan.width / dpi, plan.height / dpi), dpi=dpi)

@@ -19,7 +19,7 @@ from timm.models.resnet import ResNet
 from timm.models.vision_transformer import Attention, VisionTransformer
 from torch import Tensor, nn
 
-from ..imaging import resize_bicubic
+from ..image.imaging import resize_bicubic
 
 ATTENTION_HEADS = 6
 DEFAULT_ATTENTION_SIZE = 448

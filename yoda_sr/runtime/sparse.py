@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SettingError
-from .models.base import Condition, SRDenoiser
+from ..errors import SettingError
+from ..models.base import Condition, SRDenoiser
 from .tiling import Denoise, Tile, plan_tiles, tiled_eps_fn
 
 DEFAULT_BLOCK = 64

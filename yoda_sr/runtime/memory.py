@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .models.base import SRDenoiser
+from ..models.base import SRDenoiser
 
 if TYPE_CHECKING:
-    from .api import Result, Settings, Upscaler
+    from ..api import Result, Settings, Upscaler
 
 BUDGET_FRACTION = 0.5
 """Whole-image sampling is used while its estimated peak stays under this share of the memory size."""

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SettingError
-from .models.base import Condition, SRDenoiser
-from .sampling import EpsFunction
+from ..diffusion.sampling import EpsFunction
+from ..errors import SettingError
+from ..models.base import Condition, SRDenoiser
 
 CPU_AUTO_TILE = 512
 """HR tile side ``--tile auto`` uses on the CPU for images with a side above 1.5 x this."""

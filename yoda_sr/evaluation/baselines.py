@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
+from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .api import Upscaler
-    from .models.base import Condition
+    from ..api import Upscaler
+    from ..models.base import Condition
 
 
 def ground_truth(rgb: np.ndarray, scale: int) -> np.ndarray:
@@ -40,8 +40,8 @@ def whole_image_condition(upscaler: Upscaler, lr: np.ndarray) -> tuple[Tensor, C
     prepared as ``Upscaler`` does for whole-image sampling (call under ``torch.inference_mode``)."""
     import torch
 
-    from .conditioning import upscale_condition
-    from .tiling import lr_multiple, pad_to
+    from ..image.conditioning import upscale_condition
+    from ..runtime.tiling import lr_multiple, pad_to
 
     model, factor = upscaler.model, upscaler.scale
     padded, _ = pad_to(to_tensor(lr), lr_multiple(model.info.size_multiple, factor))

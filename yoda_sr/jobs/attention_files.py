@@ -13,8 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import SettingError, checked
 from .batch import Item
-from .errors import SettingError, checked
 
 ATTENTION_SUFFIX = ".attention"
 OWN_ENDINGS = (".attention.png", ".timeline.png", ".attention.npy")
@@ -35,10 +35,10 @@ class ModelAttention:
 
 def model_attention(model: str | None = None) -> ModelAttention:
     """What ``upscale --model MODEL`` diffuses with (default: the default model), from its metadata."""
-    from .api import DEFAULT_MODEL
-    from .checkpoints import resolve_model_file
-    from .models.validation import check_denoiser_metadata
-    from .weights_file import read_metadata
+    from ..api import DEFAULT_MODEL
+    from ..checkpoints import resolve_model_file
+    from ..models.validation import check_denoiser_metadata
+    from ..weights_file import read_metadata
 
     path, name = resolve_model_file(model or DEFAULT_MODEL)
     metadata = read_metadata(path)
@@ -56,7 +56,7 @@ def model_attention(model: str | None = None) -> ModelAttention:
 
 def parse_method(method: str | None) -> str:
     """A method name (default: ``attention.DEFAULT_METHOD``), checked against ``attention.METHODS``."""
-    from .attention import DEFAULT_METHOD, METHODS
+    from ..attention import DEFAULT_METHOD, METHODS
 
     value = DEFAULT_METHOD if method is None else method.strip().lower()
     if value not in METHODS:
@@ -66,7 +66,7 @@ def parse_method(method: str | None) -> str:
 
 def parse_heads(heads: str) -> str | int:
     """How DINO heads combine: "max", "mean" or a head index."""
-    from .attention import HEAD_MODES, NUM_HEADS
+    from ..attention import HEAD_MODES, NUM_HEADS
 
     value = heads.strip().lower()
     if value in HEAD_MODES:
@@ -126,9 +126,9 @@ class AttentionMaps:
         flat_floor: float = 0.0,
         clean: str = "auto",
     ) -> None:
-        from .devices import resolve_device
-        from .masking import validate_flat_floor
-        from .restoration import validate_mode
+        from ..diffusion.masking import validate_flat_floor
+        from ..image.restoration import validate_mode
+        from ..runtime.devices import resolve_device
 
         self.method = parse_method(method)
         self.heads = parse_heads(heads)
@@ -148,20 +148,20 @@ class AttentionMaps:
 
     @property
     def uses_weights(self) -> bool:
-        from .attention import WEIGHTED_METHODS
+        from ..attention import WEIGHTED_METHODS
 
         return self.method in WEIGHTED_METHODS
 
     def __call__(self, item: Item) -> Mapped:
         import torch
 
-        from .attention import compute_attention
-        from .attention.render import heatmap, overlay, timeline
-        from .fsutil import atomic_write
-        from .imageio import read_picture, save_png
-        from .imaging import resize_bicubic, scaled_size, to_array, to_tensor
-        from .masking import expected_update_fraction, flat_areas
-        from .restoration import clean
+        from ..attention import compute_attention
+        from ..attention.render import heatmap, overlay, timeline
+        from ..diffusion.masking import expected_update_fraction, flat_areas
+        from ..fsutil import atomic_write
+        from ..image.imaging import resize_bicubic, scaled_size, to_array, to_tensor
+        from ..image.io import read_picture, save_png
+        from ..image.restoration import clean
 
         lr = to_tensor(clean(read_picture(item.image).rgb, self.clean)[0])
         rgb = to_array(lr)
@@ -195,7 +195,7 @@ class AttentionMaps:
                 flat_map = None if flat is None else flat.numpy()
                 renders[output] = timeline(values, self.lower_bound, self.steps, self.timeline or 1, flat_map)
         if self.colorbar and primary in renders:
-            from .grids import labelled_grid
+            from ..image.grids import labelled_grid
 
             title = f"{self.method} attention{' over the image' if self.overlay else ''}"
             renders[primary] = labelled_grid([[renders[primary]]], [title], colorbar="A")

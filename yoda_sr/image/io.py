@@ -23,8 +23,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError, features
 
-from .errors import UsageError, YodaError
-from .fsutil import atomic_write
+from ..errors import UsageError, YodaError
+from ..fsutil import atomic_write
 from .png16 import EXIF_PREFIX, encode_png16, tile_rawmodes, wide_samples
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
