@@ -49,11 +49,11 @@ def main() -> None:
 
     from yoda_sr.api import Upscaler
     from yoda_sr.attention import compute_attention
-    from yoda_sr.diffusion.sampling import sample
     from yoda_sr.evaluation.baselines import degrade, ground_truth, whole_image_condition
     from yoda_sr.evaluation.metrics import crop_border, image_metrics, load_lpips_models
     from yoda_sr.image.imaging import to_array
     from yoda_sr.image.io import read_picture
+    from yoda_sr.runtime.sampler import sample
     from yoda_sr.seeds import derive_seed
 
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")

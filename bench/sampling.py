@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from yoda_sr.diffusion.sampling import sample
 from yoda_sr.image.imaging import resize_bicubic
 from yoda_sr.models import create_model, get_config
+from yoda_sr.runtime.sampler import sample
 
 
 def gaussian_attention(size: int, device: torch.device) -> torch.Tensor:

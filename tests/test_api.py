@@ -8,9 +8,9 @@ import torch
 
 from yoda_sr.api import Settings, Upscaler
 from yoda_sr.attention import compute_attention
-from yoda_sr.diffusion.sampling import sample
 from yoda_sr.errors import SettingError
 from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
+from yoda_sr.runtime.sampler import sample
 
 from conftest import photo, save_tiny_checkpoint
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from yoda_sr import checkpoints
 from yoda_sr.api import DEFAULT_MODEL, Settings, Upscaler
+from yoda_sr.errors import SettingError
 from yoda_sr.evaluation.metrics import image_metrics
 from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
 
@@ -139,6 +140,9 @@ def test_the_named_resshift_model_is_embedded_and_beats_bicubic_at_its_four_step
     assert entry.source.kind == "embedded" and checkpoints.sha256_file(path) == entry.sha256
     upscaler = Upscaler.from_pretrained(name, device="cpu")
     assert upscaler.process == "resshift"
+    with pytest.raises(SettingError) as refused:  # ResShift's chain has no eta to set
+        upscaler.resolve(Settings(eta=0.5))
+    assert refused.value.setting == "eta"
     hr = photo("astronaut")[128:384, 128:384]  # in the validation split: never trained on
     lr = to_array(resize_bicubic(to_tensor(hr), size=(64, 64)))
     result = upscaler.upscale(lr, seed=0, settings=Settings())

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from yoda_sr.attention import compute_attention
+from yoda_sr.diffusion.loop import make_noise_sampler, reverse
 from yoda_sr.diffusion.masking import activation_steps
-from yoda_sr.diffusion.resshift import ResShiftSchedule, ResShiftSpec, forward_marginal, posterior, sample_x0
-from yoda_sr.diffusion.sampling import make_noise_sampler, sample
+from yoda_sr.diffusion.processes import make_process
+from yoda_sr.diffusion.resshift import ResShift, ResShiftSchedule, ResShiftSpec, forward_marginal, posterior
+from yoda_sr.runtime.sampler import sample
 from yoda_sr.training import diffusion_loss
 
 from conftest import prepare, tiny_model
@@ -114,7 +116,7 @@ def test_a_perfect_x0_prediction_is_returned_exactly():
     schedule = ResShiftSpec().build().respace(5)
     attention = torch.ones(2, 1, 8, 8)
     for activation in (None, activation_steps(attention, 0.0, 15)):
-        result = sample_x0(lambda z, t, level: x0, y0, schedule, activation=activation)
+        result = reverse(ResShift(schedule), lambda z, t, level: x0, y0, activation=activation)
         assert torch.allclose(result, x0, atol=1e-6)
 
 
@@ -147,8 +149,8 @@ def test_pixels_never_activated_end_on_the_known_region():
     attention[..., :4] = 1
     activation = activation_steps(attention, 0.0, 15)
     noise = make_noise_sampler(torch.Generator().manual_seed(0))
-    out = sample_x0(lambda z, t, level: prediction, y0, ResShiftSpec().build().respace(4), activation=activation,
-                    noise=noise)  # fmt: skip
+    schedule = ResShiftSpec().build().respace(4)
+    out = reverse(ResShift(schedule), lambda z, t, level: prediction, y0, activation=activation, noise=noise)
     assert torch.equal(out[..., 4:], y0[..., 4:])
     assert torch.allclose(out[..., :4], prediction[..., :4], atol=1e-6)
 
@@ -214,7 +216,38 @@ def test_the_prediction_is_read_only_inside_the_mask():
 
     def run(**hook):
         noise = make_noise_sampler(torch.Generator().manual_seed(2))
-        return sample_x0(x0_fn, known, schedule, activation=activation, noise=noise, **hook)
+        return reverse(ResShift(schedule), x0_fn, known, activation=activation, noise=noise, **hook)
 
-    dense, sparse = run(), run(masked_eps_fn=masked)
+    dense, sparse = run(), run(masked_predict=masked)
     assert torch.isfinite(sparse).all() and torch.equal(dense, sparse)
+
+
+def test_a_dense_run_calls_the_network_only_at_steps_with_an_active_pixel():
+    """docs/method.md §11, for ResShift as for DDPM: with no pixel active at a step its output would be
+    discarded, so the loop makes no call, and the chain is the one a network called there gives."""
+    schedule = ResShiftSpec().build().respace(8)
+    attention = torch.full((1, 1, 8, 8), 0.2)  # A + l = 0.3: active for t <= 0.3 T only
+    activation = activation_steps(attention, 0.1, schedule.train_steps)
+    calls: list[int] = []
+
+    def x0_fn(z, t, level):
+        calls.append(int(t[0]))
+        return torch.tanh(z)
+
+    def run():
+        noise = make_noise_sampler(torch.Generator().manual_seed(3))
+        return reverse(ResShift(schedule), x0_fn, torch.zeros(1, 3, 8, 8), activation=activation, noise=noise)
+
+    out = run()
+    assert calls and all(t <= int(activation.max()) for t in calls)
+    assert len(calls) < schedule.num_steps
+    assert torch.equal(out, run())
+
+
+def test_resshift_refuses_samplers_and_eta_it_does_not_have():
+    schedule = ResShiftSpec().build().respace(4)
+    assert isinstance(make_process(schedule), ResShift) and isinstance(make_process(schedule, "resshift"), ResShift)
+    with pytest.raises(ValueError, match="sampler 'ddim'"):
+        make_process(schedule, "ddim")
+    with pytest.raises(ValueError, match="no eta"):
+        make_process(schedule, "resshift", eta=0.5)

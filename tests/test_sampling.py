@@ -3,10 +3,13 @@ import math
 import pytest
 import torch
 
+from yoda_sr.diffusion.ddpm import DDPM
+from yoda_sr.diffusion.loop import make_noise_sampler, reverse
 from yoda_sr.diffusion.masking import activation_steps
-from yoda_sr.diffusion.sampling import make_noise_sampler, sample, sample_z0
+from yoda_sr.diffusion.processes import make_process
 from yoda_sr.diffusion.schedules import ScheduleSpec
 from yoda_sr.models import get_config
+from yoda_sr.runtime.sampler import sample
 
 from conftest import prepare, tiny_model
 
@@ -121,10 +124,10 @@ def test_the_model_sees_zeros_outside_the_mask(hr_crops):
         inputs.append((z.clone(), int(t[0])))
         return torch.zeros_like(z)
 
-    sample_z0(
+    reverse(
+        DDPM(schedule),
         eps_fn,
         model.known_region(cond),
-        schedule,
         activation=act,
         noise=make_noise_sampler(torch.Generator().manual_seed(0)),
     )
@@ -151,7 +154,8 @@ def test_an_oracle_denoiser_recovers_the_target(sampler, eta, steps):
         gamma = gammas[t].view(-1, 1, 1, 1)
         return (z - gamma.sqrt() * x0) / (1 - gamma).sqrt()
 
-    out = sample_z0(oracle, torch.zeros_like(x0), schedule, sampler=sampler, eta=eta, noise=make_noise_sampler(g))
+    process = make_process(schedule, sampler, eta)
+    out = reverse(process, oracle, torch.zeros_like(x0), noise=make_noise_sampler(g))
     torch.testing.assert_close(out, x0, atol=2e-4, rtol=0)
 
 

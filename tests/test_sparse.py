@@ -11,8 +11,8 @@ import torch
 
 from yoda_sr.api import Settings, Upscaler
 from yoda_sr.diffusion.masking import block_attention
-from yoda_sr.diffusion.sampling import sample
 from yoda_sr.errors import SettingError
+from yoda_sr.runtime.sampler import sample
 from yoda_sr.runtime.sparse import Evaluator, cover
 
 from conftest import cli, photo, prepare, save_tiny_checkpoint, tiny_model

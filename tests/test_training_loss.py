@@ -179,7 +179,7 @@ def test_the_z0_estimate_of_an_exact_output_is_z0_inside_the_mask_and_the_known_
 def test_the_unrolled_image_is_what_the_sampler_returns_and_trains_the_denoiser_only(lower_bound, hr_crops):
     """``unrolled_image`` (the sample the unrolled loss compares) is ``sampling.sample``'s image for
     the same noise, block-pooled map and steps, and its gradient reaches the denoiser, not the base."""
-    from yoda_sr.diffusion.sampling import sample
+    from yoda_sr.runtime.sampler import sample
     from yoda_sr.training.unrolled import unrolled_image
 
     model = tiny_model("srdiff-tiny")

@@ -110,6 +110,7 @@ class Upscaler:
     def resolve(self, settings: Settings) -> Settings:
         """``settings`` with the model's defaults filled in, validated."""
         from .attention import METHODS
+        from .diffusion.processes import PROCESSES
         from .diffusion.masking import validate_flat_floor, validate_lower_bound
         from .image.restoration import validate_mode
         from .runtime.sparse import resolve_block
@@ -140,6 +141,8 @@ class Upscaler:
             raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {merged.sampler}")
         if not eta >= 0:
             raise SettingError("eta", f"must be >= 0, got {eta}")
+        if eta and not PROCESSES[self.process].eta:
+            raise SettingError("eta", f"this model's {self.process} process takes no eta, got {eta}")
         if merged.attention not in METHODS:
             raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
         checked("lower_bound", validate_lower_bound, lower_bound)
@@ -282,12 +285,12 @@ class Upscaler:
         dtype: torch.dtype,
         progress: Callable[[int, int], None] | None,
     ) -> list[Result]:
-        """Prepare the condition and attention once, then sample through ``sampling.sample``."""
+        """Prepare the condition and attention once, then sample through ``sampler.sample``."""
         from .attention import compute_attention
         from .diffusion.masking import flat_areas, update_fraction
-        from .diffusion.sampling import sample
         from .image.conditioning import upscale_condition
         from .image.imaging import resize_bicubic, to_tensor
+        from .runtime.sampler import sample
         from .runtime.sparse import Evaluator, StepProgress
         from .runtime.tiling import lr_multiple, pad_to
 
@@ -328,7 +331,7 @@ class Upscaler:
             model,
             cond,
             schedule,
-            sampler=settings.sampler,  # type: ignore[arg-type]
+            sampler=settings.sampler,
             eta=settings.eta,
             attention=attention,
             lower_bound=settings.lower_bound,

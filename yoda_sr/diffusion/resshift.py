@@ -24,24 +24,18 @@ so A = 1 is plain ResShift bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..models.base import Condition, SRDenoiser
-from .masking import activation_steps, time_mask, update_fraction
-from .sampling import EpsFunction, Generators, NoiseSampler, SampleResult, make_noise_sampler, model_eps_fn
+from .process import NoiseSampler, Process, Step
 
 PROCESS = "resshift"
 SAMPLER = "resshift"
 """The one sampler of the process (the posterior above); upscale's ``--sampler`` names it."""
 MAX_STEPS = 1000
-MaskedEpsFunction = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""(x, t, level, M(t) as bool N x 1 x H x W) -> the network's output, read only where M(t) is true
-(the hook a block-sparse evaluator plugs into, as in ``sampling``)."""
 
 
 def _number(value: object) -> bool:
@@ -177,126 +171,61 @@ def masked_input(x: Tensor, y0: Tensor, active: Tensor) -> Tensor:
     return y0 + (x - y0) * active
 
 
-# --- sampling ------------------------------------------------------------------------------------
+# --- the process the loop runs ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Step:
-    """Host-side constants of one step from visited index k to k - 1."""
+class EtaStep(Step):
+    """Host-side constants of one ResShift step."""
 
-    index: int
-    t: int
     coef_x: float
     coef_x0: float
     sigma: float
     known_std: float
     scale: float
-    level: float
 
 
-def _plan(schedule: ResShiftSchedule) -> list[_Step]:
-    etas, steps, kappa = schedule.step_etas.tolist(), schedule.steps.tolist(), schedule.kappa
-    plan = []
-    for k in range(schedule.num_steps, 0, -1):
-        eta, eta_prev = etas[k], etas[k - 1]
-        coef_x, coef_x0, sigma = posterior(eta, eta_prev, kappa)
-        scale = float(input_scale(eta, kappa))
-        plan.append(_Step(k, steps[k], coef_x, coef_x0, sigma, kappa * math.sqrt(eta_prev), scale, math.sqrt(1 - eta)))
-    return plan
+class ResShift(Process[EtaStep]):
+    """ResShift's reverse chain (the posterior above), the network predicting x0 from the scaled input.
 
-
-def sample_x0(
-    x0_fn: EpsFunction,
-    known: Tensor,
-    schedule: ResShiftSchedule,
-    *,
-    activation: Tensor | None = None,
-    mask_input: bool = True,
-    noise: NoiseSampler | None = None,
-    callback: Callable[[dict], None] | None = None,
-    masked_eps_fn: MaskedEpsFunction | None = None,
-) -> Tensor:
-    """Run ResShift's reverse chain and return x0 (diffusion space, float32).
-
-    ``x0_fn(x, t, level)`` predicts x0 from the scaled input; ``known`` is y0 (it also fixes the
-    output's shape and device); ``activation`` (from ``masking.activation_steps``) switches YODA on.
-    At a step with a known region the prediction is used only inside M(t): ``masked_eps_fn``, if
-    given, replaces ``x0_fn`` there and is told M(t).
-    Per step the noise is drawn in the order: the posterior's, then the known region's (as
-    ``sampling.sample_z0``, so ``streaming.PositionalNoise`` keys both the same way).
+    YODA's network input is y0 + M (x_t - y0) (``masked_input``), and the known region's marginal at
+    the next visited step is y0 + kappa sqrt(eta_{t-1}) eps'.
     """
-    noise = noise or make_noise_sampler()
-    known = known.float()
-    device, batch = known.device, known.shape[0]
-    plan = _plan(schedule)
-    steps_on_device = schedule.steps.to(device)
-    levels_on_device = (1 - schedule.step_etas).sqrt().to(device=device, dtype=torch.float32)  # noise_level
-    always_active = schedule.train_steps if activation is None else int(activation.min())
 
-    first_eta = float(schedule.step_etas[-1])
-    x = known + schedule.kappa * math.sqrt(first_eta) * noise(known)
-    for step in plan:
-        active = time_mask(activation, step.t) if activation is not None and step.t > always_active else None
-        x_in = masked_input(x, known, active) if active is not None and mask_input else x
-        t = steps_on_device[step.index].expand(batch)
-        level = levels_on_device[step.index].expand(batch)
-        if active is not None and masked_eps_fn is not None:
-            x0 = masked_eps_fn(x_in * step.scale, t, level, active).clamp(-1, 1)
-        else:
-            x0 = x0_fn(x_in * step.scale, t, level).clamp(-1, 1)
-        x_next = step.coef_x * x + step.coef_x0 * x0
+    name = SAMPLER
+    schedule: ResShiftSchedule
+
+    def __init__(self, schedule: ResShiftSchedule) -> None:
+        super().__init__(schedule)
+
+    def plan(self) -> list[EtaStep]:
+        etas, steps, kappa = self.schedule.step_etas.tolist(), self.schedule.steps.tolist(), self.schedule.kappa
+        plan = []
+        for k in range(self.schedule.num_steps, 0, -1):
+            eta, eta_prev = etas[k], etas[k - 1]
+            coef_x, coef_x0, sigma = posterior(eta, eta_prev, kappa)
+            scale = float(input_scale(eta, kappa))
+            plan.append(EtaStep(k, steps[k], coef_x, coef_x0, sigma, kappa * math.sqrt(eta_prev), scale))
+        return plan
+
+    def levels(self) -> Tensor:
+        return (1 - self.schedule.step_etas).sqrt()  # noise_level
+
+    def prior(self, known: Tensor, noise: NoiseSampler) -> Tensor:
+        first_eta = float(self.schedule.step_etas[-1])
+        return known + self.schedule.kappa * math.sqrt(first_eta) * noise(known)
+
+    def network_input(self, step: EtaStep, z: Tensor, known: Tensor, active: Tensor | None) -> Tensor:
+        return (z if active is None else masked_input(z, known, active)) * step.scale
+
+    def x0(self, step: EtaStep, z: Tensor, output: Tensor) -> Tensor:
+        return output.clamp(-1, 1)
+
+    def posterior(self, step: EtaStep, z: Tensor, x0: Tensor, noise: NoiseSampler) -> Tensor:
+        z_next = step.coef_x * z + step.coef_x0 * x0
         if step.sigma > 0:
-            x_next = x_next + step.sigma * noise(x)
-        if active is not None:
-            x_known = known + step.known_std * noise(x) if step.known_std > 0 else known
-            x_next = torch.where(active, x_next, x_known)
-        x = x_next
-        if callback is not None:
-            callback({"index": step.index, "t": step.t, "z": x, "x0": x0, "active": active})
-    return x
+            z_next = z_next + step.sigma * noise(z)
+        return z_next
 
-
-@torch.inference_mode()
-def sample(
-    model: SRDenoiser,
-    cond: Condition,
-    schedule: ResShiftSchedule,
-    *,
-    attention: Tensor | None = None,
-    lower_bound: float = 0.2,
-    mask_input: bool = True,
-    generator: Generators = None,
-    noise: NoiseSampler | None = None,
-    eps_fn: EpsFunction | None = None,
-    callback: Callable[[dict], None] | None = None,
-    masked_eps_fn: MaskedEpsFunction | None = None,
-    flat: Tensor | None = None,
-) -> SampleResult:
-    """Super-resolve a prepared condition with ResShift; YODA-masked when ``attention`` is given.
-
-    The arguments are ``sampling.sample``'s (which hands ResShift schedules over to this function);
-    ``eps_fn`` replaces the model call and returns the network's output, here x0, and
-    ``masked_eps_fn`` the call at steps with a known region (``sample_x0``).
-    """
-    known = model.known_region(cond)
-    activation = None
-    fraction = 1.0
-    if attention is not None:
-        if attention.shape[-2:] != known.shape[-2:]:
-            raise ValueError(
-                f"attention map of size {tuple(attention.shape[-2:])} does not match the output "
-                f"size {tuple(known.shape[-2:])}"
-            )
-        activation = activation_steps(attention, lower_bound, schedule.train_steps, flat)
-        fraction = update_fraction(activation, schedule.steps)
-    x0 = sample_x0(
-        eps_fn or model_eps_fn(model, cond),
-        known,
-        schedule,
-        activation=activation,
-        mask_input=mask_input,
-        noise=noise or make_noise_sampler(generator),
-        callback=callback,
-        masked_eps_fn=masked_eps_fn,
-    )
-    return SampleResult(image=model.from_diffusion_space(x0, cond), update_fraction=fraction, activation=activation)
+    def marginal(self, step: EtaStep, known: Tensor, noise: NoiseSampler) -> Tensor:
+        return known + step.known_std * noise(known) if step.known_std > 0 else known

@@ -7,7 +7,7 @@ bytes per output pixel. Above a memory budget each tile is instead super-resolve
 - the attention map is computed once on the whole LR image, at LR size, and each tile's part is
   bilinearly upscaled from a crop of it (for the weight-free maps this is the HR map exactly);
 - each tile gets an LR crop with a margin for the encoder's receptive field, its own condition
-  (``model.prepare`` on the crop, cropped to the tile) and the full sampler (``sampling.sample``);
+  (``model.prepare`` on the crop, cropped to the tile) and the full sampler (``sampler.sample``);
 - noise is keyed by HR position (``PositionalNoise``): overlapping tiles draw the same noise where
   they overlap, so they agree there up to the denoiser's border effects, and an output does not
   depend on the tile plan's other tiles or on the batch;
@@ -22,19 +22,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion.schedules import NoiseSchedule
+from ..diffusion.processes import AnySchedule
 from ..models.base import SRDenoiser
 from .tiling import Denoise, Tile
-
-if TYPE_CHECKING:
-    from ..diffusion.resshift import ResShiftSchedule
 
 NOISE_BLOCK = 64
 """Side (HR pixels) of the blocks that noise is drawn in, each from its own position-keyed seed."""
@@ -48,7 +44,7 @@ precision, at 12 px its base is within 0.002 of an 8-bit level, at 8 px within 0
 class StreamSpec:
     """How one image is streamed: the sampler's settings and the tile plan's."""
 
-    schedule: NoiseSchedule | ResShiftSchedule
+    schedule: AnySchedule
     sampler: str
     eta: float
     attention: str
@@ -225,8 +221,8 @@ def upscale_streamed(
     """
     from ..attention import compute_attention
     from ..diffusion.masking import activation_steps, flat_areas, update_fraction
-    from ..diffusion.sampling import sample
     from ..image.conditioning import upscale_condition
+    from .sampler import sample
     from .sparse import Evaluator
     from .tiling import gaussian_window, plan_tiles
 
@@ -293,7 +289,7 @@ def upscale_streamed(
                 model,
                 cond,
                 schedule,
-                sampler=spec.sampler,  # type: ignore[arg-type]
+                sampler=spec.sampler,
                 eta=spec.eta,
                 attention=attention,
                 lower_bound=spec.lower_bound,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion.sampling import EpsFunction
+from ..diffusion.loop import Predict
 from ..errors import SettingError
 from ..models.base import Condition, SRDenoiser
 
@@ -159,7 +159,7 @@ def tiled_eps_fn(
     *,
     denoise: Denoise | None = None,
     batch: int = 1,
-) -> EpsFunction:
+) -> Predict:
     """An epsilon function over one image's state that runs ``model`` tile by tile and blends.
 
     ``denoise`` replaces the plain model call (e.g. a compiled one). ``batch`` > 1 runs up to that

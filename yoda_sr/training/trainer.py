@@ -247,9 +247,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Masked loss, PSNR-Y and SSIM-Y of the EMA on fixed crops (and bicubic's PSNR-Y); writes a grid."""
-        from ..diffusion.sampling import sample
         from ..evaluation.metrics import image_metrics
         from ..image.imaging import resize_bicubic, to_array
+        from ..runtime.sampler import sample
 
         config = self.config
         batch = validation_batch(self.val_sources or self.sources, config.val_images, config.hr_size, self.scale)

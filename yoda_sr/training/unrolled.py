@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..diffusion.ddpm import DDPM
+from ..diffusion.loop import make_noise_sampler, reverse
 from ..diffusion.masking import activation_steps, block_attention
-from ..diffusion.sampling import make_noise_sampler, model_eps_fn, sample_z0
 from ..diffusion.schedules import NoiseSchedule
 from ..models.base import Condition, SRDenoiser
+from ..runtime.sampler import model_eps_fn
 from .objective import Generators, detached_base_image
 
 
@@ -23,7 +25,7 @@ def unrolled_image(
     block: int = 0,
     generator: Generators = None,
 ) -> Tensor:
-    """The image that ``steps`` DDPM steps of ``sampling.sample_z0`` make, with gradients through every
+    """The image that ``steps`` DDPM steps of ``loop.reverse`` make, with gradients through every
     step (docs/method.md §6): what ``upscale`` returns for this condition, as a function of the weights.
 
     YODA-masked with ``attention`` (N x 1 x H x W) at ``lower_bound``, averaged over ``block`` px blocks
@@ -35,11 +37,10 @@ def unrolled_image(
     activation = None
     if attention is not None:
         activation = activation_steps(block_attention(attention, block), lower_bound, schedule.train_steps)
-    z0 = sample_z0(
+    z0 = reverse(
+        DDPM(respaced),
         model_eps_fn(model, cond),
         model.known_region(cond).detach(),
-        respaced,
-        sampler="ddpm",
         activation=activation,
         noise=make_noise_sampler(generator),
     )
