@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .api import Result, Settings, Upscaler
+    from .api import Resolved, Result, Settings, Upscaler
 
-__all__ = ["Result", "Settings", "Upscaler", "__version__"]
+__all__ = ["Resolved", "Result", "Settings", "Upscaler", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """``Upscaler``, ``Settings`` and ``Result`` load ``yoda_sr.api`` (and torch) on first use."""
-    if name in ("Result", "Settings", "Upscaler"):
+    """``Upscaler``, ``Settings``, ``Resolved`` and ``Result`` load ``yoda_sr.api`` (and torch) on first use."""
+    if name in ("Resolved", "Result", "Settings", "Upscaler"):
         from . import api
 
         return getattr(api, name)

@@ -12,6 +12,7 @@ how inputs are sharded across processes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,8 +25,7 @@ from torch import Tensor
 from . import checkpoints
 from .errors import SettingError, YodaError, checked
 from .image.conditioning import x_up_recipe
-from .runtime import memory
-from .settings import Result, Settings
+from .settings import Resolved, Result, Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -107,57 +107,62 @@ class Upscaler:
     def name(self) -> str:
         return self.loaded.name
 
-    def resolve(self, settings: Settings) -> Settings:
-        """``settings`` with the model's defaults filled in, validated."""
+    def resolve(self, settings: Settings | Resolved) -> Resolved:
+        """``settings`` with the model's defaults filled in, validated: SettingError names the field."""
         from .attention import METHODS
-        from .diffusion.processes import PROCESSES
         from .diffusion.masking import validate_flat_floor, validate_lower_bound
+        from .diffusion.processes import PROCESSES
         from .image.restoration import validate_mode
         from .runtime.sparse import resolve_block
         from .runtime.tiling import check_tile_settings
 
+        request = settings.request() if isinstance(settings, Resolved) else settings
         defaults = self.defaults
-        merged = Settings(
-            steps=defaults.steps if settings.steps is None else settings.steps,
-            sampler=(settings.sampler or defaults.sampler or self.samplers[0]).lower(),
-            eta=defaults.eta if settings.eta is None else settings.eta,
-            attention=settings.attention if settings.attention not in (None, "auto") else defaults.attention,
-            lower_bound=defaults.lower_bound if settings.lower_bound is None else settings.lower_bound,
-            flat_floor=defaults.flat_floor if settings.flat_floor is None else settings.flat_floor,
-            clean=settings.clean,
-            tile=settings.tile,
-            tile_overlap=settings.tile_overlap,
-            tile_batch=settings.tile_batch,
-            stream=str(settings.stream).strip().lower(),
-            memory_budget=settings.memory_budget,
-            sparse=settings.sparse,
-            block=settings.block,
-        )
-        steps, eta, lower_bound = merged.steps, merged.eta, merged.lower_bound
-        assert steps is not None and eta is not None and lower_bound is not None
+        steps = defaults.steps if request.steps is None else request.steps
+        sampler = (request.sampler or defaults.sampler or self.samplers[0]).lower()
+        eta = defaults.eta if request.eta is None else request.eta
+        attention = request.attention if request.attention not in (None, "auto") else defaults.attention
+        lower_bound = defaults.lower_bound if request.lower_bound is None else request.lower_bound
+        flat_floor = defaults.flat_floor if request.flat_floor is None else request.flat_floor
+        stream = str(request.stream).strip().lower()
+        assert steps is not None and eta is not None and lower_bound is not None and attention is not None
         if not 1 <= steps <= self.schedule_spec.steps:
             raise SettingError("steps", f"must be 1..{self.schedule_spec.steps} for this model, got {steps}")
-        if merged.sampler not in self.samplers:
-            raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {merged.sampler}")
+        if sampler not in self.samplers:
+            raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {sampler}")
         if not eta >= 0:
             raise SettingError("eta", f"must be >= 0, got {eta}")
         if eta and not PROCESSES[self.process].eta:
             raise SettingError("eta", f"this model's {self.process} process takes no eta, got {eta}")
-        if merged.attention not in METHODS:
-            raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {merged.attention!r}")
+        if attention not in METHODS:
+            raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {attention!r}")
         checked("lower_bound", validate_lower_bound, lower_bound)
-        checked("flat_floor", validate_flat_floor, float(merged.flat_floor or 0.0))
-        merged.clean = checked("clean", validate_mode, merged.clean)
-        check_tile_settings(merged.tile, merged.tile_overlap, self.model.info.size_multiple, merged.tile_batch)
-        if merged.stream not in ("auto", "on", "off"):
-            raise SettingError("stream", f"must be auto, on or off, got {settings.stream!r}")
-        if merged.stream == "on" and merged.tile == 0:
+        checked("flat_floor", validate_flat_floor, float(flat_floor or 0.0))
+        clean = checked("clean", validate_mode, request.clean)
+        check_tile_settings(request.tile, request.tile_overlap, self.model.info.size_multiple, request.tile_batch)
+        if stream not in ("auto", "on", "off"):
+            raise SettingError("stream", f"must be auto, on or off, got {request.stream!r}")
+        if stream == "on" and request.tile == 0:
             raise SettingError("stream", "streaming works in tiles; it needs tile auto or a tile size, not 0")
-        merged.block = resolve_block(merged.block, merged.sparse, self.model.info.size_multiple)
-        budget = merged.memory_budget
+        budget = request.memory_budget
         if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
             raise SettingError("memory_budget", f"must be a positive number of bytes, got {budget!r}")
-        return merged
+        return Resolved(
+            steps=steps,
+            sampler=sampler,
+            eta=eta,
+            attention=attention,
+            lower_bound=lower_bound,
+            flat_floor=float(flat_floor or 0.0),
+            clean=clean,
+            tile=request.tile,
+            tile_overlap=request.tile_overlap,
+            tile_batch=request.tile_batch,
+            stream=stream,
+            memory_budget=budget,
+            sparse=request.sparse,
+            block=resolve_block(request.block, request.sparse, self.model.info.size_multiple),
+        )
 
     def _tile_side(self, tile: int | str, height: int, width: int, stream: bool = False) -> int | None:
         """HR tile side, or None for no tiling (``tiling.tile_side``)."""
@@ -172,7 +177,7 @@ class Upscaler:
         *,
         seed: int = 0,
         scale: int | None = None,
-        settings: Settings | None = None,
+        settings: Settings | Resolved | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Result:
         """Super-resolve one image by ``scale`` (default: the model's).
@@ -194,11 +199,11 @@ class Upscaler:
         *,
         seeds: Sequence[int],
         scale: int | None = None,
-        settings: Settings | None = None,
+        settings: Settings | Resolved | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Result]:
         """Super-resolve images of one size together (the sampler loop runs once for the batch)."""
-        settings = self.resolve(settings or Settings())
+        resolved = self.resolve(settings or Settings())
         scale = self.scale if scale is None else int(scale)
         if scale < 1 or scale > self.scale:
             raise SettingError("scale", f"{scale}: this model upscales by {self.scale} (or less)")
@@ -208,8 +213,8 @@ class Upscaler:
         from .image.restoration import clean
 
         start = time.perf_counter()
-        cleaned = [clean(image, settings.clean) for image in images]
-        results = self._sample_batch([image for image, _ in cleaned], seeds, scale, settings, progress)
+        cleaned = [clean(image, resolved.clean) for image in images]
+        results = self._sample_batch([image for image, _ in cleaned], seeds, scale, resolved, progress)
         elapsed = time.perf_counter() - start
         for result, (_, cleaning) in zip(results, cleaned, strict=True):
             result.seconds = elapsed / len(results)
@@ -221,29 +226,117 @@ class Upscaler:
         images: Sequence[np.ndarray],
         seeds: Sequence[int],
         scale: int,
-        settings: Settings,
+        settings: Resolved,
         progress: Callable[[int, int], None] | None,
     ) -> list[Result]:
         """``upscale_batch`` after cleaning: sample, with smaller tiles after a GPU out-of-memory error."""
         try:
-            results = memory.run(self, images, seeds, scale, settings, self.dtype, progress)
+            results = self._sample(images, seeds, scale, settings, self.dtype, progress)
         except torch.cuda.OutOfMemoryError:
             if settings.tile == 0:
-                raise YodaError("out of GPU memory without tiling; try --tile auto or a smaller --tile") from None
+                raise SettingError("tile", "out of GPU memory without tiling; use auto or a tile size") from None
             torch.cuda.empty_cache()
             height, width = images[0].shape[0] * self.scale, images[0].shape[1] * self.scale
             current = self._tile_side(settings.tile, height, width) or max(height, width)
             smaller = current // 2
             if smaller < 2 * self.model.info.size_multiple:
-                raise YodaError("out of GPU memory even with the smallest tile; try --device cpu") from None
-            settings.tile = smaller
-            return self._sample_batch(images, seeds, scale, settings, progress)
+                raise SettingError("device", "out of GPU memory even with the smallest tile; use the CPU") from None
+            return self._sample_batch(images, seeds, scale, dataclasses.replace(settings, tile=smaller), progress)
         except _NonFinite:
-            results = memory.run(self, images, seeds, scale, settings, torch.float32, progress)
+            results = self._sample(images, seeds, scale, settings, torch.float32, progress)
         for image, result in zip(images, results, strict=True):
             if not result.image.any() and image.any():
                 raise YodaError("the model produced an all-black image; it was not written")
         return results
+
+    def _sample(
+        self,
+        images: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        scale: int,
+        settings: Resolved,
+        dtype: torch.dtype,
+        progress: Callable[[int, int], None] | None,
+    ) -> list[Result]:
+        """Images of one shape, whole (in runs that fit the memory budget) or streamed (``memory.plan``)."""
+        from .runtime.memory import bytes_per_pixel, memory_budget, plan
+        from .runtime.streaming import stream_images
+        from .runtime.tiling import lr_multiple
+        from .runtime.whole import upscale_whole
+        from .runtime.window import SamplingSpec
+
+        model = self._model_in(dtype)
+        multiple = lr_multiple(self.model.info.size_multiple, self.scale)
+        hr_size = [-(-side // multiple) * multiple * self.scale for side in images[0].shape[:2]]
+        if dtype not in self._pixel_bytes:
+            self._pixel_bytes[dtype] = bytes_per_pixel(model, dtype)
+        budget = settings.memory_budget or memory_budget(self.device)
+        chosen = plan(hr_size[0] * hr_size[1], self._pixel_bytes[dtype], budget, stream=settings.stream,
+                      tiling=settings.tile != 0)  # fmt: skip
+        spec = SamplingSpec(
+            schedule=self.schedule_spec.build().respace(settings.steps),
+            sampler=settings.sampler,
+            eta=settings.eta,
+            attention=settings.attention,
+            lower_bound=settings.lower_bound,
+            mask_input=self.mask_input,
+            dtype=dtype,
+            x_up=self.x_up,
+            sparse=settings.sparse,
+            block=settings.block,
+            denoise=self.denoise if model is self.model else None,
+            flat_floor=settings.flat_floor if settings.attention != "none" else 0.0,
+        )
+
+        def check(image: Tensor) -> None:
+            if not torch.isfinite(image).all():
+                if dtype != torch.float32:
+                    raise _NonFinite
+                raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
+
+        if chosen.streamed:
+            tile = self._tile_side(settings.tile, 0, 0, stream=True)
+            assert tile is not None
+            upscaled = stream_images(
+                model, images, seeds, scale, spec, tile_side=tile, overlap=settings.tile_overlap, device=self.device,
+                progress=progress, check=check,
+            )  # fmt: skip
+        else:
+            tile = self._tile_side(settings.tile, *hr_size)
+            upscaled = []
+            for first in range(0, len(images), chosen.per_run):
+                part = slice(first, first + chosen.per_run)
+                count = len(images[part])
+
+                def offset(done: int, total: int, first: int = first, count: int = count) -> None:
+                    assert progress is not None
+                    progress(first * total // count + done, len(images) * total // count)
+
+                upscaled += upscale_whole(
+                    model, images[part], seeds[part], scale, spec, device=self.device, tile=tile,
+                    overlap=settings.tile_overlap, tile_batch=settings.tile_batch, progress=progress and offset,
+                    check=check,
+                )  # fmt: skip
+        return [
+            Result(
+                image=one.image,
+                attention=one.attention,
+                update_fraction=one.update_fraction,
+                seconds=0.0,
+                steps=settings.steps,
+                sampler=settings.sampler,
+                attention_method=settings.attention,
+                lower_bound=settings.lower_bound,
+                tile=tile,
+                dtype=str(dtype).removeprefix("torch."),
+                streamed=chosen.streamed,
+                work_fraction=one.work_fraction,
+                sparse=settings.sparse,
+                block=settings.block,
+                flat_floor=spec.flat_floor,
+            )
+            for one in upscaled
+        ]
 
     def _model_in(self, dtype: torch.dtype) -> SRDenoiser:
         """The denoiser in ``dtype`` (a float32 copy is made once for retries of fp16/bf16 runs)."""
@@ -255,118 +348,6 @@ class Upscaler:
             self._float_model = copy.deepcopy(self.model).to(dtype=dtype)
         return self._float_model
 
-    def _result(
-        self, image: np.ndarray, attention: np.ndarray | None, fraction: float, settings: Settings, tile: int | None,
-        dtype: torch.dtype, streamed: bool = False, work: float = 1.0,
-    ) -> Result:  # fmt: skip
-        """A Result with the run's settings (images, maps and fractions as ``_run`` or streaming made them)."""
-        assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
-        assert settings.lower_bound is not None and isinstance(settings.block, int)
-        steps, sampler, method, bound = settings.steps, settings.sampler, settings.attention, settings.lower_bound
-        name, extra = str(dtype).removeprefix("torch."), (streamed, work, settings.sparse, settings.block)
-        flat = float(settings.flat_floor or 0.0) if method != "none" else 0.0
-        return Result(image, attention, fraction, 0.0, steps, sampler, method, bound, tile, name, *extra, flat)
-
-    @staticmethod
-    def _check_finite(image: Tensor, dtype: torch.dtype) -> None:
-        """Raise for NaN or inf in a sampled image: retried in fp32, or an error in fp32."""
-        if not torch.isfinite(image).all():
-            if dtype != torch.float32:
-                raise _NonFinite
-            raise YodaError("the model produced non-finite values (also in fp32); the image was not written")
-
-    @torch.inference_mode()
-    def _run(
-        self,
-        images: Sequence[np.ndarray],
-        seeds: Sequence[int],
-        scale: int,
-        settings: Settings,
-        dtype: torch.dtype,
-        progress: Callable[[int, int], None] | None,
-    ) -> list[Result]:
-        """Prepare the condition and attention once, then sample through ``sampler.sample``."""
-        from .attention import compute_attention
-        from .diffusion.masking import flat_areas, update_fraction
-        from .image.conditioning import upscale_condition
-        from .image.imaging import resize_bicubic, to_tensor
-        from .runtime.sampler import sample
-        from .runtime.sparse import Evaluator, StepProgress
-        from .runtime.tiling import lr_multiple, pad_to
-
-        assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
-        assert settings.eta is not None and settings.lower_bound is not None and isinstance(settings.block, int)
-        model = self._model_in(dtype)
-        info = model.info
-        bits_dtype = images[0].dtype
-        lr = torch.cat([to_tensor(image) for image in images])
-        if lr.shape[1] != 3:
-            raise ValueError("Upscaler takes H x W x 3 images; convert greyscale to RGB first")
-        lr, (height, width) = pad_to(lr, lr_multiple(info.size_multiple, self.scale))
-        lr = lr.to(self.device)
-        hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        x_up = upscale_condition(lr, hr_size, self.x_up)
-        cond = model.prepare(lr.to(dtype), x_up.to(dtype)).to(torch.float32)
-        cond.x_up = x_up
-        attention, flat = None, None
-        if settings.attention != "none":
-            attention = compute_attention(lr, settings.attention, hr_size=hr_size)
-            if settings.flat_floor:
-                flat = flat_areas(lr, settings.flat_floor, self.scale)
-
-        schedule = self.schedule_spec.build().respace(settings.steps)
-        tile = self._tile_side(settings.tile, *hr_size)
-        evaluator = Evaluator(
-            model,
-            cond,
-            tile=tile,
-            overlap=settings.tile_overlap,
-            block=settings.block,
-            denoise=self.denoise if model is self.model else None,
-            tile_batch=settings.tile_batch,
-        )
-        ticks = StepProgress(progress, schedule.num_steps, len(evaluator.tiles) * len(images))
-        evaluator.watch(ticks.call)  # the evaluator runs the denoiser one image at a time
-        sampled = sample(
-            model,
-            cond,
-            schedule,
-            sampler=settings.sampler,
-            eta=settings.eta,
-            attention=attention,
-            lower_bound=settings.lower_bound,
-            mask_input=self.mask_input,
-            generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
-            eps_fn=evaluator.dense,
-            masked_eps_fn=evaluator.masked if settings.sparse else None,
-            block=settings.block,
-            callback=ticks.step,
-            flat=flat,
-        )
-        self._check_finite(sampled.image, dtype)
-        window = (slice(None), slice(None), slice(0, height * self.scale), slice(0, width * self.scale))
-        sr = sampled.image[window]
-        if scale != self.scale:
-            sr = resize_bicubic(sr, size=(height * scale, width * scale))
-        return [
-            self._result(
-                _to_image(sr[i : i + 1], bits_dtype),
-                None if attention is None else attention[window][i, 0].cpu().numpy(),
-                1.0 if sampled.activation is None else update_fraction(sampled.activation[window][i], schedule.steps),
-                settings,
-                tile,
-                dtype,
-                work=evaluator.work_fraction(schedule.num_steps)[i],
-            )
-            for i in range(len(images))
-        ]
-
 
 class _NonFinite(Exception):
     """A reduced-precision run produced NaN or inf: retried in fp32."""
-
-
-def _to_image(x: Tensor, dtype: np.dtype) -> np.ndarray:
-    from .image.imaging import to_array
-
-    return to_array(x.float(), dtype)

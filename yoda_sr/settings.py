@@ -1,8 +1,9 @@
-"""What one upscale is asked for and what it returns: ``Settings`` and ``Result`` (``api.Upscaler``)."""
+"""What one upscale is asked for, what it runs with and what it returns: ``Settings`` (the request,
+``None`` for the model's default), ``Resolved`` (filled in and checked) and ``Result`` (``api.Upscaler``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +41,35 @@ class Settings:
     """HR side of the blocks the map is averaged over; auto: 64 with ``sparse``, 0 (pixel-level) without."""
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """``Settings`` with the model's defaults filled in and every value checked (``Upscaler.resolve``):
+    what a run actually uses. Frozen; ``dataclasses.replace`` makes a changed copy."""
+
+    steps: int
+    sampler: str
+    eta: float
+    attention: str
+    """An attention method, or ``none`` (plain diffusion)."""
+    lower_bound: float
+    flat_floor: float
+    clean: str
+    tile: int | str
+    """``auto`` or a side in pixels (0: off)."""
+    tile_overlap: int
+    tile_batch: int
+    stream: str
+    """auto, on or off."""
+    memory_budget: int | None
+    sparse: bool
+    block: int
+    """HR side of the blocks the map is averaged over (0: pixel-level)."""
+
+    def request(self) -> Settings:
+        """The same values as a request (to resolve again, e.g. for another model)."""
+        return Settings(**{field.name: getattr(self, field.name) for field in fields(self)})
+
+
 @dataclass
 class Result:
     """One super-resolved image and what it cost."""
@@ -72,4 +102,4 @@ class Result:
         return Image.fromarray(array)
 
 
-__all__ = ["Result", "Settings"]
+__all__ = ["Resolved", "Result", "Settings"]

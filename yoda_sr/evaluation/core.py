@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..api import Settings, Upscaler
+from ..api import Resolved, Settings, Upscaler
 from ..errors import SettingError, YodaError
 from ..image.degradations import Degradation
 from ..image.io import read_picture, write_picture
@@ -92,7 +92,7 @@ class Evaluation:
         self,
         upscaler: Upscaler,
         methods: list[str],
-        settings: Settings,
+        settings: Resolved,
         scale: int,
         seed: int = 0,
         lpips: dict[str, Lpips] | None = None,

@@ -23,7 +23,7 @@ from .batch import Item
 from .files import IMAGE_EXTENSIONS, FoundImages
 
 if TYPE_CHECKING:
-    from ..api import Result, Settings, Upscaler
+    from ..api import Resolved, Result, Settings, Upscaler
     from ..image.io import Picture
 
 RUN_LOG = "yoda-sr-upscale.jsonl"
@@ -108,7 +108,7 @@ def models_for_scale(scale: int) -> list[str]:
 
 def load(
     model: str | None, device: str, dtype: str, scale: int | None, settings: Settings, local_rank: int, world: int
-) -> tuple[Upscaler, Settings, int]:
+) -> tuple[Upscaler, Resolved, int]:
     """The upscaler (on this rank's device), its resolved settings and the output scale."""
     from ..api import Upscaler
 
@@ -237,7 +237,7 @@ class UpscaleJobs:
     def __init__(
         self,
         upscaler: Upscaler,
-        settings: Settings,
+        settings: Resolved,
         scale: int,
         seed: int,
         *,

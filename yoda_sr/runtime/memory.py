@@ -1,10 +1,11 @@
 """How much memory a run needs, and so how it runs: whole-image sampling or streamed tiles.
 
-Whole-image sampling (``api.Upscaler._run``) keeps full-size float tensors of the state, the
-condition, the attention map and the noise. ``run`` estimates their peak from the model
-(``bytes_per_pixel``) and compares it with a budget (``Settings.memory_budget``, by default half the
+Whole-image sampling (``whole``) keeps full-size float tensors of the state, the condition, the
+attention map and the noise. ``plan`` takes their estimated peak (``bytes_per_pixel`` of the model,
+times the pixels) and a budget (``Settings.memory_budget``, by default ``memory_budget``: half the
 machine's memory size, or the GPU's): under it images are sampled whole, in batches that fit; over
 it, or with ``Settings.stream = "on"``, they are streamed tile by tile (``streaming``, docs/method.md §7).
+``api.Upscaler`` dispatches on the plan.
 
 The choice depends on one image's size, the model and the machine, never on the batch or on what
 else is running, so an image's result does not depend on its batch; splitting a batch changes
@@ -14,17 +15,12 @@ nothing either, since the denoiser runs one image at a time.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from ..models.base import SRDenoiser
-
-if TYPE_CHECKING:
-    from ..api import Result, Settings, Upscaler
 
 BUDGET_FRACTION = 0.5
 """Whole-image sampling is used while its estimated peak stays under this share of the memory size."""
@@ -88,82 +84,21 @@ def bytes_per_pixel(model: SRDenoiser, dtype: torch.dtype) -> int:
     return channels * (4 + element) + 16 * 3 * 4 + 4 + 8 + 8 + 3 * 8
 
 
-def run(
-    upscaler: Upscaler,
-    images: Sequence[np.ndarray],
-    seeds: Sequence[int],
-    scale: int,
-    settings: Settings,
-    dtype: torch.dtype,
-    progress: Callable[[int, int], None] | None,
-) -> list[Result]:
-    """Upscale images of one shape whole (in batches under the budget) or streamed, as they need."""
-    from .tiling import lr_multiple
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How images of one size run: streamed tile by tile, or whole, ``per_run`` images at a time."""
 
-    multiple = lr_multiple(upscaler.model.info.size_multiple, upscaler.scale)
-    pixels = int(np.prod([-(-side // multiple) * multiple * upscaler.scale for side in images[0].shape[:2]]))
-    budget = settings.memory_budget or memory_budget(upscaler.device)
-    model = upscaler._model_in(dtype)
-    per_pixel = upscaler._pixel_bytes.get(dtype) or upscaler._pixel_bytes.setdefault(
-        dtype, bytes_per_pixel(model, dtype)
-    )
+    streamed: bool
+    per_run: int
+    needed: int
+    """Estimated peak bytes of whole-image sampling of one image."""
+
+
+def plan(pixels: int, per_pixel: int, budget: int, *, stream: str = "auto", tiling: bool = True) -> MemoryPlan:
+    """Whole-image sampling while one image's estimate (``pixels`` HR pixels x ``per_pixel`` bytes)
+    fits ``budget``, as many images per run as fit; streamed tiles above it (``stream`` auto, and only
+    where ``tiling`` is allowed) or always (``stream`` on)."""
     needed = per_pixel * pixels
-    if settings.stream == "on" or (settings.stream == "auto" and settings.tile != 0 and needed > budget):
-        return _run_streamed(upscaler, images, seeds, scale, settings, dtype, progress)
-    per_run = max(1, budget // needed)
-    results: list[Result] = []
-    for first in range(0, len(images), per_run):
-        part = slice(first, first + per_run)
-        count = len(images[part])
-
-        def offset(done: int, total: int, first: int = first, count: int = count) -> None:
-            assert progress is not None
-            progress(first * total // count + done, len(images) * total // count)
-
-        results += upscaler._run(images[part], seeds[part], scale, settings, dtype, progress and offset)
-    return results
-
-
-def _run_streamed(
-    upscaler: Upscaler,
-    images: Sequence[np.ndarray],
-    seeds: Sequence[int],
-    scale: int,
-    settings: Settings,
-    dtype: torch.dtype,
-    progress: Callable[[int, int], None] | None,
-) -> list[Result]:
-    from .streaming import StreamSpec, stream_images
-    from .tiling import lr_multiple
-
-    assert settings.steps is not None and settings.sampler is not None and settings.attention is not None
-    assert settings.eta is not None and settings.lower_bound is not None
-    tile = upscaler._tile_side(settings.tile, 0, 0, stream=True)
-    assert tile is not None
-    spec = StreamSpec(
-        schedule=upscaler.schedule_spec.build().respace(settings.steps),
-        sampler=settings.sampler,
-        eta=settings.eta,
-        attention=settings.attention,
-        lower_bound=settings.lower_bound,
-        mask_input=upscaler.mask_input,
-        tile=tile,
-        overlap=settings.tile_overlap,
-        dtype=dtype,
-        lr_multiple=lr_multiple(upscaler.model.info.size_multiple, upscaler.scale),
-        x_up=upscaler.x_up,
-        sparse=settings.sparse,
-        block=int(settings.block),
-        denoise=upscaler.denoise if dtype == upscaler.dtype else None,
-        flat_floor=float(settings.flat_floor or 0.0),
-    )
-
-    def check(image: torch.Tensor) -> None:
-        upscaler._check_finite(image, dtype)
-
-    model = upscaler._model_in(dtype)
-    streamed = stream_images(model, images, seeds, scale, spec, upscaler.device, progress, check)
-    return [
-        upscaler._result(out, attention, fraction, settings, tile, dtype, streamed=True, work=work)
-        for out, attention, fraction, work in streamed
-    ]
+    if stream == "on" or (stream == "auto" and tiling and needed > budget):
+        return MemoryPlan(streamed=True, per_run=1, needed=needed)
+    return MemoryPlan(streamed=False, per_run=max(1, budget // needed), needed=needed)

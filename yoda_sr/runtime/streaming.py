@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion.processes import AnySchedule
+from ..attention import compute_attention
+from ..diffusion.masking import activation_steps, block_attention, flat_areas, update_fraction
+from ..image.imaging import _taps_float64, resize_bicubic, to_array, to_tensor
 from ..models.base import SRDenoiser
-from .tiling import Denoise, Tile
+from ..seeds import derive_seed
+from .sparse import Evaluator
+from .tiling import Tile, gaussian_window, lr_multiple, plan_tiles
+from .window import SamplingSpec, Upscaled, condition, sample_window
 
 NOISE_BLOCK = 64
 """Side (HR pixels) of the blocks that noise is drawn in, each from its own position-keyed seed."""
@@ -38,33 +42,6 @@ MIN_LR_MARGIN = 8
 """LR pixels of context around a tile for the encoder: 3 per RRDB block, at least this. Measured on
 the embedded model (6 blocks, so 18): at 16 px the tile's condition equals the whole image's to float
 precision, at 12 px its base is within 0.002 of an 8-bit level, at 8 px within 0.07."""
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """How one image is streamed: the sampler's settings and the tile plan's."""
-
-    schedule: AnySchedule
-    sampler: str
-    eta: float
-    attention: str
-    lower_bound: float
-    mask_input: bool
-    tile: int
-    overlap: int
-    dtype: torch.dtype
-    lr_multiple: int
-    """LR sides are padded (replicating the border) to a multiple of this."""
-    x_up: str = "bicubic"
-    """The model's condition recipe (``conditioning``)."""
-    sparse: bool = False
-    """Evaluate the denoiser on the active blocks only (``sparse.Evaluator``)."""
-    block: int = 0
-    """HR side of the blocks the map is averaged over, anchored at the image's origin (0: pixel-level)."""
-    denoise: Denoise | None = None
-    """How the denoiser is called (``tiling.Denoise``: e.g. compiled); None: the model itself."""
-    flat_floor: float = 0.0
-    """With an attention map, LR areas with less detail than this keep the base (``masking.flat_areas``)."""
 
 
 class PositionalNoise:
@@ -87,8 +64,6 @@ class PositionalNoise:
         self.order = 0
 
     def __call__(self, like: Tensor) -> Tensor:
-        from ..seeds import derive_seed
-
         if like.dim() != 4 or like.shape[0] != 1:
             raise ValueError(f"positional noise is drawn for one image, got shape {tuple(like.shape)}")
         channels, height, width = like.shape[1:]
@@ -114,7 +89,6 @@ class _ImageRows:
         self.out, self.done = out, 0
 
     def write(self, rows: Tensor) -> None:
-        from ..image.imaging import to_array
 
         count = rows.shape[-2]
         self.out[self.done : self.done + count] = to_array(rows, self.out.dtype)
@@ -129,7 +103,6 @@ class _ResizedRows:
     """
 
     def __init__(self, out: np.ndarray, in_height: int) -> None:
-        from ..image.imaging import _taps_float64
 
         indices, weights = _taps_float64(in_height, out.shape[0], True)
         self.indices, self.weights = torch.from_numpy(indices), torch.from_numpy(weights).float()
@@ -138,7 +111,6 @@ class _ResizedRows:
         self.start = 0  # image row of the buffer's first row
 
     def write(self, rows: Tensor) -> None:
-        from ..image.imaging import resize_bicubic
 
         out_width = self.sink.out.shape[1]
         resized = resize_bicubic(rows, size=(rows.shape[-2], out_width))[0]
@@ -174,7 +146,6 @@ def tile_attention(attention_lr: Tensor, tile: Tile, scale: int, block: int) -> 
     The LR window reaches one LR pixel beyond the blocks the tile touches, so its bilinear upscale is
     the whole HR map there (``upscale_window``) and each block's mean is the whole map's.
     """
-    from ..diffusion.masking import block_attention
 
     side = max(block, 1)
     lr_height, lr_width = attention_lr.shape[-2:]
@@ -207,7 +178,9 @@ def upscale_streamed(
     out: np.ndarray,
     *,
     seed: int,
-    spec: StreamSpec,
+    spec: SamplingSpec,
+    tile_side: int,
+    overlap: int,
     device: torch.device,
     on_tile: Callable[[], None],
     check: Callable[[Tensor], None],
@@ -215,17 +188,11 @@ def upscale_streamed(
     """Super-resolve one padded LR image (1 x 3 x h x w on the CPU) tile by tile into ``out``.
 
     ``size`` is the unpadded LR (height, width); ``out`` is the H x W x 3 output array (at the
-    model's scale, or smaller: then rows are bicubic-resized on the fly). ``check`` raises on a
+    model's scale, or smaller: then rows are bicubic-resized on the fly); ``tile_side`` and
+    ``overlap`` are the HR tile plan's (``tiling.plan_tiles``). ``check`` raises on a
     tile's non-finite output. Returns the attention map at LR size (unpadded), the update fraction
     and the work fraction (pixels the denoiser ran on / steps x image pixels).
     """
-    from ..attention import compute_attention
-    from ..diffusion.masking import activation_steps, flat_areas, update_fraction
-    from ..image.conditioning import upscale_condition
-    from .sampler import sample
-    from .sparse import Evaluator
-    from .tiling import gaussian_window, plan_tiles
-
     schedule = spec.schedule
     scale = int(model.info.scale)
     lr_height, lr_width = lr.shape[-2:]
@@ -236,7 +203,7 @@ def upscale_streamed(
         attention_lr = compute_attention(lr, spec.attention, device=device).cpu()
         if spec.flat_floor:
             flat_lr = flat_areas(lr, spec.flat_floor)
-    tiles = plan_tiles(height, width, spec.tile, spec.overlap, model.info.size_multiple, align=scale)
+    tiles = plan_tiles(height, width, tile_side, overlap, model.info.size_multiple, align=scale)
     row_starts = sorted({t.top for t in tiles})
     col_starts = sorted({t.left for t in tiles})
     rows_owned = dict(
@@ -260,10 +227,9 @@ def upscale_streamed(
             c, d = max(0, tile.left // scale - margin), min(lr_width, (tile.left + tile.width) // scale + margin)
             dy, dx = tile.top - a * scale, tile.left - c * scale
             crop = lr[..., a:b, c:d].to(device)
-            x_up = upscale_condition(crop, ((b - a) * scale, (d - c) * scale), spec.x_up)
-            cond = model.prepare(crop.to(spec.dtype), x_up.to(spec.dtype)).to(torch.float32)
-            cond.x_up = x_up
-            cond = cond.crop(dy, dx, tile.height, tile.width)
+            cond = condition(model, crop, ((b - a) * scale, (d - c) * scale), spec).crop(
+                dy, dx, tile.height, tile.width
+            )
             attention, flat = None, None
             if attention_lr is not None:
                 attention = tile_attention(attention_lr, tile, scale, spec.block).to(device)
@@ -285,20 +251,8 @@ def upscale_streamed(
                 noise.advance(info)
                 on_tile()
 
-            sampled = sample(
-                model,
-                cond,
-                schedule,
-                sampler=spec.sampler,
-                eta=spec.eta,
-                attention=attention,
-                lower_bound=spec.lower_bound,
-                mask_input=spec.mask_input,
-                noise=noise,
-                eps_fn=evaluator.dense,
-                masked_eps_fn=evaluator.masked if spec.sparse else None,
-                callback=step,
-                flat=flat,
+            sampled = sample_window(
+                model, cond, spec, evaluator, attention=attention, flat=flat, noise=noise, callback=step
             )
             evaluated += evaluator.pixels[0]
             check(sampled.image)
@@ -325,21 +279,21 @@ def stream_images(
     images: Sequence[np.ndarray],
     seeds: Sequence[int],
     scale: int,
-    spec: StreamSpec,
+    spec: SamplingSpec,
+    *,
+    tile_side: int,
+    overlap: int,
     device: torch.device,
     progress: Callable[[int, int], None] | None,
     check: Callable[[Tensor], None],
-) -> list[tuple[np.ndarray, np.ndarray | None, float, float]]:
+) -> list[Upscaled]:
     """Streamed super-resolution of H x W x 3 uint8/uint16 images, one after the other, by ``scale``
-    (at most the model's). Returns per image the output array, the LR-size attention map, the update
-    and the work fraction; ``progress`` counts tile steps (steps x tiles x images)."""
-    from ..image.imaging import to_tensor
-    from .tiling import plan_tiles
-
+    (at most the model's), in HR tiles of ``tile_side`` overlapping by ``overlap``. The attention map
+    of each result is at LR size; ``progress`` counts tile steps (steps x tiles x images)."""
     model_scale = int(model.info.scale)
-    multiple = spec.lr_multiple
+    multiple = lr_multiple(model.info.size_multiple, model_scale)
     sides = [-(-side // multiple) * multiple * model_scale for side in images[0].shape[:2]]
-    tiles = plan_tiles(sides[0], sides[1], spec.tile, spec.overlap, model.info.size_multiple, align=model_scale)
+    tiles = plan_tiles(sides[0], sides[1], tile_side, overlap, model.info.size_multiple, align=model_scale)
     total, done = spec.schedule.num_steps * len(tiles) * len(images), 0
 
     def tick() -> None:
@@ -357,7 +311,8 @@ def stream_images(
         lr = F.pad(lr, (0, (-width) % multiple, 0, (-height) % multiple), mode="replicate")
         out = np.empty((height * scale, width * scale, 3), dtype=image.dtype)
         attention, fraction, work = upscale_streamed(
-            model, lr, (height, width), out, seed=seed, spec=spec, device=device, on_tile=tick, check=check
-        )
-        results.append((out, attention, fraction, work))
+            model, lr, (height, width), out, seed=seed, spec=spec, tile_side=tile_side, overlap=overlap,
+            device=device, on_tile=tick, check=check,
+        )  # fmt: skip
+        results.append(Upscaled(image=out, attention=attention, update_fraction=fraction, work_fraction=work))
     return results
