@@ -23,8 +23,18 @@ import torch
 from torch import Tensor
 
 from . import checkpoints
+from .diffusion.masking import validate_flat_floor, validate_lower_bound
+from .diffusion.processes import PROCESSES, SAMPLERS, process_of, schedule_spec
 from .errors import SettingError, YodaError, checked
 from .image.conditioning import x_up_recipe
+from .image.imaging import join_channels, split_channels
+from .image.restoration import clean, validate_mode
+from .runtime.compiled import CompiledDenoiser
+from .runtime.devices import resolve_device, resolve_dtype
+from .runtime.memory import bytes_per_pixel, memory_budget, plan
+from .runtime.sparse import resolve_block
+from .runtime.tiling import auto_tile_side, check_tile_settings, lr_multiple, tile_side
+from .runtime.window import SamplingSpec
 from .settings import Resolved, Result, Settings
 
 if TYPE_CHECKING:
@@ -46,7 +56,6 @@ class Upscaler:
         self.device = device
         self.dtype = dtype
         self.scale = int(self.model.info.scale)
-        from .diffusion.processes import SAMPLERS, process_of, schedule_spec
 
         self.process = process_of(self.metadata)  # ddpm or resshift: what the network was trained for
         self.samplers = SAMPLERS[self.process]
@@ -84,7 +93,6 @@ class Upscaler:
         ``channels_last`` (default: on the CPU) lays the denoiser's weights out channels-last, which
         oneDNN's convolutions run faster; ``compile`` calls ``compile()``.
         """
-        from .runtime.devices import resolve_device, resolve_dtype
 
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         torch_dtype = resolve_dtype(dtype, device)
@@ -99,7 +107,6 @@ class Upscaler:
     def compile(self, on_failure: Callable[[str], None] | None = None) -> None:
         """Run the denoiser through ``torch.compile`` from now on (``compiled``: for long jobs; one graph
         per tile shape; uncompiled after one ``on_failure`` line if it cannot compile)."""
-        from .runtime.compiled import CompiledDenoiser
 
         self.denoise = CompiledDenoiser(self.model, on_failure=on_failure)
 
@@ -110,11 +117,6 @@ class Upscaler:
     def resolve(self, settings: Settings | Resolved) -> Resolved:
         """``settings`` with the model's defaults filled in, validated: SettingError names the field."""
         from .attention import METHODS
-        from .diffusion.masking import validate_flat_floor, validate_lower_bound
-        from .diffusion.processes import PROCESSES
-        from .image.restoration import validate_mode
-        from .runtime.sparse import resolve_block
-        from .runtime.tiling import check_tile_settings
 
         request = settings.request() if isinstance(settings, Resolved) else settings
         defaults = self.defaults
@@ -166,7 +168,6 @@ class Upscaler:
 
     def _tile_side(self, tile: int | str, height: int, width: int, stream: bool = False) -> int | None:
         """HR tile side, or None for no tiling (``tiling.tile_side``)."""
-        from .runtime.tiling import auto_tile_side, tile_side
 
         auto = auto_tile_side(self.device, self.metadata["hparams"]) if tile == "auto" else 0
         return tile_side(tile, height, width, self.model.info.size_multiple, self.scale, auto, stream)
@@ -186,7 +187,6 @@ class Upscaler:
         or uint16. The result has the same layout and dtype: grey stays grey, and alpha is upscaled
         with the project's bicubic and re-attached (``Result.to_pil()`` gives a PIL image).
         """
-        from .image.imaging import join_channels, split_channels
 
         rgb, alpha, grey = split_channels(image)
         result = self.upscale_batch([rgb], seeds=[seed], scale=scale, settings=settings, progress=progress)[0]
@@ -210,7 +210,6 @@ class Upscaler:
         shapes = {image.shape for image in images}
         if len(shapes) != 1 or len(seeds) != len(images):
             raise ValueError("upscale_batch takes images of one shape and one seed per image")
-        from .image.restoration import clean
 
         start = time.perf_counter()
         cleaned = [clean(image, resolved.clean) for image in images]
@@ -259,11 +258,8 @@ class Upscaler:
         progress: Callable[[int, int], None] | None,
     ) -> list[Result]:
         """Images of one shape, whole (in runs that fit the memory budget) or streamed (``memory.plan``)."""
-        from .runtime.memory import bytes_per_pixel, memory_budget, plan
         from .runtime.streaming import stream_images
-        from .runtime.tiling import lr_multiple
         from .runtime.whole import upscale_whole
-        from .runtime.window import SamplingSpec
 
         model = self._model_in(dtype)
         multiple = lr_multiple(self.model.info.size_multiple, self.scale)

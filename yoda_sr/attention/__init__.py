@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoints import installed_path
 from ..errors import YodaError
 from . import classic
 
@@ -54,7 +55,6 @@ def default_weights_path(method: str) -> Path:
     """
     if method not in WEIGHTED_METHODS:
         raise ValueError(f"{method!r} has no weights; methods with weights: {', '.join(WEIGHTED_METHODS)}")
-    from ..checkpoints import installed_path
 
     return installed_path(method)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..diffusion.masking import activation_steps, expected_update_fraction, validate_lower_bound
 from ..image.colormap import colormap
 from ..image.plots import font as _font
 
@@ -166,8 +167,6 @@ def timeline(
     ``flat`` (bool, the map's shape; ``masking.flat_areas``) marks pixels that are never active.
     """
     import torch
-
-    from ..diffusion.masking import activation_steps, expected_update_fraction, validate_lower_bound
 
     validate_lower_bound(lower_bound)
     if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 1:

@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..convert import convert_file
 from ..errors import UsageError, YodaError
 from ..fsutil import temporary_path
+from ..models import get_config
 from ..weights_file import save, sha256_file, tensor_names
 from .paths import check_name
 from .registry import Entry, find_entry
@@ -36,7 +38,6 @@ def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | 
     ``repin`` replaces a first-download pin with this file's hash (``download --force``).
     """
     # convert (and torch with it) is imported on use, so listing or verifying checkpoints stays light.
-    from ..convert import convert_file
 
     target = installed_path(entry.name)
     if entry.format in ("safetensors", "timm") and raw.suffix == ".safetensors":
@@ -79,7 +80,6 @@ class DamagedSourceError(YodaError):
 
 
 def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) -> dict[str, Any]:
-    from ..models import get_config
 
     metadata = dict(converted)
     if metadata.get("kind") == "denoiser":
@@ -102,7 +102,6 @@ def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) ->
 
 def _imported_metadata(file: Path, name: str, converted: Converted, source_sha: str) -> dict[str, Any]:
     """Metadata of a file imported under a name the registry does not know."""
-    from ..models import get_config
 
     metadata = dict(converted.metadata)
     config_name = metadata.get("matched_config")
@@ -137,7 +136,6 @@ def import_checkpoint(
 
     ``scale`` and ``norm_groups`` are for SR3 weights that match no registered configuration.
     """
-    from ..convert import convert_file
 
     check_name(name)
     entry = find_entry(name)

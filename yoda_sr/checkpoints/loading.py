@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, YodaError
+from ..models import create_model_from_config
+from ..models.lpips import NETS, LpipsNetwork
+from ..models.validation import check_denoiser_metadata, check_shapes
 from ..weights_file import read_metadata, tensor_shapes
 from .store import installed_path, read_lock, require
 
@@ -78,9 +81,6 @@ def load_denoiser(
     import torch
     from safetensors.torch import load as load_weights
 
-    from ..models import create_model_from_config
-    from ..models.validation import check_denoiser_metadata, check_shapes
-
     path, name = resolve_model_file(name_or_path)
     metadata = read_metadata(path)
     if metadata.get("kind") != "denoiser" or "arch" not in metadata:
@@ -110,8 +110,6 @@ def load_lpips(name_or_path: str | os.PathLike[str], *, device: torch.device | s
     """An LPIPS network (eval mode, no gradients) from a named checkpoint (``lpips-vgg``,
     ``lpips-alex``) or a yoda-sr .safetensors file; NotInstalledError naming the command that gets it."""
     from safetensors.torch import load as load_weights
-
-    from ..models.lpips import NETS, LpipsNetwork
 
     path, _ = resolve_model_file(name_or_path)
     metadata = read_metadata(path)

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..image.conditioning import upscale_condition
 from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
+from ..runtime.tiling import lr_multiple, pad_to
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -39,9 +41,6 @@ def whole_image_condition(upscaler: Upscaler, lr: np.ndarray) -> tuple[Tensor, C
     """The padded LR (1 x 3 x h' x w' on the upscaler's device) and the model's condition on it,
     prepared as ``Upscaler`` does for whole-image sampling (call under ``torch.inference_mode``)."""
     import torch
-
-    from ..image.conditioning import upscale_condition
-    from ..runtime.tiling import lr_multiple, pad_to
 
     model, factor = upscaler.model, upscaler.scale
     padded, _ = pad_to(to_tensor(lr), lr_multiple(model.info.size_multiple, factor))

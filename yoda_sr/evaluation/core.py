@@ -42,6 +42,7 @@ import numpy as np
 from .._version import __version__
 from ..api import Resolved, Settings, Upscaler
 from ..errors import SettingError, YodaError
+from ..fsutil import atomic_write_bytes
 from ..image.degradations import Degradation
 from ..image.io import read_picture, write_picture
 from ..image.restoration import clean
@@ -177,7 +178,6 @@ def _output_names(keys: list[str]) -> dict[str, Path]:
 
 def _write_text(path: Path, text: str) -> None:
     """Write a UTF-8 text file atomically."""
-    from ..fsutil import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

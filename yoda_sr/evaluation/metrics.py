@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..checkpoints import is_installed, load_lpips
+from ..errors import YodaError
+from ..image.imaging import rgb_to_y, to_tensor
+
 if TYPE_CHECKING:
     import torch
 
@@ -76,8 +80,6 @@ def y_channel(rgb: np.ndarray) -> np.ndarray:
     is not rounded (MATLAB's ``rgb2ycbcr`` of uint8 would round it).
     """
     import torch
-
-    from ..image.imaging import rgb_to_y
 
     array = np.asarray(rgb)
     if array.ndim != 3 or array.shape[2] != 3:
@@ -138,7 +140,6 @@ def lpips_checkpoint(net: str) -> str:
 
 def lpips_available(net: str) -> bool:
     """Whether LPIPS-``net``'s weights are installed (nothing is downloaded here)."""
-    from ..checkpoints import is_installed
 
     return is_installed(lpips_checkpoint(net))
 
@@ -162,9 +163,6 @@ class Lpips:
     ) -> None:
         import torch
 
-        from ..checkpoints import load_lpips
-        from ..errors import YodaError
-
         self.network = load_lpips(weights or lpips_checkpoint(net), device=device)
         if self.network.net != net:
             raise YodaError(f"{weights} holds LPIPS-{self.network.net} weights, not LPIPS-{net}")
@@ -184,8 +182,6 @@ class Lpips:
         """LPIPS of each image to ``reference`` (H x W x 3 uint8, one shape), its features computed once."""
         import torch
 
-        from ..image.imaging import to_tensor
-
         for image in images:
             if image.shape != reference.shape:
                 raise ValueError(f"images differ in shape: {image.shape} and {reference.shape}")
@@ -204,7 +200,6 @@ class Lpips:
 def load_lpips_models(device: str | torch.device = "cpu") -> tuple[dict[str, Lpips], str | None]:
     """LPIPS of each backbone whose weights are installed, and one line about the others (None when
     every backbone loaded)."""
-    from ..errors import YodaError
 
     models: dict[str, Lpips] = {}
     missing = [net for net in LPIPS_NETS if not lpips_available(net)]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SettingError
+from ..image.grids import labelled_grid
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips_vgg", "lpips_alex")
 LPIPS_COLUMNS = {"vgg": "LPIPS-VGG", "alex": "LPIPS-Alex"}
@@ -131,7 +132,6 @@ def grid_labels(methods: list[str], scale: int) -> list[str]:
 
 def make_grid(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
     """Square cells (rows of equal length), cropped to the smallest cell's side, under column labels."""
-    from ..image.grids import labelled_grid
 
     side = min(min(cell.shape[:2]) for row in rows for cell in row)
     return labelled_grid([[_centre(cell, side) for cell in row] for row in rows], labels)

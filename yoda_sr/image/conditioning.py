@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .imaging import resize_bicubic
+
 X_UP_RECIPES: dict[str, str] = {
     "bicubic": "yoda-sr's bicubic (Pillow's kernel and borders, clipped after each pass)",
     "pil-uint8": "Pillow BICUBIC on the 8-bit LR, rounded to 8 bits (Janspiry's SR3)",
@@ -45,8 +47,6 @@ def x_up_recipe(metadata: Mapping[str, Any]) -> str:
 def upscale_condition(lr: Tensor, size: tuple[int, int], recipe: str = DEFAULT_X_UP) -> Tensor:
     """x_up of N x C x h x w ``lr`` (in [-1, 1]) at HR ``size``, float32 on ``lr``'s device."""
     if recipe == "bicubic":
-        from .imaging import resize_bicubic
-
         return resize_bicubic(lr.float(), size=size)
     if recipe not in X_UP_RECIPES:
         raise ValueError(f"unknown x_up recipe {recipe!r}; known: {', '.join(X_UP_RECIPES)}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .colormap import colormap
 from .plots import INK, font, matplotlib_available, render_figure
 
 MIN_CELL = 96
@@ -95,7 +96,6 @@ def labelled_grid(
 
 
 def _pillow_labels(canvas: np.ndarray, plan: Layout, labels: Sequence[str], colorbar: str | None) -> np.ndarray:
-    from .colormap import colormap
 
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
@@ -120,8 +120,6 @@ def _matplotlib_labels(canvas: np.ndarray, plan: Layout, labels: Sequence[str], 
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
-
-    from .colormap import colormap
 
     dpi = 100
     figure = Figure(figsize=(plan.width / dpi, plan.height / dpi), dpi=dpi)

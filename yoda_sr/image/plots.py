@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .io import save_png
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -148,7 +150,6 @@ def _pillow_legend(draw: ImageDraw.ImageDraw, names: Sequence[str], centre: floa
 def line_plot(series: Series, path: str | Path, ylabel: str) -> Path:
     """Draw each named series of (x = step, y) points as a line with markers, whole-step ticks and a
     legend below the axes; write a PNG (matplotlib when available, else Pillow)."""
-    from .io import save_png
 
     if matplotlib_available():
         return save_png(render_figure(line_figure(series, ylabel)), path)

@@ -13,7 +13,19 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from ..api import DEFAULT_MODEL
+from ..attention.render import heatmap, overlay, timeline
+from ..checkpoints import resolve_model_file
+from ..diffusion.masking import expected_update_fraction, flat_areas, validate_flat_floor
 from ..errors import SettingError, checked
+from ..fsutil import atomic_write
+from ..image.grids import labelled_grid
+from ..image.imaging import resize_bicubic, scaled_size, to_array, to_tensor
+from ..image.io import read_picture, save_png
+from ..image.restoration import clean, validate_mode
+from ..models.validation import check_denoiser_metadata
+from ..runtime.devices import resolve_device
+from ..weights_file import read_metadata
 from .batch import Item
 
 ATTENTION_SUFFIX = ".attention"
@@ -35,10 +47,6 @@ class ModelAttention:
 
 def model_attention(model: str | None = None) -> ModelAttention:
     """What ``upscale --model MODEL`` diffuses with (default: the default model), from its metadata."""
-    from ..api import DEFAULT_MODEL
-    from ..checkpoints import resolve_model_file
-    from ..models.validation import check_denoiser_metadata
-    from ..weights_file import read_metadata
 
     path, name = resolve_model_file(model or DEFAULT_MODEL)
     metadata = read_metadata(path)
@@ -126,9 +134,6 @@ class AttentionMaps:
         flat_floor: float = 0.0,
         clean: str = "auto",
     ) -> None:
-        from ..diffusion.masking import validate_flat_floor
-        from ..image.restoration import validate_mode
-        from ..runtime.devices import resolve_device
 
         self.method = parse_method(method)
         self.heads = parse_heads(heads)
@@ -156,12 +161,6 @@ class AttentionMaps:
         import torch
 
         from ..attention import compute_attention
-        from ..attention.render import heatmap, overlay, timeline
-        from ..diffusion.masking import expected_update_fraction, flat_areas
-        from ..fsutil import atomic_write
-        from ..image.imaging import resize_bicubic, scaled_size, to_array, to_tensor
-        from ..image.io import read_picture, save_png
-        from ..image.restoration import clean
 
         lr = to_tensor(clean(read_picture(item.image).rgb, self.clean)[0])
         rgb = to_array(lr)
@@ -195,8 +194,6 @@ class AttentionMaps:
                 flat_map = None if flat is None else flat.numpy()
                 renders[output] = timeline(values, self.lower_bound, self.steps, self.timeline or 1, flat_map)
         if self.colorbar and primary in renders:
-            from ..image.grids import labelled_grid
-
             title = f"{self.method} attention{' over the image' if self.overlay else ''}"
             renders[primary] = labelled_grid([[renders[primary]]], [title], colorbar="A")
         for output, content in renders.items():

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import checkpoints
+from ..api import Upscaler
+from ..attention.render import heatmap
 from ..errors import SettingError, UsageError, YodaError
+from ..fsutil import temporary_path
+from ..image.imaging import resize_channel
+from ..image.io import read_picture, save_png, write_picture
+from ..seeds import derive_seed
 from .batch import Item
 from .files import IMAGE_EXTENSIONS, FoundImages
 
@@ -97,7 +104,6 @@ def check_suffix(suffix: str) -> str:
 
 def models_for_scale(scale: int) -> list[str]:
     """Registered denoisers that upscale by ``scale`` or more."""
-    from .. import checkpoints
 
     names = []
     for name, entry in checkpoints.load_registry().items():
@@ -110,7 +116,6 @@ def load(
     model: str | None, device: str, dtype: str, scale: int | None, settings: Settings, local_rank: int, world: int
 ) -> tuple[Upscaler, Resolved, int]:
     """The upscaler (on this rank's device), its resolved settings and the output scale."""
-    from ..api import Upscaler
 
     if scale is not None and scale < 1:
         raise SettingError("scale", f"must be a positive integer, got {scale}")
@@ -159,7 +164,6 @@ def output_folder(out: Path | None) -> Path | None:
 def check_out(out: Path | None) -> None:
     """Refuse an output that cannot work before any image is computed: a file that is not an image
     name, an image format we cannot write, or a folder we cannot write into."""
-    from ..fsutil import temporary_path
 
     if out is None:
         return
@@ -256,8 +260,6 @@ class UpscaleJobs:
         self.note = note
 
     def __call__(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Upscaled | BaseException]]:
-        from ..image.io import read_picture
-        from ..seeds import derive_seed
 
         groups: dict[tuple[object, ...], list[tuple[Job, Picture]]] = {}
         for job in jobs:
@@ -328,8 +330,6 @@ class UpscaleJobs:
 
 def save(output: Path, picture: Picture, result: Result, save_attention: bool) -> None:
     """Write the output (and its attention map) atomically, restoring alpha, grey, ICC and EXIF."""
-    from ..image.imaging import resize_channel
-    from ..image.io import save_png, write_picture
 
     image = result.image
     alpha = None
@@ -346,6 +346,4 @@ def save(output: Path, picture: Picture, result: Result, save_attention: bool) -
         format=PILLOW_FORMATS.get(output.suffix.lower(), "PNG"),
     )
     if save_attention and result.attention is not None:
-        from ..attention.render import heatmap
-
         save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))

@@ -13,7 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..diffusion.processes import PROCESSES, SAMPLERS, schedule_spec
 from ..errors import YodaError
+from ..image.conditioning import DEFAULT_X_UP, X_UP_RECIPES
+from . import create_model_from_config
+from ._registry import ARCHS
 
 MAX_HPARAM = 1 << 16
 """No hyperparameter of a registered architecture is an integer above this."""
@@ -27,9 +31,6 @@ class MetadataError(YodaError):
 
 def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """MetadataError naming the file and the first problem; returns quietly for usable metadata."""
-    from ..diffusion.processes import PROCESSES, SAMPLERS, schedule_spec
-    from ..image.conditioning import DEFAULT_X_UP, X_UP_RECIPES
-    from ._registry import ARCHS
 
     def fail(problem: str) -> MetadataError:
         return MetadataError(f"{path}: its yoda-sr metadata {problem}; the file cannot be used as a model")
@@ -94,8 +95,6 @@ def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tu
     The model is built on the ``meta`` device, so nothing is allocated whatever the metadata says.
     """
     import torch
-
-    from . import create_model_from_config
 
     try:
         with torch.device("meta"):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ..checkpoints.paths import home
 from ..models.base import Condition, SRDenoiser
 
 BACKEND = "inductor"
@@ -33,7 +34,6 @@ QUIET_LOGGERS = ("torch._dynamo", "torch._inductor", "torch.utils.cpp_extension"
 
 def cache_folder() -> str:
     """Where Inductor keeps compiled kernels between runs."""
-    from ..checkpoints.paths import home
 
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(home() / "cache" / "torchinductor")
 

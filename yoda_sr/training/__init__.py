@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig
 from .objective import (
     NoisedBatch,
     NoiseDraw,
@@ -23,6 +23,7 @@ from .objective import (
     noise_batch,
     predict,
 )
+from .resume import load_config
 from .trainer import Trainer
 
 __all__ = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -113,34 +112,6 @@ def read_settings(path: str | Path, setting: str = "config") -> dict[str, Any]:
     if unknown:
         raise SettingError(setting, f"{path}: unknown keys {', '.join(unknown)}")
     return values
-
-
-def load_config(
-    path: str | Path | None, overrides: dict[str, Any], log: Callable[[str], None] | None = None
-) -> TrainConfig:
-    """A TrainConfig from a TOML file (optional) with non-None ``overrides`` applied on top.
-
-    With ``resume``, the run's recorded ``config.toml`` is the base and what the file and the
-    overrides ask for is checked against it (``resume.resumed_settings``); ``log`` gets the one
-    line that says what a resume changes.
-    """
-    values: dict[str, Any] = read_settings(path) if path is not None else {}
-    given = {key: value for key, value in overrides.items() if value is not None}
-    from_file = set(values) - set(given)
-    values.update(given)
-    try:
-        check_types(values)
-        if values.get("resume"):
-            from .resume import resumed_settings
-
-            values = resumed_settings(values, log or (lambda _: None))
-        config = TrainConfig(**values)
-        validate(config)
-    except SettingError as error:
-        if error.setting not in from_file:
-            raise
-        raise SettingError(error.setting, f"{error} ({error.setting} in {path})") from None
-    return config
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}

@@ -16,6 +16,10 @@ from torch import Tensor
 from .. import checkpoints
 from ..errors import UsageError, YodaError
 from ..fsutil import atomic_write
+from ..image.degradations import random_degradation
+from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
+from ..image.io import read_picture
+from ..jobs.files import find_images
 from ..seeds import derive_seed
 from .config import TrainConfig
 
@@ -39,7 +43,6 @@ def _attention_cache_dir() -> Path:
 def _source_attention(hr: Tensor, digest: str, method: str, scale: int) -> Tensor:
     """A of an HR image computed on its LR version (docs/method.md §4), cached on disk by content."""
     from ..attention import compute_attention
-    from ..image.imaging import bicubic_degrade
 
     height, width = hr.shape[-2:]
     cache = _attention_cache_dir() / f"{digest[:32]}-{method}-x{scale}-{height}x{width}.npy"
@@ -61,9 +64,6 @@ def _source_attention(hr: Tensor, digest: str, method: str, scale: int) -> Tenso
 
 def load_sources(folder: str | Path, config: TrainConfig, scale: int, log: Callable[[str], None]) -> list[Source]:
     """Every readable image of ``folder`` (recursively) as a Source; bad ones are skipped with a warning."""
-    from ..image.imaging import resize_bicubic, to_tensor
-    from ..image.io import read_picture
-    from ..jobs.files import find_images
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -146,7 +146,6 @@ class Collate:
     lr_jpeg: int = 0
 
     def __call__(self, samples: list[Batch]) -> Batch:
-        from ..image.imaging import resize_bicubic
 
         batch: Batch = torch.utils.data.default_collate(samples)
         height, width = batch["hr"].shape[-2:]
@@ -159,8 +158,6 @@ class Collate:
 
     def degrade(self, lr: Tensor, index: int) -> Tensor:
         """One 3 x h x w LR crop in [-1, 1], rounded to 8 bits and randomly degraded (1 x 3 x h x w)."""
-        from ..image.degradations import random_degradation
-        from ..image.imaging import to_array, to_tensor
 
         generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
         degradation = random_degradation(self.lr_noise, self.lr_jpeg, generator)
@@ -215,7 +212,6 @@ def batches(
 def validation_batch(sources: Sequence[Source], count: int, size: int, scale: int) -> Batch:
     """Fixed validation crops: centre crops of the first ``count`` images (indices below 0, so their
     noise draws never meet a training sample's)."""
-    from ..image.imaging import resize_bicubic
 
     windows = [
         _window(source, (source.hr.shape[-2] - size) // 2, (source.hr.shape[-1] - size) // 2, size)

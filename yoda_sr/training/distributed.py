@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..runtime.devices import resolve_device
+
 
 @dataclass
 class Dist:
@@ -61,7 +63,6 @@ class Dist:
 
 def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """This process's Dist and device: from torchrun's environment, or a single process."""
-    from ..runtime.devices import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:

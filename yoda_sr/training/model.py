@@ -12,13 +12,13 @@ from .. import checkpoints
 from ..diffusion.resshift import SAMPLER as RESSHIFT_SAMPLER
 from ..diffusion.resshift import ResShiftSpec
 from ..errors import UsageError, YodaError
+from ..models import create_model, get_config, list_configs
 from ..models.base import SRDenoiser
 from .config import TrainConfig
 
 
 def build_model(config: TrainConfig) -> tuple[SRDenoiser, dict[str, Any]]:
     """The model to train and the base of its metadata (architecture, schedule, sampling)."""
-    from ..models import create_model, get_config, list_configs
 
     names = {c.name for c in list_configs()}
     model: SRDenoiser

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingError
-from .config import TrainConfig, check_types, read_settings
+from .config import TrainConfig, check_types, read_settings, validate
 
 ADJUSTABLE = (
     "val",
@@ -103,3 +103,29 @@ def resumed_settings(requested: dict[str, Any], log: Callable[[str], None]) -> d
     if notes:
         log(f"resuming {out} with {'; '.join(notes)}")
     return merged
+
+
+def load_config(
+    path: str | Path | None, overrides: dict[str, Any], log: Callable[[str], None] | None = None
+) -> TrainConfig:
+    """A TrainConfig from a TOML file (optional) with non-None ``overrides`` applied on top.
+
+    With ``resume``, the run's recorded ``config.toml`` is the base and what the file and the
+    overrides ask for is checked against it (``resumed_settings``); ``log`` gets the one
+    line that says what a resume changes.
+    """
+    values: dict[str, Any] = read_settings(path) if path is not None else {}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    from_file = set(values) - set(given)
+    values.update(given)
+    try:
+        check_types(values)
+        if values.get("resume"):
+            values = resumed_settings(values, log or (lambda _: None))
+        config = TrainConfig(**values)
+        validate(config)
+    except SettingError as error:
+        if error.setting not in from_file:
+            raise
+        raise SettingError(error.setting, f"{error} ({error.setting} in {path})") from None
+    return config

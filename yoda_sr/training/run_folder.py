@@ -20,8 +20,13 @@ from torch import Tensor
 
 from .. import checkpoints
 from .._version import __version__
+from ..attention.render import heatmap
 from ..errors import UsageError, YodaError
 from ..fsutil import atomic_save, atomic_write_bytes, remove_stale_temporaries
+from ..image.grids import labelled_grid
+from ..image.imaging import to_array
+from ..image.io import save_png
+from ..image.plots import line_plot
 from .config import TrainConfig, to_toml
 
 GRID_LABELS = ("LR", "bicubic", "SR (EMA)", "HR", "attention")
@@ -117,7 +122,6 @@ class RunFolder:
 
     def record(self, history: list[dict[str, float]]) -> None:
         """Rewrite metrics.csv, loss.png and psnr.png from the whole history."""
-        from ..image.plots import line_plot
 
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore", lineterminator="\r\n")
@@ -143,10 +147,6 @@ class RunFolder:
     def write_grid(self, step: int, lr: Tensor, x_up: Tensor, sr: Tensor, hr: Tensor, attention: Tensor) -> Path:
         """samples/step_NNNNNN.png: one row per image, LR (nearest) | bicubic | SR | HR | attention,
         under column labels, with a colour bar for the attention map."""
-        from ..attention.render import heatmap
-        from ..image.grids import labelled_grid
-        from ..image.imaging import to_array
-        from ..image.io import save_png
 
         lr_big = torch.nn.functional.interpolate(lr, size=hr.shape[-2:], mode="nearest")
         rows = []

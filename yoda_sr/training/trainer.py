@@ -24,9 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checkpoints import load_lpips
+from ..diffusion.processes import schedule_spec
 from ..diffusion.schedules import NoiseSchedule
 from ..errors import UsageError, YodaError
+from ..evaluation.metrics import image_metrics, lpips_available, lpips_checkpoint
+from ..fsutil import atomic_save
+from ..image.imaging import resize_bicubic, to_array
 from ..models.base import SRDenoiser
+from ..runtime.compiled import CompiledDenoiser
+from ..runtime.sampler import sample
 from ..runtime.sparse import resolve_block
 from . import objective
 from .config import TrainConfig
@@ -42,7 +49,6 @@ class Trainer:
     """One training run (see the module docstring); ``run()`` trains to ``config.iterations``."""
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] | None = None) -> None:
-        from ..diffusion.processes import schedule_spec
 
         self.config = config
         self.log: Callable[[str], None] = log or (lambda message: print(message, file=sys.stderr))
@@ -80,14 +86,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.denoise = None
         if config.compile:
-            from ..runtime.compiled import CompiledDenoiser
-
             self.denoise = CompiledDenoiser(self.model, on_failure=self._main_log)
 
     def _perceptual_network(self) -> torch.nn.Module:
         """LPIPS-VGG, frozen, for the ``perceptual`` loss; a UsageError naming the fix when missing."""
-        from ..checkpoints import load_lpips
-        from ..evaluation.metrics import lpips_available, lpips_checkpoint
 
         name = lpips_checkpoint("vgg")
         if not lpips_available("vgg"):
@@ -135,7 +137,6 @@ class Trainer:
         and the images of the denoiser's z_0 estimates, each weighted by ``Prediction.weight``; with
         ``unroll_steps`` the perceptual and ``sample_l1`` sums compare the unrolled sample instead (both
         left out with ``perceptual_term=False``: validation reports the masked L1 alone)."""
-        from ..image.imaging import resize_bicubic
 
         hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
         x_up = resize_bicubic(lr, size=(hr.shape[-2], hr.shape[-1]))
@@ -235,8 +236,6 @@ class Trainer:
             return
         from safetensors.torch import save_file
 
-        from ..fsutil import atomic_save
-
         grads = {
             name: p.grad.detach().cpu().contiguous() for name, p in self.model.named_parameters() if p.grad is not None
         }
@@ -247,9 +246,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Masked loss, PSNR-Y and SSIM-Y of the EMA on fixed crops (and bicubic's PSNR-Y); writes a grid."""
-        from ..evaluation.metrics import image_metrics
-        from ..image.imaging import resize_bicubic, to_array
-        from ..runtime.sampler import sample
 
         config = self.config
         batch = validation_batch(self.val_sources or self.sources, config.val_images, config.hr_size, self.scale)
