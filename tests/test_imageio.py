@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 from skimage import data
 
-from yoda_sr.errors import UsageError, YodaError
+from yoda_sr.errors import SettingError, YodaError
 from yoda_sr.image.io import DEFAULT_MAX_PIXELS, MIN_SIDE, output_format, read_picture, sniff_image, write_picture
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -314,7 +314,7 @@ def test_output_format_choices():
     assert output_format("PNG", "tif") == ("TIFF", ".tif")
     with pytest.raises(YodaError, match="transparency"):
         output_format("PNG", "jpg", alpha=True)
-    with pytest.raises(UsageError, match="unknown output format 'gif'"):
+    with pytest.raises(SettingError, match="unknown output format .gif."):
         output_format("PNG", "gif")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import YodaError
+from ..errors import YodaError, setting
 from ..weights_file import sha256_file
 from .importing import DamagedSourceError, install_converted
 from .paths import download_path
@@ -157,7 +157,8 @@ def _hf_fetch(entry: Entry, offline: bool) -> Path:
             ) from None
         if offline:
             raise NotInstalledError(
-                f"{entry.name} is not in the local cache and downloads are off (--offline or HF_HUB_OFFLINE=1); "
+                f"{entry.name} is not in the local cache and downloads are off ({setting('offline')} or "
+                "HF_HUB_OFFLINE=1); "
                 f"run `yoda-sr checkpoints download {entry.name}` on a machine with network"
             ) from None
         raise YodaError(
@@ -231,7 +232,7 @@ def download(name: str, *, offline: bool = False, force: bool = False, progress:
     filename = Path(urllib.parse.urlparse(url).path).name
     if offline:
         raise NotInstalledError(
-            f"{name} is not downloaded and downloads are off (--offline or HF_HUB_OFFLINE=1); "
+            f"{name} is not downloaded and downloads are off ({setting('offline')} or HF_HUB_OFFLINE=1); "
             f"run `yoda-sr checkpoints download {name}` with network{_elsewhere(entry, filename)}"
         )
     raw = download_path(name, filename)

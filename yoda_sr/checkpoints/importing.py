@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..convert import convert_file
-from ..errors import UsageError, YodaError
+from ..errors import RequestError, YodaError, setting
 from ..fsutil import temporary_path
 from ..models import get_config
 from ..weights_file import save, sha256_file, tensor_names
@@ -140,11 +140,11 @@ def import_checkpoint(
     check_name(name)
     entry = find_entry(name)
     if entry is not None and entry.embedded:
-        raise UsageError(f"{name} is embedded in the package; import under another name")
+        raise RequestError(f"{name} is embedded in the package; import under another name")
     read_lock()  # a damaged lock stops the import before anything is written
     target = installed_path(name)
     if target.exists() and not force:
-        raise UsageError(f"{name} is already installed ({target}); pass --force to replace it")
+        raise RequestError(f"{name} is already installed ({target}); pass {setting('force')} to replace it")
     file = Path(file)
     source_sha = sha256_file(file)
     config = None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError, YodaError
+from ..errors import RequestError, YodaError
 from ..models import create_model_from_config
 from ..models.lpips import NETS, LpipsNetwork
 from ..models.validation import check_denoiser_metadata, check_shapes
@@ -46,11 +46,11 @@ def resolve_model_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]
         for inside in ("weights/ema.safetensors", "weights/model.safetensors", "model.safetensors"):
             if (candidate / inside).is_file():
                 return candidate / inside, candidate.name
-        raise UsageError(f"{candidate} is a folder without weights/ema.safetensors; is it a training run folder?")
+        raise RequestError(f"{candidate} is a folder without weights/ema.safetensors; is it a training run folder?")
     if candidate.is_file():
         return candidate, candidate.stem
     if text.endswith(".safetensors") or os.sep in text:
-        raise UsageError(f"model file {text} does not exist")
+        raise RequestError(f"model file {text} does not exist")
     return require(text), text
 
 

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import RequestError
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """A checkpoint name: it becomes a file name in the store, so it can never name a path."""
@@ -28,9 +28,9 @@ def lock_path() -> Path:
 
 
 def check_name(name: str) -> str:
-    """``name`` if it is a valid checkpoint name, else UsageError (before any file is touched)."""
+    """``name`` if it is a valid checkpoint name, else RequestError (before any file is touched)."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise UsageError(
+        raise RequestError(
             f"checkpoint name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with "
             "a letter or digit"
         )

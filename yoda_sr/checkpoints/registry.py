@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError, YodaError
+from ..errors import RequestError, YodaError
 from .paths import user_registry_path
 
 if sys.version_info >= (3, 11):
@@ -159,10 +159,10 @@ def find_entry(name: str) -> Entry | None:
 
 
 def get_entry(name: str) -> Entry:
-    """A registry entry by name; UsageError naming close matches when there is none."""
+    """A registry entry by name; RequestError naming close matches when there is none."""
     registry = load_registry()
     if name in registry:
         return registry[name]
     close = difflib.get_close_matches(name, list(registry), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(f"no checkpoint named {name!r}{hint}; `yoda-sr checkpoints list` shows them all")
+    raise RequestError(f"no checkpoint named {name!r}{hint}; `yoda-sr checkpoints list` shows them all")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError, YodaError
+from ..errors import RequestError, YodaError
 from ..fsutil import atomic_write_bytes
 from ..weights_file import sha256_file
 from .paths import NAME, lock_path, store_folder, store_path
@@ -33,7 +33,7 @@ def installed_path(name: str) -> Path:
     return store_path(name)
 
 
-_LOCK_ADVICE = "remove it, then download or import (with --force) the checkpoints again"
+_LOCK_ADVICE = "remove it, then download or import (replacing) the checkpoints again"
 
 
 def read_lock() -> dict[str, dict[str, Any]]:
@@ -153,7 +153,7 @@ def require(name: str) -> Path:
         return installed_path(name)
     entry = find_entry(name)
     if entry is None:
-        raise UsageError(
+        raise RequestError(
             f"no checkpoint named {name!r} (not in the registry, not imported); "
             "`yoda-sr checkpoints list` shows the names, or pass a .safetensors path"
         )
@@ -187,7 +187,7 @@ def verify(names: list[str] | None = None) -> list[Verification]:
             continue
         record = lock["installed"].get(name)
         if entry is None and record is None:
-            raise UsageError(f"no checkpoint named {name!r}; `yoda-sr checkpoints list` shows them all")
+            raise RequestError(f"no checkpoint named {name!r}; `yoda-sr checkpoints list` shows them all")
         if record is None or not installed_path(name).is_file():
             results.append(Verification(name, False, "not downloaded"))
             continue
@@ -204,7 +204,7 @@ def remove(name: str) -> bool:
     """Delete an installed checkpoint's file and record (pins stay). False if it was not installed."""
     entry = find_entry(name)
     if entry is not None and entry.embedded:
-        raise UsageError(f"{name} is embedded in the package and cannot be removed")
+        raise RequestError(f"{name} is embedded in the package and cannot be removed")
     path = installed_path(name)
     read_lock()  # a damaged lock stops here, before the file goes
     existed = _delete_store_file(path)

@@ -14,9 +14,9 @@ import typer
 from typer.exceptions import TyperException
 
 from .._version import __version__
-from ..errors import SettingError, YodaError
+from ..errors import SettingError, YodaError, name_settings
 from . import attention, checkpoints, evaluate, sample, train, upscale
-from .common import flag
+from .common import flag, flag_with_value
 
 __all__ = ["app", "main"]
 
@@ -44,6 +44,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     """Diffusion super-resolution that diffuses only where it matters (YODA)."""
+    name_settings(flag_with_value)  # library messages name settings by their flags from here on
 
 
 app.command("upscale")(upscale.upscale)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
 from ..jobs.files import IMAGE_EXTENSIONS
-from .common import clean_option, debugging, notes, report_error
+from .common import UsageError, clean_option, debugging, notes, report_error
 
 
 def attention(

@@ -7,6 +7,14 @@ from typing import Any
 
 import typer
 
+from ..errors import RequestError
+
+
+class UsageError(RequestError):
+    """The command line asks for something impossible (exit code 2): flags that contradict each other,
+    an environment (torchrun's variables) that does not fit. The library raises ``SettingError`` and
+    ``RequestError`` instead; only the CLI knows flags."""
+
 
 def debugging(ctx: typer.Context) -> bool:
     """Whether the root `--debug` flag is set (failures then raise with their traceback)."""
@@ -31,6 +39,11 @@ def report_error(message: str) -> None:
 def flag(setting: str) -> str:
     """The option that sets a library setting: ``tile_overlap`` -> ``--tile-overlap``."""
     return "--" + setting.replace("_", "-")
+
+
+def flag_with_value(setting: str, value: str | None) -> str:
+    """How messages name a setting on the command line (``errors.name_settings``): ``--max-pixels 4096``."""
+    return flag(setting) if value is None else f"{flag(setting)} {value}"
 
 
 def flat_floor_option() -> Any:

@@ -74,7 +74,7 @@ def evaluate(
     """
     from ..evaluation.core import evaluate as run_evaluation
     from ..evaluation.core import markdown_table
-    from ..jobs.upscaling import parse_block, parse_sparse
+    from .options import parse_block, parse_sparse
 
     summary = run_evaluation(
         data,

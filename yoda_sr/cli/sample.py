@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
+from .common import UsageError
 
 SAMPLE = "samples/astronaut.png"
 """A 128 x 128 crop of NASA's public-domain astronaut photo (via scikit-image), shipped in the package."""

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import UsageError
-from .common import clean_option, debugging, flat_floor_option, note, notes, report_error
+from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
     from ..jobs.upscaling import Job, Upscaled
@@ -112,13 +111,9 @@ def upscale(
         ignored_endings,
         load,
         output_folder,
-        output_format,
-        parse_block,
-        parse_sparse,
-        parse_tile,
         plan_jobs,
     )
-    from ..jobs.upscaling import shard as torchrun_shard
+    from .options import output_format, parse_block, parse_sparse, parse_tile, torchrun_shard
 
     fmt = output_format(fmt)
     if batch_size < 1:
@@ -143,7 +138,7 @@ def upscale(
     rank, world, local_rank = torchrun_shard()
     upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
     if compile_model:
-        upscaler.compile(on_failure=notes(quiet))
+        upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
     if settings.attention in WEIGHTED_METHODS:
         try:
             require_weights(settings.attention)

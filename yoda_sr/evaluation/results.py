@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SettingError
+from ..errors import SettingError, setting
 from ..image.grids import labelled_grid
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips_vgg", "lpips_alex")
@@ -156,9 +156,9 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
         **(settings if isinstance(settings, dict) else {}),
         **{key: content.get(key) for key in ("model_sha256", "data", "dtype")},
     }
-    flat.setdefault("degrade", "none")  # evaluations from before --degrade had clean LR
-    flat.setdefault("flat_floor", 0.0)  # and before --flat-floor, no flat areas were kept
-    flat.setdefault("clean", "off")  # and before --clean, the LR went in as it was
+    flat.setdefault("degrade", "none")  # evaluations from before the degrade setting had clean LR
+    flat.setdefault("flat_floor", 0.0)  # and before flat_floor, no flat areas were kept
+    flat.setdefault("clean", "off")  # and before clean, the LR went in as it was
     return {key: flat.get(key) for key in IDENTITY}
 
 
@@ -210,7 +210,7 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise SettingError(
             "out",
             f"{out} is not empty and holds no evaluation (no summary.json); choose another folder, or write "
-            "into it anyway (--overwrite)",
+            f"into it anyway ({setting('overwrite')})",
         )
 
 
@@ -226,14 +226,15 @@ def previous_records(out: Path, ours: dict[str, Any]) -> list[Record]:
         content = error
     if not isinstance(content, dict):
         raise SettingError(
-            "out", f"{summary} is not a yoda-sr evaluation; choose another folder, or overwrite it (--overwrite)"
+            "out",
+            f"{summary} is not a yoda-sr evaluation; choose another folder, or overwrite it ({setting('overwrite')})",
         )
     changed = differences(identity(content), identity(ours))
     if changed:
         raise SettingError(
             "out",
             f"{out} holds a different evaluation ({'; '.join(changed)}); choose another folder, or "
-            "overwrite it (--overwrite)",
+            f"overwrite it ({setting('overwrite')})",
         )
     return read_records(out / "per_image.csv")
 

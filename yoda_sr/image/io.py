@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError, features
 
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..fsutil import atomic_write
 from .png16 import EXIF_PREFIX, encode_png16, tile_rawmodes, wide_samples
 
@@ -130,9 +130,11 @@ def read_picture(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
     except PermissionError:
         raise YodaError(f"{source}: cannot be read (permission denied); check its permissions") from None
     except Image.DecompressionBombError as error:
-        raise YodaError(f"{source}: {error} Pass --max-pixels to allow it.") from None
+        raise YodaError(f"{source}: {error} Raise {setting('max_pixels')} to allow it.") from None
     except MemoryError:
-        raise YodaError(f"{source}: not enough memory to decode it; lower --max-pixels to skip such images") from None
+        raise YodaError(
+            f"{source}: not enough memory to decode it; lower {setting('max_pixels')} to skip such images"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise YodaError(f"{source}: is truncated or damaged ({error}); copy or export it again") from None
     if orientation in _ORIENT:
@@ -175,7 +177,7 @@ def _check_size(source: Path, size: tuple[int, int], max_pixels: int | None) -> 
     if max_pixels is not None and width * height > max_pixels:
         raise YodaError(
             f"{source}: is {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,}; "
-            f"pass --max-pixels {width * height} to allow it"
+            f"pass {setting('max_pixels', width * height)} to allow it"
         )
 
 
@@ -260,9 +262,9 @@ def output_format(
     elif choice in _FORMATS:
         chosen = _FORMATS[choice]
     else:
-        raise UsageError(f"unknown output format {requested!r}; choose auto, png, jpg, webp or tiff")
+        raise SettingError("format", f"unknown output format {requested!r}; choose auto, png, jpg, webp or tiff")
     if chosen[0] == "JPEG" and alpha:
-        raise YodaError("JPEG cannot store transparency; choose --format png, webp or tiff for images with alpha")
+        raise SettingError("format", "JPEG cannot store transparency; choose png, webp or tiff for images with alpha")
     return chosen
 
 
@@ -293,7 +295,7 @@ def write_picture(
         )
     pillow_format = _FORMATS[name][0]
     if alpha is not None and pillow_format == "JPEG":
-        raise YodaError(f"{target}: JPEG cannot store transparency; choose --format png, webp or tiff")
+        raise YodaError(f"{target}: JPEG cannot store transparency; choose {setting('format', 'png')}, webp or tiff")
     samples = _channels(rgb, alpha, grey and pillow_format != "WEBP")
     has_alpha = alpha is not None
     if samples.dtype == np.uint16 and not _holds(pillow_format, has_alpha, 16, samples.shape[2] - has_alpha == 1):

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import setting
+
 IMAGE_EXTENSIONS = frozenset(
     (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
     + (".pnm", ".gif", ".tga")
@@ -103,7 +105,7 @@ def _walk(top: Path, recursive: bool, excluded: list[Path], notes: list[str]) ->
                 if recursive:
                     pending.append(entry)
                 else:
-                    notes.append(f"skipped folder {entry} (use --recursive)")
+                    notes.append(f"skipped folder {entry} (use {setting('recursive')})")
                 continue
             files.append(entry)
     return sorted(files)

@@ -1,10 +1,10 @@
-"""Upscaling image files: output names and formats, torchrun sharding, the run log, batched sampling.
+"""Upscaling image files: output names and formats, the run log, batched sampling.
 
 The work is ``api.Upscaler``; the loop (plan, refuse, skip, go on past failures) is ``batch.Batch``.
 Outputs are written atomically with the input's alpha, grey, ICC profile and EXIF, so re-running an
-interrupted batch finishes it. Under ``torchrun`` each rank takes every WORLD_SIZE-th image (in
-sorted order) on its own device. Each written image appends one JSON line to ``yoda-sr-upscale.jsonl``
-in its output folder.
+interrupted batch finishes it. With a shard (rank, world size) each process takes every
+world-size-th image (in sorted order) on its own device. Each written image appends one JSON line to
+``yoda-sr-upscale.jsonl`` in its output folder.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checkpoints
 from ..api import Upscaler
 from ..attention.render import heatmap
-from ..errors import SettingError, UsageError, YodaError
+from ..errors import SettingError, YodaError
 from ..fsutil import temporary_path
 from ..image.imaging import resize_channel
 from ..image.io import read_picture, save_png, write_picture
@@ -40,59 +40,6 @@ FORMATS = ("auto", "png", "jpg", "webp", "tiff")
 _EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 OWN_ENDINGS = (".attention.png",)
 """Names a folder's images may end with that are outputs of an earlier run, not inputs."""
-
-
-def output_format(fmt: str) -> str:
-    """A format choice (auto, png, jpg or jpeg, webp, tiff), normalized."""
-    value = fmt.strip().lower()
-    value = "jpg" if value == "jpeg" else value
-    if value not in FORMATS:
-        raise SettingError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return value
-
-
-def parse_tile(tile: str) -> int | str:
-    """A tile choice: "auto", or a side in pixels (0: no tiling)."""
-    value = tile.strip().lower()
-    if value == "auto":
-        return value
-    if not value.isdecimal():
-        raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
-    return int(value)
-
-
-def parse_sparse(sparse: str) -> bool:
-    """A sparse-evaluation switch: on or off."""
-    value = sparse.strip().lower()
-    if value not in ("on", "off"):
-        raise SettingError("sparse", f"must be on or off, got {sparse!r}")
-    return value == "on"
-
-
-def parse_block(block: str) -> int | str:
-    """A block choice: "auto", or an HR side in pixels (0: pixel-level maps)."""
-    value = block.strip().lower()
-    if value == "auto":
-        return value
-    if not value.isdecimal():
-        raise SettingError("block", f"must be auto, 0 (pixel-level maps) or a side in pixels, got {block!r}")
-    return int(value)
-
-
-def shard() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError:
-        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
-    if world < 1 or not 0 <= rank < world or local_rank < 0:
-        raise UsageError(
-            f"RANK={rank} and WORLD_SIZE={world} do not fit (0 <= RANK < WORLD_SIZE); "
-            "unset them, or start the run with torchrun"
-        )
-    return rank, world, local_rank
 
 
 def check_suffix(suffix: str) -> str:

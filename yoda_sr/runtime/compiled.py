@@ -88,5 +88,5 @@ class CompiledDenoiser:
             except Exception as error:
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 self.failed = f"{type(error).__name__}: {first}"[:300]
-                self.on_failure(f"--compile: the denoiser could not be compiled ({self.failed}); running it uncompiled")
+                self.on_failure(f"the denoiser could not be compiled ({self.failed}); running it uncompiled")
         return self.model(z, cond, t, level)

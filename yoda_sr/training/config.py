@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import SettingError
+from ..errors import SettingError, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,13 +164,17 @@ def validate(config: TrainConfig) -> None:
         ("aux_l1", config.aux_l1 >= 0, "must be >= 0"),
         ("perceptual", config.perceptual >= 0, "must be >= 0"),
         ("unroll_steps", 0 <= config.unroll_steps <= 100, f"must be 0 (off) or 1..100, got {config.unroll_steps}"),
-        ("unroll_steps", config.unroll_steps == 0 or config.process == "ddpm", "needs --process ddpm"),
+        ("unroll_steps", config.unroll_steps == 0 or config.process == "ddpm", f"needs {setting('process', 'ddpm')}"),
         ("sample_l1", config.sample_l1 >= 0, "must be >= 0"),
-        ("sample_l1", config.sample_l1 == 0 or config.unroll_steps > 0, "needs --unroll-steps (the sample)"),
+        (
+            "sample_l1",
+            config.sample_l1 == 0 or config.unroll_steps > 0,
+            f"needs {setting('unroll_steps')} (the sample)",
+        ),
         (
             "freeze_base",
             not (config.freeze_base and config.aux_l1 > 0),
-            "cannot train the base with --aux-l1 while freezing it; set aux_l1 to 0",
+            f"cannot train the base with {setting('aux_l1')} while freezing it; set it to 0",
         ),
         ("lr_noise", 0 <= config.lr_noise <= 50, f"must lie in [0, 50] (8-bit levels), got {config.lr_noise}"),
         ("lr_jpeg", 0 <= config.lr_jpeg <= 95, f"must be 0 (none) or a JPEG quality 1..95, got {config.lr_jpeg}"),
@@ -182,15 +186,15 @@ def validate(config: TrainConfig) -> None:
         ("eta_last", config.eta_last < 1, f"must be below 1, got {config.eta_last}"),
         ("eta_power", 0 < config.eta_power <= 100, f"must be > 0 and at most 100, got {config.eta_power}"),
     ]
-    for setting, ok, message in checks:
+    for name, ok, message in checks:
         if not ok:
-            raise SettingError(setting, message)
+            raise SettingError(name, message)
 
 
 def to_toml(config: TrainConfig) -> str:
     """The resolved settings as a TOML file that ``--config`` reads back (None values and ``resume``,
     a request rather than a setting, left out)."""
-    lines = ["# yoda-sr train: the resolved settings of this run (usable as --config; --resume continues it)"]
+    lines = ["# yoda-sr train: the resolved settings of this run (a config file to read back; resuming continues it)"]
     for key, value in asdict(config).items():
         if value is None or key == "resume":
             continue

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import checkpoints
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..fsutil import atomic_write
 from ..image.degradations import random_degradation
 from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
@@ -67,7 +67,7 @@ def load_sources(folder: str | Path, config: TrainConfig, scale: int, log: Calla
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder of images")
+        raise SettingError("data", f"{folder} is not a folder of images")
     found = find_images([folder], recursive=True)
     sources = []
     for path, _ in found.images:
@@ -85,7 +85,7 @@ def load_sources(folder: str | Path, config: TrainConfig, scale: int, log: Calla
             resized = resize_bicubic(square, size=(config.hr_size, config.hr_size))
             hr = ((resized[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         elif min(hr.shape[-2:]) < config.hr_size:
-            log(f"warning: skipped {path}: smaller than --hr-size {config.hr_size}")
+            log(f"warning: skipped {path}: smaller than {setting('hr_size', config.hr_size)}")
             continue
         attention = None
         if config.attention != "none":

@@ -11,7 +11,7 @@ import torch
 from .. import checkpoints
 from ..diffusion.resshift import SAMPLER as RESSHIFT_SAMPLER
 from ..diffusion.resshift import ResShiftSpec
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, setting
 from ..models import create_model, get_config, list_configs
 from ..models.base import SRDenoiser
 from .config import TrainConfig
@@ -44,7 +44,7 @@ def build_model(config: TrainConfig) -> tuple[SRDenoiser, dict[str, Any]]:
         try:
             model.load_state_dict(source.model.state_dict(), strict=True)
         except RuntimeError as error:
-            raise YodaError(f"--init-from {config.init_from}: {str(error).splitlines()[0]}") from None
+            raise SettingError("init_from", f"{config.init_from}: {str(error).splitlines()[0]}") from None
         metadata["initialised_from"] = {"model": source.name, "sha256": source.sha256}
     return model, _with_process(metadata, config)
 
@@ -69,13 +69,16 @@ def _with_process(metadata: dict[str, Any], config: TrainConfig) -> dict[str, An
     trained = metadata.get("process", "ddpm")
     if config.process == "ddpm":
         if trained != "ddpm":
-            raise UsageError(f"--model {config.model} was trained with ResShift; fine-tune it with --process resshift")
+            raise SettingError(
+                "model", f"{config.model} was trained with ResShift; fine-tune it with {setting('process', 'resshift')}"
+            )
         return metadata
     spec = shift_spec(config).to_dict()
     if trained == "resshift" and metadata.get("schedule") != spec:
-        raise UsageError(
-            f"--model {config.model} was trained on the ResShift chain {metadata.get('schedule')}; this run's "
-            f"settings describe {spec}: set shift_steps, kappa, eta_first, eta_last and eta_power to the model's"
+        raise SettingError(
+            "model",
+            f"{config.model} was trained on the ResShift chain {metadata.get('schedule')}; this run's "
+            f"settings describe {spec}: set shift_steps, kappa, eta_first, eta_last and eta_power to the model's",
         )
     return {
         **metadata,

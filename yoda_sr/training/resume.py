@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import SettingError
+from ..errors import SettingError, setting
 from .config import TrainConfig, check_types, read_settings, validate
 
 ADJUSTABLE = (
@@ -58,7 +58,9 @@ def resumed_settings(requested: dict[str, Any], log: Callable[[str], None]) -> d
     if not recorded_file.is_file():
         if not requested.get("data"):
             raise SettingError(
-                "resume", f"{out} holds no run to resume (no config.toml); check --out, or start a run with --data"
+                "resume",
+                f"{out} holds no run to resume (no config.toml); check {setting('out')}, or start a run with "
+                f"{setting('data')}",
             )
         return requested
     recorded = {**_defaults(), **read_settings(recorded_file, "resume")}
@@ -82,7 +84,7 @@ def resumed_settings(requested: dict[str, Any], log: Callable[[str], None]) -> d
             key,
             f"{asked[key]} differs from this run's {recorded[key]} ({recorded_file}){also}; a resumed run keeps "
             f"the settings it started with. Leave it out to continue the run, or start a new run in another "
-            f"folder with --init-from {out}",
+            f"folder with {setting('init_from', out)}",
         )
     if "iterations" in changed and recorded["lr_schedule"] == "cosine":
         raise SettingError(
@@ -90,7 +92,7 @@ def resumed_settings(requested: dict[str, Any], log: Callable[[str], None]) -> d
             f"{asked['iterations']} differs from this run's {recorded['iterations']} ({recorded_file}), and its "
             f"cosine learning rate decays to 0 at step {recorded['iterations']}: another length would change the "
             f"rate of every step. Leave it out to continue the run, or start a new run in another folder with "
-            f"--init-from {out}",
+            f"{setting('init_from', out)}",
         )
     merged = {**recorded, **asked, "out": requested.get("out", recorded["out"]), "resume": True}
     notes.extend(f"{key} {asked[key]} (was {recorded[key]})" for key in changed)

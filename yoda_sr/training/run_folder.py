@@ -1,8 +1,8 @@
 """The run folder of ``yoda-sr train``; every file in it is written whole (``fsutil``).
 
 ``config.toml`` (resolved settings), ``weights/{ema,model}.safetensors`` (full metadata;
-``--model RUN_DIR`` loads the EMA weights), ``state/last.pt`` (optimizer, EMA and step, for
-``--resume``; read back with ``torch.load(weights_only=True)``), ``metrics.csv``, ``loss.png``,
+``Upscaler.from_pretrained(RUN_DIR)`` loads the EMA weights), ``state/last.pt`` (optimizer, EMA and step, to
+resume; read back with ``torch.load(weights_only=True)``), ``metrics.csv``, ``loss.png``,
 ``psnr.png`` and ``samples/step_NNNNNN.png`` grids (LR | bicubic | SR | HR | attention).
 """
 
@@ -21,7 +21,7 @@ from torch import Tensor
 from .. import checkpoints
 from .._version import __version__
 from ..attention.render import heatmap
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..fsutil import atomic_save, atomic_write_bytes, remove_stale_temporaries
 from ..image.grids import labelled_grid
 from ..image.imaging import to_array
@@ -70,7 +70,10 @@ class RunFolder:
         """Create the folder; refuse to start a fresh run over a saved one."""
         self.out.mkdir(parents=True, exist_ok=True)
         if not resume and self.state_path.exists():
-            raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+            raise SettingError(
+                "out",
+                f"{self.out} already holds a run; pass {setting('resume')} to continue it or choose another folder",
+            )
 
     def remove_stale_temporaries(self) -> list[Path]:
         """The temporary files a killed run left in this folder (``fsutil``'s, of dead processes)."""
@@ -96,7 +99,7 @@ class RunFolder:
 
     def load_state(self, device: torch.device) -> tuple[RunState, Checkpoint]:
         if not self.state_path.is_file():
-            raise UsageError(f"--resume: {self.state_path} does not exist (no checkpoint in {self.out})")
+            raise SettingError("resume", f"{self.state_path} does not exist (no checkpoint in {self.out})")
         try:
             payload = torch.load(self.state_path, map_location=device, weights_only=True)
             state = RunState(step=int(payload["step"]), history=json.loads(payload["history"]))

