@@ -23,6 +23,9 @@ from yoda_sr.image.imaging import resize_bicubic, to_array, to_tensor
 from conftest import photo
 
 ROOT = Path(__file__).resolve().parent.parent
+SEED_SPREAD = {"psnr_y": 0.015, "lpips_vgg": 0.003}
+"""The most a mean row of `evaluate` moved between seeds 0, 1 and 2 (the model card's 3-seed tables):
+what a comparison between two methods at one seed cannot resolve."""
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
@@ -105,7 +108,11 @@ def test_diffusion_earns_its_cost_on_held_out_photos(lpips_home, tmp_path, monke
     bicubic, base, plain, yoda = (means[name] for name in ("bicubic", "base", "plain", "yoda"))
     assert yoda["lpips_vgg"] <= 0.95 * base["lpips_vgg"], means
     assert yoda["psnr_y"] >= bicubic["psnr_y"] + 1.0, means
-    assert yoda["psnr_y"] > plain["psnr_y"] and yoda["lpips_vgg"] <= plain["lpips_vgg"] + 0.01, means
+    # YODA against plain diffusion: at most the seed spread worse on either metric (it ties plain at
+    # half or less of its pixel updates; measured here +0.04 dB and -0.0005).
+    assert yoda["psnr_y"] >= plain["psnr_y"] - SEED_SPREAD["psnr_y"], means
+    assert yoda["lpips_vgg"] <= plain["lpips_vgg"] + SEED_SPREAD["lpips_vgg"], means
+    assert yoda["update_fraction"] <= 0.6, means
     assert yoda["lpips_vgg"] < bicubic["lpips_vgg"], means
 
 

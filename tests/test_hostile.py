@@ -457,12 +457,23 @@ for label, (line, flag) in TRAIN_VALUES.items():
 
 @pytest.mark.parametrize("label", sorted(CASES))
 def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
+    import safetensors.torch
     import torch
 
-    before = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    parsed: list[int] = []
+    parse = safetensors.torch.load
+
+    def counting(data: bytes, *args, **kwargs):  # the real parser, counted
+        parsed.append(len(data))
+        return parse(data, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "load", counting)
+    before = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     sweep(CASES[label], tmp_path, model_bytes, monkeypatch, capsys)
-    if "metadata" in label:  # refused from the header: not one weight reached the GPU
-        assert before == (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0)
+    if "metadata" in label:  # refused from the header: not one weight was parsed (nor reached a GPU)
+        assert parsed == [], parsed
+        if before is not None:
+            assert before == torch.cuda.max_memory_allocated()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "keys missing"])

@@ -123,9 +123,8 @@ RECIPES = {
     "resshift": dict(hr_size=16, batch_size=64, iterations=350, lr=4e-3, warmup=50),
     "sr3-tiny": dict(hr_size=32, batch_size=16, iterations=60, lr=2e-3, warmup=6),
 }
-LOSS_ONLY = {"sr3-tiny"}
-"""Models whose run is too short to beat bicubic (the held-out loss must still fall): SR3's attention
-layer makes a step several times dearer, and 600 steps (8 minutes on the shared 2 cores) reached
+"""sr3-tiny's run is too short to beat bicubic, so its test asks only that the held-out loss falls: SR3's
+attention layer makes a step several times dearer, and 600 steps (8 minutes on the shared 2 cores) reached
 27.80 dB plain against bicubic's 27.88. Its sampling is pinned to upstream's by the import tests.
 Its held-out loss: 0.87 -> 0.50 after 60 steps (the recipe), 0.44 after 120."""
 SHORT_CHAIN = {"sr3-tiny": ScheduleSpec(kind="linear", steps=20, start=1e-3, end=0.015)}
@@ -154,26 +153,32 @@ def learning_config(tmp_path, model: str, recipe: dict, **extra) -> TrainConfig:
     return config
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param("srdiff-tiny", marks=pytest.mark.slow(100)), pytest.param("sr3-tiny", marks=pytest.mark.slow(30))],
-)
-def test_tiny_models_trained_by_the_trainer_beat_bicubic_on_held_out_blocks(name, tmp_path):
+@pytest.mark.slow(30)
+def test_a_tiny_sr3_model_trained_by_the_trainer_lowers_its_held_out_loss(tmp_path):
+    """SR3's run is too short to beat bicubic here (see RECIPES): what it shows is that the trainer
+    lowers the EMA's loss on blocks it never trained on."""
+    name = "sr3-tiny"
     tests = split_photo(tmp_path / "train")
-    model_source = name
-    if name in SHORT_CHAIN:
-        model_source = str(short_chain_checkpoint(tmp_path / "start.safetensors", name, SHORT_CHAIN[name]))
-    config = learning_config(tmp_path, model_source, RECIPES[name])
+    model_source = str(short_chain_checkpoint(tmp_path / "start.safetensors", name, SHORT_CHAIN[name]))
+    trainer = Trainer(learning_config(tmp_path, model_source, RECIPES[name]), log=lambda message: None)
+    before = held_out_loss(trainer.model, trainer.schedule, tests)
+    trainer.model.train()
+    trainer.run()
+    after = held_out_loss(trainer.ema, trainer.schedule, tests)
+    print(name, {"loss_before": before, "loss_after": after})
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.slow(100)
+def test_a_tiny_srdiff_model_trained_by_the_trainer_beats_bicubic_on_held_out_blocks(tmp_path):
+    name = "srdiff-tiny"
+    tests = split_photo(tmp_path / "train")
+    config = learning_config(tmp_path, name, RECIPES[name])
     trainer = Trainer(config, log=lambda message: None)
     schedule = trainer.schedule
     before = held_out_loss(trainer.model, schedule, tests)
     trainer.model.train()
     weights = trainer.run()
-    if name in LOSS_ONLY:
-        after = held_out_loss(trainer.ema, schedule, tests)
-        print(name, {"loss_before": before, "loss_after": after})
-        assert after < 0.7 * before, (before, after)
-        return
 
     upscaler = Upscaler.from_pretrained(weights.parent, device="cpu", dtype="fp32")
     after = held_out_loss(upscaler.loaded.model, schedule, tests)

@@ -119,6 +119,17 @@ def test_registered_configs():
         assert config.arch == "sr3" and config.description and config.sampling_steps > 0
 
 
+def test_a_second_architecture_under_a_taken_name_is_refused():
+    from yoda_sr.models._registry import ARCHS, register_arch
+
+    class Impostor(SR3UNet):
+        arch = "sr3"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_arch(Impostor)
+    assert ARCHS["sr3"] is SR3UNet
+
+
 def test_from_config_and_state_dict_round_trip_is_bit_identical():
     model = tiny_model("sr3-tiny", seed=3)
     rebuilt = SR3UNet.from_config(json.loads(json.dumps(model.config))).eval()

@@ -72,6 +72,7 @@ def evaluate(
     summary.json, grid.png and every method's results to --out. Run again into the same --out with
     the same settings, it computes only what is missing (an interrupted evaluation finishes).
     """
+    from ..api import Settings
     from ..evaluation.core import evaluate as run_evaluation
     from ..evaluation.core import markdown_table
     from .options import parse_block, parse_sparse
@@ -80,13 +81,15 @@ def evaluate(
         data,
         model=model,
         scale=scale,
-        steps=steps,
-        attention=attention,
-        lower_bound=lower_bound,
-        flat_floor=flat_floor,
-        clean=clean,
-        sparse=parse_sparse(sparse),
-        block=parse_block(block),
+        settings=Settings(
+            steps=steps,
+            attention=attention,
+            lower_bound=lower_bound,
+            flat_floor=flat_floor,
+            clean=clean,
+            sparse=parse_sparse(sparse),
+            block=parse_block(block),
+        ),
         compare=compare,
         degrade=degrade,
         seed=seed,

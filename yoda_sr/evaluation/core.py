@@ -211,13 +211,7 @@ def evaluate(
     *,
     model: str | None = None,
     scale: int | None = None,
-    steps: int | None = None,
-    attention: str = "auto",
-    lower_bound: float | None = None,
-    flat_floor: float | None = None,
-    clean: str = "auto",
-    sparse: bool = True,
-    block: int | str = "auto",
+    settings: Settings | None = None,
     compare: str | Sequence[str] = METHODS,
     degrade: str = "none",
     seed: int = 0,
@@ -233,6 +227,8 @@ def evaluate(
 ) -> Summary:
     """Evaluate a model on the HR images of ``data`` and write the results folder ``out``.
 
+    ``settings`` are the yoda method's (None: the model's defaults); plain uses them with attention
+    none, base and bicubic their clean mode.
     ``note`` gets remarks and one progress line per image, ``report`` one line per image that
     failed (the others go on); ``reraise`` lets such a failure propagate instead.
     """
@@ -255,8 +251,7 @@ def evaluate(
     scale = upscaler.scale if scale is None else scale
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
-    sampling = Settings(steps=steps, attention=attention, lower_bound=lower_bound, flat_floor=flat_floor)
-    settings = upscaler.resolve(dataclasses.replace(sampling, clean=clean, sparse=sparse, block=block))
+    chosen = upscaler.resolve(settings or Settings())
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)
@@ -277,13 +272,13 @@ def evaluate(
         "compare": methods,
         "settings": {
             "scale": scale,
-            "steps": settings.steps,
-            "sampler": settings.sampler,
-            "eta": settings.eta,
-            "attention": settings.attention,
-            "lower_bound": settings.lower_bound,
-            "flat_floor": settings.flat_floor,
-            "clean": settings.clean,
+            "steps": chosen.steps,
+            "sampler": chosen.sampler,
+            "eta": chosen.eta,
+            "attention": chosen.attention,
+            "lower_bound": chosen.lower_bound,
+            "flat_floor": chosen.flat_floor,
+            "clean": chosen.clean,
             "seed": seed,
             "border": scale,
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
@@ -310,17 +305,17 @@ def evaluate(
             and (out / "lr" / names[key]).is_file()
         )
 
-    evaluation = Evaluation(upscaler, methods, settings, scale, seed, lpips_models, degradation)
+    evaluation = Evaluation(upscaler, methods, chosen, scale, seed, lpips_models, degradation)
     note(
-        f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {settings.steps} "
-        f"{settings.sampler} steps, yoda attention {settings.attention} (l = {settings.lower_bound:g}"
-        + (f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else "")
+        f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {chosen.steps} "
+        f"{chosen.sampler} steps, yoda attention {chosen.attention} (l = {chosen.lower_bound:g}"
+        + (f", flat areas below {chosen.flat_floor:g} kept" if chosen.flat_floor else "")
         + "), "
         + ("" if degradation.is_identity else f"LR degraded by {degradation.label()}, ")
-        + ("" if settings.clean == "auto" else "LR cleaning off, ")
+        + ("" if chosen.clean == "auto" else "LR cleaning off, ")
         + f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
     )
-    if "yoda" in methods and settings.attention == "none":
+    if "yoda" in methods and chosen.attention == "none":
         note("note: the yoda method uses attention none here, so it equals plain")
 
     todo = {key: [method for method in methods if not done(key, method)] for key in keys}
@@ -381,10 +376,10 @@ def evaluate(
             rows.extend([row] if row else [])
     if rows:
         write_picture(out / "grid.png", make_grid(rows, grid_labels(methods, scale)))
-    steps, default_steps = settings.steps, upscaler.resolve(Settings()).steps
+    steps, default_steps = chosen.steps, upscaler.resolve(Settings()).steps
     explanations = []
-    if steps is not None and settings.sampler is not None and default_steps is not None:
-        explanations = explain(means, steps, settings.sampler, default_steps)
+    if steps is not None and chosen.sampler is not None and default_steps is not None:
+        explanations = explain(means, steps, chosen.sampler, default_steps)
     return Summary(content, means, lpips_note, tally.failed, list(lpips_models), explanations)
 
 

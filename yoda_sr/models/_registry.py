@@ -33,7 +33,12 @@ class ModelConfig:
 
 
 def register_arch(cls: type[SRDenoiser]) -> type[SRDenoiser]:
-    """Class decorator: make an architecture buildable by its ``arch`` name."""
+    """Class decorator: make an architecture buildable by its ``arch`` name (once: a second class
+    under a name already taken is refused, never silently put in its place)."""
+    if cls.arch in ARCHS:
+        raise ValueError(
+            f"architecture {cls.arch!r} is registered twice ({ARCHS[cls.arch].__qualname__}, {cls.__qualname__})"
+        )
     ARCHS[cls.arch] = cls
     return cls
 

@@ -17,10 +17,11 @@ A list of generators, one per sample, makes each sample's draw independent of it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -94,6 +95,32 @@ class NoiseDraw:
         return NoisedBatch(z=z, t=self.t, noise_level=self.noise_level, eps=self.eps, mask=self.mask)
 
 
+DrawT = TypeVar("DrawT", "NoiseDraw", "ShiftDraw")
+
+
+def _per_sample(
+    draw: Callable[..., DrawT],
+    shape: Sequence[int],
+    attention: Tensor | None,
+    generators: Sequence[torch.Generator],
+    device: torch.device | str,
+) -> DrawT:
+    """One draw per sample, each from its own generator, concatenated: a sample's draw does not
+    depend on its batch (``draw`` takes shape, attention, generator and device)."""
+    if len(generators) != shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {shape[0]}")
+    single = (1, *shape[1:])
+    draws = [
+        draw(single, attention=None if attention is None else attention[i : i + 1], generator=one, device=device)
+        for i, one in enumerate(generators)
+    ]
+    values: dict[str, Any] = {}
+    for field in fields(draws[0]):
+        items = [getattr(one, field.name) for one in draws]
+        values[field.name] = torch.cat(items) if isinstance(items[0], Tensor) else items[0]
+    return type(draws[0])(**values)
+
+
 def draw_noise(
     shape: Sequence[int],
     schedule: NoiseSchedule,
@@ -112,27 +139,8 @@ def draw_noise(
     """
     n = shape[0]
     if generator is not None and not isinstance(generator, torch.Generator):
-        if len(generator) != n:
-            raise ValueError(f"{len(generator)} generators for a batch of {n}")
-        draws = [
-            draw_noise(
-                (1, *shape[1:]),
-                schedule,
-                continuous=continuous,
-                attention=None if attention is None else attention[i : i + 1],
-                lower_bound=lower_bound,
-                generator=one,
-                device=device,
-            )
-            for i, one in enumerate(generator)
-        ]
-        masks = [d.mask for d in draws if d.mask is not None]
-        return NoiseDraw(
-            t=torch.cat([d.t for d in draws]),
-            noise_level=torch.cat([d.noise_level for d in draws]),
-            eps=torch.cat([d.eps for d in draws]),
-            mask=torch.cat(masks) if attention is not None else None,
-        )
+        one = functools.partial(draw_noise, schedule=schedule, continuous=continuous, lower_bound=lower_bound)
+        return _per_sample(one, shape, attention, generator, device)
     total = schedule.train_steps
     t = torch.randint(1, total + 1, (n,), generator=generator, device="cpu")
     gammas = schedule.gammas
@@ -189,27 +197,8 @@ def draw_shift(
     (random numbers from the CPU generator(s), t first; per sample with one generator each)."""
     n = shape[0]
     if generator is not None and not isinstance(generator, torch.Generator):
-        if len(generator) != n:
-            raise ValueError(f"{len(generator)} generators for a batch of {n}")
-        draws = [
-            draw_shift(
-                (1, *shape[1:]),
-                schedule,
-                attention=None if attention is None else attention[i : i + 1],
-                lower_bound=lower_bound,
-                generator=one,
-                device=device,
-            )
-            for i, one in enumerate(generator)
-        ]
-        masks = [d.mask for d in draws if d.mask is not None]
-        return ShiftDraw(
-            t=torch.cat([d.t for d in draws]),
-            eta=torch.cat([d.eta for d in draws]),
-            kappa=schedule.kappa,
-            eps=torch.cat([d.eps for d in draws]),
-            mask=torch.cat(masks) if attention is not None else None,
-        )
+        one = functools.partial(draw_shift, schedule=schedule, lower_bound=lower_bound)
+        return _per_sample(one, shape, attention, generator, device)
     total = schedule.train_steps
     t = torch.randint(1, total + 1, (n,), generator=generator, device="cpu")
     eps = torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
