@@ -11,7 +11,7 @@ def web(
     host: str = typer.Option(
         "127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on (default: this machine only)."
     ),
-    port: int = typer.Option(7860, "--port", metavar="N", help="TCP port (0: any free port)."),
+    port: int = typer.Option(7860, "--port", metavar="N", help="TCP port."),
     model: list[str] = typer.Option(
         [],
         "--model",

@@ -101,7 +101,8 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         downloads = [str(done.output) for done in run.done]
         if run.archive is not None:
             downloads.insert(0, str(run.archive))
-        gallery = [(str(done.views.result), done.output.name) for done in run.done]
+        pictures = [(str(done.views.result), done.output.name) for done in run.done]
+        gallery = gr.update(value=pictures, visible=len(pictures) > 1)
         shown = _show(gr, run.done, 0, before)
         return (*shown[:1], gallery, *shown[1:4], downloads or None, shown[4], run.lines(), run.done)
 
@@ -180,7 +181,15 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                 before = gr.Radio(list(BEFORE), value=BEFORE[0], label="Before")
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png", interactive=False,
                                         elem_id="slider")  # fmt: skip
-                gallery = gr.Gallery(label="Results", format="png", columns=4, height=160, allow_preview=False)
+                gallery = gr.Gallery(
+                    label="Results (select one to look at it)",
+                    format="png",
+                    columns=6,
+                    height="auto",
+                    allow_preview=False,
+                    visible=False,
+                    elem_id="gallery",
+                )
                 with gr.Row():
                     attention_map = gr.Image(label="Attention map", format="png", type="filepath", interactive=False)
                     timeline = gr.Image(label="M(t) timeline", format="png", type="filepath", interactive=False)
@@ -193,7 +202,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                 overlap, seed, fmt]  # fmt: skip
         outputs = [slider, gallery, attention_map, timeline, fractions, download, record, status, results]
         running = go.click(page, [files, *form, before], outputs, concurrency_limit=1,
-                           concurrency_id=DEVICE, api_visibility="private")  # fmt: skip
+                           concurrency_id=DEVICE, api_name="page", api_visibility="undocumented")  # fmt: skip
         running.then(lambda: 0, None, selected, api_visibility="private")
         stop.click(lambda: "cancelling: the job stops at its next step", None, status, cancels=[running],
                    api_visibility="private")  # fmt: skip

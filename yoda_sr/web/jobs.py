@@ -204,8 +204,12 @@ class Run:
 class Jobs:
     """Runs the page's uploads (one job at a time: the caller queues them) in ``workdir``."""
 
-    def __init__(self, models: Models, workdir: Path, max_pixels: int) -> None:
+    def __init__(
+        self, models: Models, workdir: Path, max_pixels: int, note: Callable[[str], None] | None = None
+    ) -> None:
         self.models, self.workdir, self.max_pixels = models, workdir, max_pixels
+        self.note = note or (lambda _: None)
+        """Where remarks for the server's operator go (cancelled jobs)."""
 
     def run(
         self,
@@ -249,10 +253,12 @@ class Jobs:
                 continue
             names.add(upload.name)
             job = self._plan(upload, folder / str(index), scale, fmt)
-            work.progress = _ticks(index, len(uploads), upload.name, settings.steps or 1, progress, stop)
+            last: list[Tick] = []
+            work.progress = _ticks(index, len(uploads), upload.name, settings.steps or 1, last, progress, stop)
             for _, result in work([job]):
                 if isinstance(result, Cancelled):
                     outcome.cancelled = True
+                    self.note(f"cancelled {last[-1].describe() if last else upload.name}")
                 elif isinstance(result, Upscaled):
                     outcome.done.append(self._done(upload, job, result, upscaler, settings.clean))
                 else:
@@ -294,15 +300,23 @@ class Jobs:
 
 
 def _ticks(
-    index: int, images: int, name: str, steps: int, progress: Callable[[Tick], None] | None, stop: threading.Event
+    index: int,
+    images: int,
+    name: str,
+    steps: int,
+    last: list[Tick],
+    progress: Callable[[Tick], None] | None,
+    stop: threading.Event,
 ) -> Callable[[int, int], None]:
-    """The sampler's ``progress(done, total)``: reports a Tick, and raises Cancelled once ``stop`` is set."""
+    """The sampler's ``progress(done, total)``: reports a Tick (and keeps it in ``last``), and raises
+    Cancelled once ``stop`` is set."""
 
     def tick(done: int, total: int) -> None:
         if stop.is_set():
             raise Cancelled
+        last[:] = [Tick(index, images, name, done, total, steps)]
         if progress is not None:
-            progress(Tick(index, images, name, done, total, steps))
+            progress(last[0])
 
     return tick
 

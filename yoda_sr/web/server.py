@@ -84,8 +84,10 @@ class Options:
 
 def serve(options: Options, note: Callable[[str], None], ready: Callable[[str], None] | None = None) -> None:
     """Run the page until SIGINT or SIGTERM; then stop the server and remove the temporary folder."""
-    if not 0 <= options.port <= 65535:
-        raise UsageError(f"--port: must be 0..65535, got {options.port}")
+    if not 1 <= options.port <= 65535:
+        raise UsageError(f"--port: must be 1..65535, got {options.port}")
+    if options.max_pixels is not None and options.max_pixels < 1:
+        raise UsageError(f"--max-pixels: must be a positive number of pixels, got {options.max_pixels}")
     if not is_loopback(options.host):
         note(f"warning: listening on {options.host}, not only on this machine; anyone who can reach it can use it")
     root = Path(tempfile.mkdtemp(prefix="yoda-sr-web-"))
@@ -105,7 +107,7 @@ def _serve(options: Options, root: Path, note: Callable[[str], None], ready: Cal
     gr = load_gradio()
     models = Models(options.models, device=options.device, dtype=options.dtype)
     upscaler = models.get(models.default)  # fails here, in one line, if the default model cannot load
-    jobs = Jobs(models, root / "jobs", options.max_pixels or DEFAULT_MAX_PIXELS)
+    jobs = Jobs(models, root / "jobs", options.max_pixels or DEFAULT_MAX_PIXELS, note)
     blocks = build(jobs)
     blocks.queue(default_concurrency_limit=1, api_open=False)
     stopping = threading.Event()
