@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import time
@@ -19,7 +20,7 @@ from yoda_sr.web.jobs import Form, Tick, Upload, message
 from yoda_sr.web.server import is_loopback, parse_size
 
 from conftest import cli
-from webserver import crop, leftovers, pixels, raw_call, start
+from webserver import SAMPLE, crop, leftovers, pixels, raw_call, start
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -64,6 +65,21 @@ def test_addresses_and_sizes():
     assert parse_size("50mb") == 50 * 1024**2 and parse_size("300kb") == 300 * 1024 and parse_size("1000") == 1000
     with pytest.raises(YodaError, match="--max-upload"):
         parse_size("lots")
+
+
+def test_models_offer_embedded_and_named_models(tmp_path, monkeypatch):
+    from yoda_sr.web.models import Models
+
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
+    named = Path(SAMPLE).parents[1] / "weights" / "yoda-resshift-x4.safetensors"
+    models = Models([str(named)], device="cpu")
+    assert models.labels == ["yoda-resshift-x4", "yoda-srdiff-x4"] and models.default == "yoda-resshift-x4"
+    assert models.sources["yoda-resshift-x4"] == str(named)  # the page shows the name, never the path
+    resshift = models.defaults("yoda-resshift-x4")
+    assert (resshift.steps, resshift.samplers, resshift.scale, resshift.max_steps) == (4, ("resshift",), 4, 15)
+    assert Models(device="cpu").labels[0] == "yoda-srdiff-x4"
+    with pytest.raises(SettingError, match="unknown model 'elsewhere'"):
+        models.get("elsewhere")
 
 
 def png(path: Path, width: int, height: int, data: bytes) -> Path:
@@ -127,7 +143,8 @@ def test_server_over_the_api(tmp_path):
         with zipfile.ZipFile(downloads[0]) as archive:
             assert archive.namelist() == ["crop_x4.png", "second_x4.png", "yoda-sr-upscale.jsonl"]
             assert archive.read("crop_x4.png") == downloads[1].read_bytes()
-        assert outputs[6]["input"] == "crop.png" and outputs[6]["output"] == "crop_x4.png"
+        record = json.loads(outputs[6])
+        assert (record["input"], record["output"], record["base_seed"]) == ("crop.png", "crop_x4.png", 0)
 
         # Bad uploads and settings: one line each, no server path, no traceback; the server goes on.
         cases = bad_uploads(tmp_path / "bad")

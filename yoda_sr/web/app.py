@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +80,8 @@ def _show(gr: Any, items: list[Done], index: int, before: str) -> tuple[Any, ...
     done = items[min(max(index, 0), len(items) - 1)]
     views = done.views
     start = views.pixels if before == BEFORE[1] else views.bicubic
-    return (str(start), str(views.result)), views.attention, views.timeline, _fractions(done), done.record
+    record = json.dumps(done.record, sort_keys=True, indent=2)  # as text: a 63-bit seed is no JavaScript number
+    return (str(start), str(views.result)), views.attention, views.timeline, _fractions(done), record
 
 
 def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
@@ -152,11 +154,13 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Images (one or several)", file_count="multiple", type="filepath")
+                files = gr.File(
+                    label="Images (one or several)", file_count="multiple", type="filepath", elem_id="images"
+                )
                 model = gr.Dropdown(models.labels, value=models.default, label="Model")
                 with gr.Row():
                     scale = gr.Number(first.scale, label="Scale", minimum=1)
-                    steps = gr.Number(first.steps, label="Steps")
+                    steps = gr.Number(first.steps, label="Steps", elem_id="steps")
                     sampler = gr.Dropdown(list(first.samplers), value=first.sampler, label="Sampler")
                 with gr.Row():
                     attention = gr.Dropdown(list(METHODS), value=first.attention, label="Attention")
@@ -178,7 +182,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 status = gr.Textbox(label="Messages", lines=3, interactive=False, elem_id="messages")
             with gr.Column(scale=2):
-                before = gr.Radio(list(BEFORE), value=BEFORE[0], label="Before")
+                before = gr.Radio(list(BEFORE), value=BEFORE[0], label="Before", elem_id="before")
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png", interactive=False,
                                         elem_id="slider")  # fmt: skip
                 gallery = gr.Gallery(
@@ -187,15 +191,19 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                     columns=6,
                     height="auto",
                     allow_preview=False,
+                    buttons=["download"],
                     visible=False,
                     elem_id="gallery",
                 )
                 with gr.Row():
-                    attention_map = gr.Image(label="Attention map", format="png", type="filepath", interactive=False)
-                    timeline = gr.Image(label="M(t) timeline", format="png", type="filepath", interactive=False)
+                    pictures = dict(
+                        format="png", type="filepath", interactive=False, buttons=["download", "fullscreen"]
+                    )
+                    attention_map = gr.Image(label="Attention map", height=320, scale=1, **pictures)
+                    timeline = gr.Image(label="M(t) timeline", height=320, scale=2, **pictures)
                 fractions = gr.Markdown()
                 download = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="download")
-                record = gr.JSON(label="Record (as upscale --json)")
+                record = gr.Code(label="Record (as upscale --json)", language="json", interactive=False)
         results = gr.State([])
         selected = gr.State(0)
         form = [model, scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean, sparse, block, tile,
