@@ -82,6 +82,24 @@ def test_models_offer_embedded_and_named_models(tmp_path, monkeypatch):
         models.get("elsewhere")
 
 
+def test_command_line_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    import socket
+
+    monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert cli("web", "--port", "0") == 2
+    assert cli("web", "--max-upload", "lots") == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert cli("web", "--port", str(taken.getsockname()[1])) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "yoda-sr: error: --port: must be 1..65535, got 0"
+    assert lines[1] == "yoda-sr: error: --max-upload: must be a size such as 50mb, got 'lots'"
+    assert lines[-1].startswith("yoda-sr: error: --port: cannot listen on 127.0.0.1:") and len(lines) == 3, lines
+    assert not list(tmp_path.glob("yoda-sr-web-*"))
+
+
 def png(path: Path, width: int, height: int, data: bytes) -> Path:
     """A PNG file written by hand: an RGB header claiming ``width`` x ``height``, then ``data`` as IDAT."""
 

@@ -115,12 +115,17 @@ def test_upscale_the_sample_in_a_browser(server, browser, tmp_path):
     wait(lambda: handle.get_attribute("style") != before[0], 10, "the slider to move")
     assert clipped.get_attribute("style") != before[1]
     assert "inset(0px 0px 0px 50%)" not in clipped.get_attribute("style")
-
     if target := os.environ.get("YODA_SR_WEB_SCREENSHOT"):
         browser.save_screenshot(str(tmp_path / "page.png"))
         shot = Image.open(tmp_path / "page.png").convert("RGB")
         shot = shot.resize((shot.width * 3 // 4, shot.height * 3 // 4), Image.Resampling.LANCZOS)
-        shot.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+        shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
+
+    # ... and the mouse wheel zooms into both images (away from the handle, which takes the drag).
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(clipped, 100, -100), 0, -300).perform()
+    wait(lambda: "scale(1)" not in clipped.get_attribute("style"), 10, "the slider to zoom")
 
     # The download is the file `yoda-sr upscale FILE --seed 0` writes, under the same name.
     saved = download(browser, tmp_path / "downloads", "astronaut_x4.png")

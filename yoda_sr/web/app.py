@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .jobs import Done, Form, Jobs, Run, Tick, Upload, message
+from .jobs import KEEP, Done, Form, Jobs, Run, Tick, Upload, message
 from .library import METHODS
 from .server import load_gradio
 
@@ -150,7 +150,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                 model.flat_floor, f"{label}: {model.steps} {model.sampler} steps (at most {model.max_steps}), "
                 f"attention {model.attention}, l = {model.lower_bound:g}, {model.scale}x")  # fmt: skip
 
-    with gr.Blocks(title="yoda-sr", analytics_enabled=False, delete_cache=(1800, 7200)) as blocks:
+    with gr.Blocks(title="yoda-sr", analytics_enabled=False, delete_cache=(1800, KEEP)) as blocks:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):

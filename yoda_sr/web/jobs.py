@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -65,6 +66,8 @@ LABELS = {
 }
 """The page's label of each setting (its messages name the field, then the `upscale` flag)."""
 ARCHIVE = "yoda-sr-upscale.zip"
+KEEP = 7200
+"""Seconds a job's files are kept (Gradio's copies too: ``app`` sets its cache to the same age)."""
 
 
 def message(error: BaseException) -> str:
@@ -269,9 +272,13 @@ class Jobs:
         return outcome
 
     def _clear(self) -> None:
-        """Remove earlier jobs' files (the page has its copies by the time the next job starts)."""
+        """Remove the files of jobs older than ``KEEP`` seconds (a page may still show younger ones)."""
         for old in self.workdir.glob("job-*"):
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                if time.time() - old.stat().st_mtime > KEEP:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
 
     def _plan(self, upload: Upload, folder: Path, scale: int, fmt: str) -> Job:
         """The CLI's job for the upload as a file argument, its output in ``folder/out``."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import Any
 
 from ..errors import UsageError
 
@@ -117,6 +118,24 @@ def _serve(options: Options, root: Path, note: Callable[[str], None], ready: Cal
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        url, share_url = _launch(blocks, gr, options)
+        note(f"{upscaler.name} on {upscaler.device}; serving {url} (Ctrl+C stops)")
+        if share_url:
+            note(f"public share link: {share_url}")
+        if ready is not None:
+            ready(url)
+        while not stopping.wait(0.5):
+            pass
+        note("stopping")
+    finally:
+        blocks.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _launch(blocks: Any, gr: Any, options: Options) -> tuple[str, str | None]:
+    """Start the server thread; (local URL, share URL or None). A port in use is one line."""
+    try:
         _, url, share_url = blocks.launch(
             server_name=options.host,
             server_port=options.port,
@@ -133,17 +152,11 @@ def _serve(options: Options, root: Path, note: Callable[[str], None], ready: Cal
             show_error=False,
             theme=gr.themes.Default(
                 font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-            ),  # fmt: skip
+            ),
         )
-        note(f"{upscaler.name} on {upscaler.device}; serving {url} (Ctrl+C stops)")
-        if share_url:
-            note(f"public share link: {share_url}")
-        if ready is not None:
-            ready(url)
-        while not stopping.wait(0.5):
-            pass
-        note("stopping")
-    finally:
-        blocks.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    except (OSError, gr.exceptions.ServerFailedToStartError):
+        raise UsageError(
+            f"--port: cannot listen on {options.host}:{options.port} (in use, or not an address of this machine); "
+            "choose another --port or --host"
+        ) from None
+    return str(url), share_url
