@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from yoda_sr.errors import SettingError, YodaError
+from yoda_sr.imageio import read_picture, write_picture
 from yoda_sr.web.jobs import Form, Tick, Upload, message
 from yoda_sr.web.server import is_loopback, parse_size
 
@@ -111,6 +112,16 @@ def png(path: Path, width: int, height: int, data: bytes) -> Path:
     return path
 
 
+def deep_png(path: Path, rgb: np.ndarray) -> Path:
+    """A 16-bit RGBA PNG with an sRGB ICC profile (24 x 24) made from 8-bit ``rgb``."""
+    from PIL import ImageCms
+
+    deep = rgb[:24, :24].astype(np.uint16) * 257 + 100
+    alpha = np.tile(np.linspace(1000, 65000, 24, dtype=np.uint16), (24, 1))
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return write_picture(path, deep, alpha=alpha, icc_profile=profile, format="PNG")
+
+
 def bad_uploads(folder: Path) -> dict[Path, str]:
     """Files that are not usable images, and the words their one-line message must hold."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,6 +157,16 @@ def test_server_over_the_api(tmp_path):
         assert got.name == expected.name
         difference = np.abs(pixels(got).astype(int) - pixels(expected).astype(int))
         assert pixels(got).shape == pixels(expected).shape == (128, 128, 3) and difference.max() <= 1
+
+        # A 16-bit RGBA PNG with an ICC profile comes back as `upscale` writes it: 16 bits, alpha, profile.
+        deep = deep_png(tmp_path / "in" / "deep.png", pixels(photo))
+        got = Path(client.predict(handle_file(deep), api_name="/upscale"))
+        assert cli("upscale", deep, "--seed", "0", "--quiet") == 0
+        mine, theirs = read_picture(got), read_picture(deep.with_name("deep_x4.png"))
+        assert got.name == "deep_x4.png" and mine.bits == theirs.bits == 16 and mine.icc_profile == theirs.icc_profile
+        assert mine.alpha is not None and theirs.alpha is not None and mine.icc_profile is not None
+        assert np.abs(mine.rgb.astype(int) - theirs.rgb.astype(int)).max() <= 257  # one 8-bit level
+        assert np.array_equal(mine.alpha, theirs.alpha)
 
         # Several images (and one bad file) on the page's event: a line each, the outputs and a zip.
         second = crop(tmp_path / "in" / "second.png", (70, 60, 102, 92))
