@@ -35,9 +35,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 """Units (sub-packages and top-level modules of yoda_sr), top to bottom: a unit imports only units of
 lower layers (and itself). ``yoda_sr/__init__`` (the façade's lazy exports) sits above them all."""
 
-HEAVY = frozenset({"timm", "skimage", "scipy", "matplotlib", "huggingface_hub", "gradio", "ray", "spandrel"})
-"""Optional or slow-to-import dependencies: the one reason for an import inside a function, outside
-cli/ (whose lazy imports keep `--help` and `--version` from loading torch) and the package root."""
+HEAVY = frozenset({"torch", "timm", "skimage", "scipy", "matplotlib", "huggingface_hub", "gradio", "ray", "spandrel"})
+"""Slow-to-import or optional dependencies: the one reason for an import inside a function, outside
+cli/ and the package root (so that `--help`, `--version` and `checkpoints list` never load torch)."""
 
 
 def module_name(path: Path) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import SettingError
 from .image.restoration import Cleaning
 
 if TYPE_CHECKING:
@@ -102,4 +103,47 @@ class Result:
         return Image.fromarray(array)
 
 
-__all__ = ["Resolved", "Result", "Settings"]
+# --- settings given as text (a flag's value, a form field) -------------------------------------------
+
+FORMATS = ("auto", "png", "jpg", "webp", "tiff")
+"""Output format choices: auto keeps the input's format where it can hold the result."""
+
+
+def output_format(fmt: str) -> str:
+    """A format choice (auto, png, jpg or jpeg, webp, tiff), normalized."""
+    value = fmt.strip().lower()
+    value = "jpg" if value == "jpeg" else value
+    if value not in FORMATS:
+        raise SettingError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return value
+
+
+def parse_tile(tile: str) -> int | str:
+    """A tile choice: "auto", or a side in pixels (0: no tiling)."""
+    value = tile.strip().lower()
+    if value == "auto":
+        return value
+    if not value.isdecimal():
+        raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
+    return int(value)
+
+
+def parse_sparse(sparse: str) -> bool:
+    """A sparse-evaluation switch: on or off."""
+    value = sparse.strip().lower()
+    if value not in ("on", "off"):
+        raise SettingError("sparse", f"must be on or off, got {sparse!r}")
+    return value == "on"
+
+
+def parse_block(block: str) -> int | str:
+    """A block choice: "auto", or an HR side in pixels (0: pixel-level maps)."""
+    value = block.strip().lower()
+    if value == "auto":
+        return value
+    if not value.isdecimal():
+        raise SettingError("block", f"must be auto, 0 (pixel-level maps) or a side in pixels, got {block!r}")
+    return int(value)
+
+
+__all__ = ["FORMATS", "Resolved", "Result", "Settings", "output_format", "parse_block", "parse_sparse", "parse_tile"]

@@ -8,10 +8,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..convert import convert_file
 from ..errors import RequestError, YodaError, setting
 from ..fsutil import temporary_path
-from ..models import get_config
 from ..weights_file import save, sha256_file, tensor_names
 from .paths import check_name
 from .registry import Entry, find_entry
@@ -32,6 +30,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def install_converted(entry: Entry, raw: Path, source_sha: str, revision: str | None, *, repin: bool = False) -> Path:
+
+    from ..convert import convert_file  # torch: imported when weights are touched, not to list or verify
+
     """Convert (or adopt) a verified source file into the store and record it.
 
     Nothing is installed or pinned unless the file converts into finite weights of the entry's kind.
@@ -81,6 +82,8 @@ class DamagedSourceError(YodaError):
 
 def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) -> dict[str, Any]:
 
+    from ..models import get_config  # torch: imported when weights are touched, not to list or verify
+
     metadata = dict(converted)
     if metadata.get("kind") == "denoiser":
         config_name = entry.config or metadata.get("matched_config")
@@ -101,6 +104,9 @@ def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) ->
 
 
 def _imported_metadata(file: Path, name: str, converted: Converted, source_sha: str) -> dict[str, Any]:
+
+    from ..models import get_config  # torch: imported when weights are touched, not to list or verify
+
     """Metadata of a file imported under a name the registry does not know."""
 
     metadata = dict(converted.metadata)
@@ -132,6 +138,9 @@ def import_checkpoint(
     norm_groups: int | None = None,
     force: bool = False,
 ) -> tuple[Path, str | None]:
+
+    from ..convert import convert_file  # torch: imported when weights are touched, not to list or verify
+
     """Convert an upstream file into the store as ``name``; returns the file and a note (or None).
 
     ``scale`` and ``norm_groups`` are for SR3 weights that match no registered configuration.

@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RequestError, YodaError
-from ..models import create_model_from_config
-from ..models.lpips import NETS, LpipsNetwork
-from ..models.validation import check_denoiser_metadata, check_shapes
 from ..weights_file import read_metadata, tensor_shapes
 from .store import installed_path, read_lock, require
 
@@ -77,6 +74,10 @@ def load_denoiser(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
 ) -> LoadedDenoiser:
+
+    from ..models import create_model_from_config  # torch: imported when weights are touched, not to list or verify
+    from ..models.validation import check_denoiser_metadata, check_shapes
+
     """Build and load a denoiser from a yoda-sr safetensors checkpoint (strict key and shape check)."""
     import torch
     from safetensors.torch import load as load_weights
@@ -107,6 +108,9 @@ def load_denoiser(
 
 
 def load_lpips(name_or_path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> LpipsNetwork:
+
+    from ..models.lpips import NETS, LpipsNetwork  # torch: imported when weights are touched, not to list or verify
+
     """An LPIPS network (eval mode, no gradients) from a named checkpoint (``lpips-vgg``,
     ``lpips-alex``) or a yoda-sr .safetensors file; NotInstalledError naming the command that gets it."""
     from safetensors.torch import load as load_weights

@@ -15,7 +15,7 @@ from typer.exceptions import TyperException
 
 from .._version import __version__
 from ..errors import SettingError, YodaError, name_settings
-from . import attention, checkpoints, evaluate, sample, train, upscale
+from . import attention, checkpoints, evaluate, sample, train, upscale, web
 from .common import flag, flag_with_value
 
 __all__ = ["app", "main"]
@@ -52,6 +52,7 @@ app.command("attention")(attention.attention)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("sample")(sample.sample)
+app.command("web")(web.web)
 app.add_typer(checkpoints.app, name="checkpoints")
 
 

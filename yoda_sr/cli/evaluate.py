@@ -75,7 +75,7 @@ def evaluate(
     from ..api import Settings
     from ..evaluation.core import evaluate as run_evaluation
     from ..evaluation.core import markdown_table
-    from .options import parse_block, parse_sparse
+    from ..settings import parse_block, parse_sparse
 
     summary = run_evaluation(
         data,

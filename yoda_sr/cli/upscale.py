@@ -113,7 +113,8 @@ def upscale(
         output_folder,
         plan_jobs,
     )
-    from .options import output_format, parse_block, parse_sparse, parse_tile, torchrun_shard
+    from ..settings import output_format, parse_block, parse_sparse, parse_tile
+    from .options import torchrun_shard
 
     fmt = output_format(fmt)
     if batch_size < 1:

@@ -57,7 +57,7 @@ def tile_rawmodes(image: Image.Image) -> set[str]:
 def _decode_as(source: Path, rawmode: str) -> np.ndarray:
     """Decode the first frame of ``source`` again, unpacking its data with ``rawmode``."""
     with Image.open(source) as image:
-        tiles: list[Any] = []
+        tiles: list[Any] = []  # Pillow's tile type differs between versions
         for tile in image.tile:
             args = (rawmode, *tile[3][1:]) if isinstance(tile[3], tuple) else rawmode
             tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 RUN_LOG = "yoda-sr-upscale.jsonl"
 PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output extensions and the format each is written in (anything else becomes PNG)."""
-FORMATS = ("auto", "png", "jpg", "webp", "tiff")
 _EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 OWN_ENDINGS = (".attention.png",)
 """Names a folder's images may end with that are outputs of an earlier run, not inputs."""
