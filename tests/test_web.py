@@ -64,8 +64,9 @@ def test_addresses_and_sizes():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
     assert parse_size("50mb") == 50 * 1024**2 and parse_size("300kb") == 300 * 1024 and parse_size("1000") == 1000
-    with pytest.raises(YodaError, match="--max-upload"):
+    with pytest.raises(SettingError, match="50mb") as refused:
         parse_size("lots")
+    assert refused.value.setting == "max_upload"
 
 
 def test_models_offer_embedded_and_named_models(tmp_path, monkeypatch):
