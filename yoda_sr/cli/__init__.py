@@ -15,7 +15,7 @@ from typer.exceptions import TyperException
 
 from .._version import __version__
 from ..errors import SettingError, YodaError
-from . import attention, checkpoints, evaluate, sample, train, upscale
+from . import attention, checkpoints, evaluate, runs, sample, train, upscale
 from .common import flag
 
 __all__ = ["app", "main"]
@@ -52,6 +52,7 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("sample")(sample.sample)
 app.add_typer(checkpoints.app, name="checkpoints")
+app.add_typer(runs.app, name="runs")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 Outputs are written atomically, existing ones are skipped (so re-running an interrupted batch
 finishes it), inputs are never overwritten, and a failing image costs one line while the batch goes
-on (``batch.Batch``). Under ``torchrun`` each rank takes every WORLD_SIZE-th image.
+on (``batch.Batch``). Under ``torchrun`` each rank takes every WORLD_SIZE-th image. ``--files-from``
+and ``--shard`` choose the images (``manifest``, ``shards``); their options are in ``scale_out``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import UsageError
+from ..errors import SettingError, UsageError
+from . import scale_out
 from .common import clean_option, debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
 def upscale(
     ctx: typer.Context,
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+    inputs: list[Path] | None = typer.Argument(
+        None, metavar="[INPUT]...", help="Image files, folders or globs (or --files-from)."
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -97,6 +101,9 @@ def upscale(
     max_pixels: int | None = typer.Option(
         None, "--max-pixels", metavar="N", help="Largest input (width x height) to decode; raises the bomb guard."
     ),
+    files_from: str | None = scale_out.files_from_option(),
+    root: Path | None = scale_out.root_option(),
+    shard: str | None = scale_out.shard_option(),
 ) -> None:
     """Super-resolve images, folders of images and globs with YODA diffusion."""
     import json
@@ -104,7 +111,9 @@ def upscale(
     from ..api import Settings
     from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
     from ..jobs.batch import Batch, Hints
+    from ..jobs.manifest import plan_selection, select_images
     from ..jobs.upscaling import (
+        RUN_LOG,
         UpscaleJobs,
         check_out,
         check_suffix,
@@ -116,7 +125,6 @@ def upscale(
         parse_block,
         parse_sparse,
         parse_tile,
-        plan_jobs,
     )
     from ..jobs.upscaling import shard as torchrun_shard
 
@@ -140,6 +148,7 @@ def upscale(
     )
     if suffix is not None:
         check_suffix(suffix)
+    chosen = scale_out.check(inputs, files_from, root, shard)
     rank, world, local_rank = torchrun_shard()
     upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
     if compile_model:
@@ -159,18 +168,32 @@ def upscale(
         reraise=debugging(ctx),
         shard=(rank, world),
     )
-    check_out(out)
+    run_log = chosen.run_log if chosen is not None else RUN_LOG
     folder = output_folder(out)
-    found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix), exclude=[folder] if folder else [])
-    jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
+    if chosen is not None and out is not None and folder is None:
+        raise SettingError("out", f"{out} is a file name; shards need an output folder")
+    selection = select_images(
+        batch,
+        inputs or [],
+        files_from=files_from,
+        root=root,
+        shard=chosen,
+        recursive=recursive,
+        ignore_endings=(*ignored_endings(suffix), run_log),
+        exclude=[folder] if folder else [],
+    )
+    check_out(out, run_log)
+    jobs = plan_selection(batch, selection, out, suffix, fmt, chosen is not None, hints.input)
     if not quiet and rank == 0:
         blocks = f", {settings.block} px blocks" if settings.block else ""
         sparsely = ", sparse" if settings.sparse else ""
         flat = f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else ""
         lower = f" (l = {settings.lower_bound:g}{flat}{blocks}{sparsely})" if settings.attention != "none" else ""
+        where = f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')})"
+        part = f", shard {chosen}: {len(jobs)} to do" if chosen is not None else ""
         note(
-            f"{upscaler.name} on {upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}), "
-            f"{out_scale}x, {settings.steps} {settings.sampler} steps, attention {settings.attention}{lower}"
+            f"{upscaler.name} on {where}, {out_scale}x, {settings.steps} {settings.sampler} steps, "
+            f"attention {settings.attention}{lower}{part}"
         )
 
     def show(job: Job, done: Upscaled) -> None:
@@ -196,6 +219,7 @@ def upscale(
             max_pixels=max_pixels,
             progress=steps_bar,
             note=notes(quiet),
+            run_log=run_log,
         )
         tally = batch.run(jobs, work, chunk=batch_size, done=show, progress=images)
     if tally.failed:
