@@ -85,5 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo("yoda-sr: interrupted", err=True)
         sys.exit(130)
+    if code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) before it reaches us
+        typer.echo("yoda-sr: interrupted", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
