@@ -1,5 +1,5 @@
 """Choosing images without walking folders (``--files-from``), shards (``--shard``), their run logs and
-``yoda-sr runs merge``; and the scale-out options' usage errors."""
+``yoda-sr runs merge``; and the scale-out options' usage errors. No Ray here (tests/test_ray.py)."""
 
 from __future__ import annotations
 
@@ -152,6 +152,11 @@ def test_scale_out_usage_errors_are_one_line_and_write_nothing(tmp_path, model_f
         ["upscale", "--files-from", tmp_path / "missing.txt", *base],
         ["upscale", photos, "--shard", "3/3", *base],
         ["upscale", photos, "--shard", "auto", *base],
+        ["upscale", photos, "--engine", "spark", *base],
+        ["upscale", photos, "--workers", "2", *base],
+        ["upscale", photos, "--engine", "ray", "--workers", "0", *base],
+        ["upscale", photos, "--engine", "ray", "--ray-address", "somewhere", *base],
+        ["upscale", photos, "--engine", "ray", "--batch-size", "2", *base],
         ["runs", "merge", tmp_path / "nothing-here"],
     ]
     for args in cases:

@@ -1,17 +1,22 @@
-"""`upscale`'s options for work past one machine: ``--files-from``, ``--root`` and ``--shard``, and
-their checks before any image is touched."""
+"""`upscale`'s options for work past one machine: ``--files-from``, ``--root``, ``--shard`` and the
+Ray engine (``--engine ray``, ``--ray-address``, ``--workers``, ``--gpus-per-worker``,
+``--cpus-per-worker``), and their checks before any image is touched."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..errors import UsageError
+from ..errors import SettingError, UsageError
 
 if TYPE_CHECKING:
+    from ..distributed.cluster import RayOptions
     from ..jobs.shards import Shard
+
+ENGINES = ("local", "ray")
 
 
 def files_from_option() -> Any:
@@ -45,9 +50,65 @@ def shard_option() -> Any:
     )
 
 
-def check(inputs: list[Path] | None, files_from: str | None, root: Path | None, shard: str | None) -> Shard | None:
-    """Refuse option combinations that cannot work, in one line, before anything is loaded or written;
-    the run's shard (None: all images)."""
+def engine_option() -> Any:
+    return typer.Option(
+        "local",
+        "--engine",
+        metavar="local|ray",
+        help="local: this process (and torchrun's); ray: actors holding the model on a Ray cluster "
+        "(pip install 'yoda-sr[ray]').",
+    )
+
+
+def ray_address_option() -> Any:
+    return typer.Option(
+        None,
+        "--ray-address",
+        metavar="auto|HOST:PORT",
+        help="With --engine ray: the cluster to join (auto: RAY_ADDRESS, or the one `ray start` made here); "
+        "default: start a Ray on this machine, listening on 127.0.0.1 only.",
+    )
+
+
+def workers_option() -> Any:
+    return typer.Option(
+        None,
+        "--workers",
+        metavar="N",
+        help="With --engine ray: workers, each holding the model (default: as many as the cluster's GPUs or "
+        "CPUs allow).",
+    )
+
+
+def gpus_option() -> Any:
+    return typer.Option(0.0, "--gpus-per-worker", metavar="G", help="With --engine ray: GPUs per worker.")
+
+
+def cpus_option() -> Any:
+    return typer.Option(
+        1.0, "--cpus-per-worker", metavar="C", help="With --engine ray: CPUs per worker (its torch threads)."
+    )
+
+
+@dataclass
+class ScaleOut:
+    """The checked choices: this run's shard (or None) and the Ray options (None: the local engine)."""
+
+    shard: Shard | None
+    ray: RayOptions | None
+
+
+def check(
+    inputs: list[Path] | None,
+    files_from: str | None,
+    root: Path | None,
+    shard: str | None,
+    engine: str,
+    ray: RayOptions,
+    ray_flags: bool,
+) -> ScaleOut:
+    """Refuse option combinations that cannot work, in one line, before anything is loaded or written.
+    ``ray_flags``: some Ray option was given."""
     from ..jobs.shards import parse_shard
 
     if files_from is None and not inputs:
@@ -56,4 +117,16 @@ def check(inputs: list[Path] | None, files_from: str | None, root: Path | None, 
         raise UsageError("give INPUT... or --files-from MANIFEST, not both")
     if root is not None and files_from is None:
         raise UsageError("--root goes with --files-from (folders given as INPUT are their own roots)")
-    return parse_shard(shard) if shard is not None else None
+    value = engine.strip().lower()
+    if value not in ENGINES:
+        raise SettingError("engine", f"must be local or ray, got {engine!r}")
+    if value == "local" and ray_flags:
+        raise UsageError("--ray-address, --workers, --gpus-per-worker and --cpus-per-worker go with --engine ray")
+    chosen = parse_shard(shard) if shard is not None else None
+    if value == "local":
+        return ScaleOut(chosen, None)
+    ray.check()
+    from ..distributed.cluster import import_ray
+
+    import_ray(local=ray.address is None)  # a missing Ray is one line now, not after the plan
+    return ScaleOut(chosen, ray)
