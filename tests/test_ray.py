@@ -243,6 +243,7 @@ def test_a_killed_worker_is_replaced_and_every_output_written_once(tmp_path, mod
     # a re-run skips everything; nothing is left behind
     again = upscale_on_ray([folder], out, settings, model=str(model_file), options=RayOptions(workers=1))
     assert (again.tally.done, again.tally.skipped, again.tally.failed) == (0, 5, 0)
+    assert again.workers == []  # nothing to do: no worker started
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 

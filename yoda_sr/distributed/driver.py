@@ -321,10 +321,12 @@ def run_on_ray(
     """Upscale planned jobs (``Batch.plan``'s: ``pending`` set) on Ray; see the module's docstring.
 
     ``fail`` gets each failure line, ``note`` each remark, ``done`` each record written, ``progress``
-    the number of images finished."""
+    the number of images finished. With nothing to do (a re-run of a finished job) Ray is not started."""
     options.check()
     started = time.perf_counter()
     report = RayReport()
+    if not jobs:
+        return report
     ray = import_ray(local=options.address is None)
     shutdown = connect(ray, options)
     try:
@@ -333,8 +335,7 @@ def run_on_ray(
             fail=fail, note=note, done=done, progress=progress,
         )  # fmt: skip
         try:
-            if jobs:
-                run.run(jobs, min(worker_count(ray, options), len(jobs)), started)
+            run.run(jobs, min(worker_count(ray, options), len(jobs)), started)
         except BaseException:
             run.stop()
             raise
