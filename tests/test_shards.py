@@ -17,7 +17,7 @@ from yoda_sr.jobs.files import find_images
 from yoda_sr.jobs.manifest import read_manifest, select_found
 from yoda_sr.jobs.shards import Shard, parse_shard, shard_of
 
-from conftest import cli, photo, save_tiny_checkpoint
+from conftest import cli, free_port, photo, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,7 @@ def test_scale_out_usage_errors_are_one_line_and_write_nothing(tmp_path, model_f
         ["upscale", photos, "--engine", "ray", "--workers", "0", *base],
         ["upscale", photos, "--engine", "ray", "--ray-address", "somewhere", *base],
         ["upscale", photos, "--engine", "ray", "--batch-size", "2", *base],
+        ["upscale", photos, "--engine", "ray", "--ray-address", f"127.0.0.1:{free_port()}", *base],
         ["runs", "merge", tmp_path / "nothing-here"],
     ]
     for args in cases:

@@ -126,7 +126,8 @@ def check(
     if value == "local":
         return ScaleOut(chosen, None)
     ray.check()
-    from ..distributed.cluster import import_ray
+    from ..distributed.cluster import check_reachable, import_ray
 
-    import_ray(local=ray.address is None)  # a missing Ray is one line now, not after the plan
+    import_ray(local=ray.local)  # a missing Ray or a wrong address is one line now, not after the plan
+    check_reachable(ray)
     return ScaleOut(chosen, ray)

@@ -7,8 +7,10 @@ installs it, and so that the variables Ray reads when imported can be set first.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -47,18 +49,37 @@ class RayOptions:
             raise SettingError("cpus_per_worker", f"must be more than 0, got {self.cpus_per_worker}")
         if self.retries < 0 or self.in_flight < 1:
             raise SettingError("retries", "retries must be 0 or more, and in_flight at least 1")
-        address = self.address
-        if address is None or address == "auto":
-            return
-        host, colon, port = address.removeprefix("ray://").rpartition(":")
-        if not colon or not host or not port.isdecimal() or not 0 < int(port) < 65536:
-            message = f"must be auto or HOST:PORT (ray://HOST:PORT for Ray Client), got {address!r}"
+        if self.address not in (None, "auto") and self.host_port is None:
+            message = f"must be auto or HOST:PORT (ray://HOST:PORT for Ray Client), got {self.address!r}"
             raise SettingError("ray_address", message)
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """The host (without IPv6 brackets) and port of a ``HOST:PORT`` address; None otherwise."""
+        if self.address is None:
+            return None
+        host, colon, port = self.address.removeprefix("ray://").rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not colon or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+            return None
+        return host, int(port)
+
+    @property
+    def local(self) -> bool:
+        """A Ray on this machine's loopback: started here (no address), or joined at 127.x, ::1 or localhost."""
+        if self.address is None:
+            return True
+        host = self.host_port[0] if self.host_port else ""
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 def import_ray(local: bool) -> ModuleType:
-    """Ray, or a one-line error naming the extra that installs it. ``local``: set ``LOCAL_ENVIRONMENT``
-    first (where the variables are unset), since Ray reads them when it is imported."""
+    """Ray, or a one-line error naming the extra that installs it. ``local`` (a Ray on this machine's
+    loopback): set ``LOCAL_ENVIRONMENT`` first (where the variables are unset), since Ray reads them
+    when it is imported."""
     if local:
         for name, value in LOCAL_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
@@ -67,6 +88,17 @@ def import_ray(local: bool) -> ModuleType:
     except ImportError:
         raise UsageError("--engine ray needs Ray: pip install 'yoda-sr[ray]'") from None
     return ray
+
+
+def _stay_on_loopback() -> None:
+    """Keep Ray from trading 127.0.0.1 for this machine's network address (which it does for a node
+    that may be part of a cluster): ``LOCAL_ENVIRONMENT``, and ``ray_constants.ENABLE_RAY_CLUSTER``,
+    where Ray keeps the answer (set here too in case Ray was imported before the variable was)."""
+    for name, value in LOCAL_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _quiet(debug: bool) -> dict[str, Any]:
@@ -81,20 +113,25 @@ def _quiet(debug: bool) -> dict[str, Any]:
 def start_local(ray: ModuleType, num_cpus: int | None = None, debug: bool = False) -> None:
     """Start a Ray on this machine whose servers listen on 127.0.0.1 only, or stop with one line.
 
-    Ray binds its servers to every interface unless its node's address is 127.0.0.1, and it takes
-    127.0.0.1 only on a node that is not part of a cluster (``LOCAL_ENVIRONMENT``, read when Ray is
-    imported; ``ray_constants.ENABLE_RAY_CLUSTER`` is where it keeps the answer, set here too in
-    case Ray was imported first). The GCS's address is checked afterwards."""
-    for name, value in LOCAL_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    Ray binds its servers to every interface unless its node's address is 127.0.0.1, and it keeps
+    127.0.0.1 only on a node that is not part of a cluster (``_stay_on_loopback``). The GCS's
+    address is checked afterwards."""
+    _stay_on_loopback()
     ray.init("local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **_quiet(debug))  # a new one, always
     gcs = str(ray.get_runtime_context().gcs_address)
     if not gcs.startswith("127."):
         ray.shutdown()
         raise YodaError(f"the Ray started here listens on {gcs}, not on 127.0.0.1 only; give --ray-address")
+
+
+def check_reachable(options: RayOptions) -> None:
+    """A ``HOST:PORT`` that nothing answers on is one line at once (Ray itself retries for minutes)."""
+    if options.host_port is None:
+        return
+    try:
+        socket.create_connection(options.host_port, timeout=10).close()
+    except OSError as error:
+        raise YodaError(f"cannot reach the Ray cluster at {options.address}: {error.strerror or error}") from None
 
 
 def connect(ray: ModuleType, options: RayOptions) -> bool:
@@ -105,6 +142,9 @@ def connect(ray: ModuleType, options: RayOptions) -> bool:
     if options.address is None:
         start_local(ray, debug=options.debug)
         return True
+    if options.local:
+        _stay_on_loopback()
+    check_reachable(options)
     try:
         ray.init(address=options.address, **_quiet(options.debug))
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:

@@ -327,7 +327,7 @@ def run_on_ray(
     report = RayReport()
     if not jobs:
         return report
-    ray = import_ray(local=options.address is None)
+    ray = import_ray(local=options.local)
     shutdown = connect(ray, options)
     try:
         run = _Run(
