@@ -18,7 +18,7 @@ MAX_TOP_LEVEL_MODULES = 12
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
     ("cli",),
-    ("web",),
+    ("web", "distributed"),
     ("training",),
     ("evaluation",),
     ("jobs",),

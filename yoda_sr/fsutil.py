@@ -156,3 +156,16 @@ def _claim_is_stale(path: Path, host: str) -> bool:
 def release(path: Path) -> None:
     """Give up a claim made by ``claim``."""
     path.unlink(missing_ok=True)
+
+
+def temporaries_of(target: Path) -> list[Path]:
+    """The temporary files of ``target`` beside it, whatever process made them: for a caller that
+    knows their writers are gone (a job stopping workers it killed, perhaps on other machines)."""
+    prefix = f".{target.name[:60]}."
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return []
+    pattern = re.compile(r"\d+-[0-9a-f]{8}" + re.escape(TEMP_MARK))
+    mine = [entry for entry in entries if entry.name.startswith(prefix)]
+    return [entry for entry in mine if pattern.fullmatch(entry.name[len(prefix) :])]

@@ -15,7 +15,7 @@ from typer.exceptions import TyperException
 
 from .._version import __version__
 from ..errors import SettingError, YodaError, name_settings
-from . import attention, checkpoints, evaluate, sample, train, upscale, web
+from . import attention, checkpoints, evaluate, runs, sample, train, upscale, web
 from .common import flag, flag_with_value
 
 __all__ = ["app", "main"]
@@ -54,6 +54,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("sample")(sample.sample)
 app.command("web")(web.web)
 app.add_typer(checkpoints.app, name="checkpoints")
+app.add_typer(runs.app, name="runs")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,5 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo("yoda-sr: interrupted", err=True)
         sys.exit(130)
+    if code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) before it reaches us
+        typer.echo("yoda-sr: interrupted", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -2,7 +2,9 @@
 
 Outputs are written atomically, existing ones are skipped (so re-running an interrupted batch
 finishes it), inputs are never overwritten, and a failing image costs one line while the batch goes
-on (``batch.Batch``). Under ``torchrun`` each rank takes every WORLD_SIZE-th image.
+on (``batch.Batch``). Under ``torchrun`` each rank takes every WORLD_SIZE-th image. ``--files-from``
+and ``--shard`` choose the images (``manifest``, ``shards``); ``--engine ray`` runs them on Ray
+actors (``distributed``); their options are in ``scale_out``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ..errors import SettingError
+from . import scale_out
 from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, report_error
 
 if TYPE_CHECKING:
@@ -23,7 +27,9 @@ if TYPE_CHECKING:
 
 def upscale(
     ctx: typer.Context,
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+    inputs: list[Path] | None = typer.Argument(
+        None, metavar="[INPUT]...", help="Image files, folders or globs (or --files-from)."
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -96,14 +102,25 @@ def upscale(
     max_pixels: int | None = typer.Option(
         None, "--max-pixels", metavar="N", help="Largest input (width x height) to decode; raises the bomb guard."
     ),
+    files_from: str | None = scale_out.files_from_option(),
+    root: Path | None = scale_out.root_option(),
+    shard: str | None = scale_out.shard_option(),
+    engine: str = scale_out.engine_option(),
+    ray_address: str | None = scale_out.ray_address_option(),
+    workers: int | None = scale_out.workers_option(),
+    gpus_per_worker: float = scale_out.gpus_option(),
+    cpus_per_worker: float = scale_out.cpus_option(),
 ) -> None:
     """Super-resolve images, folders of images and globs with YODA diffusion."""
     import json
 
     from ..api import Settings
     from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
+    from ..distributed.cluster import RayOptions
     from ..jobs.batch import Batch, Hints
+    from ..jobs.manifest import plan_selection, select_images
     from ..jobs.upscaling import (
+        RUN_LOG,
         UpscaleJobs,
         check_out,
         check_suffix,
@@ -111,7 +128,6 @@ def upscale(
         ignored_endings,
         load,
         output_folder,
-        plan_jobs,
     )
     from ..settings import output_format, parse_block, parse_sparse, parse_tile
     from .options import torchrun_shard
@@ -136,9 +152,19 @@ def upscale(
     )
     if suffix is not None:
         check_suffix(suffix)
+    ray_options = RayOptions(ray_address, workers, gpus_per_worker, cpus_per_worker, debug=debugging(ctx))
+    ray_flags = ray_address is not None or workers is not None or bool(gpus_per_worker) or cpus_per_worker != 1
+    chosen = scale_out.check(inputs, files_from, root, shard, engine, ray_options, ray_flags)
     rank, world, local_rank = torchrun_shard()
-    upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
-    if compile_model:
+    if chosen.ray is not None and world > 1:
+        raise UsageError("--engine ray runs its own workers; start it once, not under torchrun")
+    if chosen.ray is not None and batch_size > 1:
+        raise UsageError("--batch-size: --engine ray sends one image per call; use --workers for more at once")
+    if chosen.ray is not None:  # the driver checks the settings on the CPU; the workers load on --device
+        upscaler, settings, out_scale = load(model, "cpu", "auto", scale, wanted, 0, 1)
+    else:
+        upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
+    if compile_model and chosen.ray is None:
         upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
     if settings.attention in WEIGHTED_METHODS:
         try:
@@ -155,32 +181,74 @@ def upscale(
         reraise=debugging(ctx),
         shard=(rank, world),
     )
-    check_out(out)
+    run_log = chosen.shard.run_log if chosen.shard is not None else RUN_LOG
     folder = output_folder(out)
-    found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix), exclude=[folder] if folder else [])
-    jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
+    if chosen.shard is not None and out is not None and folder is None:
+        raise SettingError("out", f"{out} is a file name; shards need an output folder")
+    selection = select_images(
+        batch,
+        inputs or [],
+        files_from=files_from,
+        root=root,
+        shard=chosen.shard,
+        recursive=recursive,
+        ignore_endings=(*ignored_endings(suffix), run_log),
+        exclude=[folder] if folder else [],
+    )
+    check_out(out, run_log)
+    jobs = plan_selection(batch, selection, out, suffix, fmt, chosen.shard is not None, hints.input)
     if not quiet and rank == 0:
         blocks = f", {settings.block} px blocks" if settings.block else ""
         sparsely = ", sparse" if settings.sparse else ""
         flat = f", flat areas below {settings.flat_floor:g} kept" if settings.flat_floor else ""
         lower = f" (l = {settings.lower_bound:g}{flat}{blocks}{sparsely})" if settings.attention != "none" else ""
+        where = f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')})"
+        if chosen.ray is not None:
+            where = f"Ray workers ({workers or 'as many as fit'}, device {device}, dtype {dtype})"
+        part = f", shard {chosen.shard}: {len(jobs)} to do" if chosen.shard is not None else ""
         note(
-            f"{upscaler.name} on {upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}), "
-            f"{out_scale}x, {settings.steps} {settings.sampler} steps, attention {settings.attention}{lower}"
+            f"{upscaler.name} on {where}, {out_scale}x, {settings.steps} {settings.sampler} steps, "
+            f"attention {settings.attention}{lower}{part}"
         )
 
-    def show(job: Job, done: Upscaled) -> None:
+    def show(job: Job, record: dict[str, Any]) -> None:
         if json_output:
-            typer.echo(json.dumps(done.record, sort_keys=True))
+            typer.echo(json.dumps(record, sort_keys=True))
         elif not quiet:
-            result = done.result
-            height, width = result.image.shape[:2]
+            width, height = record["size"]
             typer.echo(
-                f"{job.image} -> {job.output} ({width}x{height}, {result.seconds:.1f} s, "
-                f"pixel updates {result.update_fraction:.2f}, work {result.work_fraction:.2f}"
-                + ("" if result.cleaning.kind == "none" else f", input {result.cleaning.describe()}")
+                f"{job.image} -> {job.output} ({width}x{height}, {record['seconds']:.1f} s, "
+                f"pixel updates {record['update_fraction']:.2f}, work {record['work_fraction']:.2f}"
+                + ("" if record["cleaned"] == "none" else f", input {record['cleaned']}")
                 + ")"
             )
+
+    if chosen.ray is not None:
+        from ..distributed import WorkerSpec, run_on_ray
+
+        spec = WorkerSpec(
+            model if model is not None else upscaler.name,
+            settings,
+            out_scale,
+            seed,
+            device=device,
+            dtype=dtype,
+            threads=max(1, int(cpus_per_worker)),
+            save_attention=save_attention,
+            max_pixels=max_pixels,
+            compile=compile_model,
+        )
+        with progress_bars(len(jobs), disable=quiet) as (images, _):
+            report = run_on_ray(
+                jobs, spec, chosen.ray, run_log=run_log, overwrite=overwrite, fail=report_error,
+                note=notes(quiet), done=show, progress=images,
+            )  # fmt: skip
+        if report.tally.failed or batch.tally.failed:
+            raise typer.Exit(1)
+        return
+
+    def shown(job: Job, done: Upscaled) -> None:
+        show(job, done.record)
 
     with progress_bars(len(jobs), disable=quiet) as (images, steps_bar):
         work = UpscaleJobs(
@@ -192,8 +260,9 @@ def upscale(
             max_pixels=max_pixels,
             progress=steps_bar,
             note=notes(quiet),
+            run_log=run_log,
         )
-        tally = batch.run(jobs, work, chunk=batch_size, done=show, progress=images)
+        tally = batch.run(jobs, work, chunk=batch_size, done=shown, progress=images)
     if tally.failed:
         raise typer.Exit(1)
 

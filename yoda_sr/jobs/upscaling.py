@@ -4,7 +4,8 @@ The work is ``api.Upscaler``; the loop (plan, refuse, skip, go on past failures)
 Outputs are written atomically with the input's alpha, grey, ICC profile and EXIF, so re-running an
 interrupted batch finishes it. With a shard (rank, world size) each process takes every
 world-size-th image (in sorted order) on its own device. Each written image appends one JSON line to
-``yoda-sr-upscale.jsonl`` in its output folder.
+``yoda-sr-upscale.jsonl`` in its output folder (``yoda-sr-upscale.I-of-N.jsonl`` for shard I of N,
+``shards``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from ..image.io import read_picture, save_png, write_picture
 from ..seeds import derive_seed
 from .batch import Item
 from .files import IMAGE_EXTENSIONS, FoundImages
+from .shards import RUN_LOG_STEM
 
 if TYPE_CHECKING:
     from ..api import Resolved, Result, Settings, Upscaler
     from ..image.io import Picture
 
-RUN_LOG = "yoda-sr-upscale.jsonl"
+RUN_LOG = f"{RUN_LOG_STEM}.jsonl"
 PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output extensions and the format each is written in (anything else becomes PNG)."""
 _EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
@@ -107,9 +109,10 @@ def output_folder(out: Path | None) -> Path | None:
     return out
 
 
-def check_out(out: Path | None) -> None:
+def check_out(out: Path | None, run_log: str = RUN_LOG) -> None:
     """Refuse an output that cannot work before any image is computed: a file that is not an image
-    name, an image format we cannot write, or a folder we cannot write into."""
+    name, an image format we cannot write, or a folder we cannot write into (or whose run log
+    ``run_log`` is a symbolic link)."""
 
     if out is None:
         return
@@ -119,8 +122,8 @@ def check_out(out: Path | None) -> None:
     if folder is not out and out.suffix.lower() not in PILLOW_FORMATS:
         writable = ", ".join(sorted(PILLOW_FORMATS))
         raise SettingError("out", f"{out}: cannot write {out.suffix} files; name it with one of {writable}")
-    if (folder / RUN_LOG).is_symlink():
-        raise SettingError("out", f"{folder / RUN_LOG} is a symbolic link; remove it (the run log is never followed)")
+    if (folder / run_log).is_symlink():
+        raise SettingError("out", f"{folder / run_log} is a symbolic link; remove it (the run log is never followed)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path(folder / "probe")
@@ -155,11 +158,11 @@ def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> li
     return sorted(jobs, key=lambda job: (str(job.log_dir), job.key))
 
 
-def write_log(log_dir: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line to the run log (a single O_APPEND write, safe across ranks)."""
+def write_log(log_dir: Path, record: dict[str, Any], name: str = RUN_LOG) -> None:
+    """Append one JSON line to the run log ``name`` (a single O_APPEND write, safe across ranks)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    path = log_dir / RUN_LOG
+    path = log_dir / name
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as error:
@@ -182,7 +185,8 @@ class Upscaled:
 
 class UpscaleJobs:
     """Batch work (``batch.Batch.run``): reads a chunk of jobs, samples same-size images together,
-    writes each output and its run log line. ``progress(done, total)`` follows the sampler's steps."""
+    writes each output and its line in the run log ``run_log`` (None: the caller writes the records).
+    ``progress(done, total)`` follows the sampler's steps."""
 
     def __init__(
         self,
@@ -195,6 +199,7 @@ class UpscaleJobs:
         max_pixels: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         note: Callable[[str], None] | None = None,
+        run_log: str | None = RUN_LOG,
     ) -> None:
         self.upscaler = upscaler
         self.settings = settings
@@ -204,6 +209,7 @@ class UpscaleJobs:
         self.max_pixels = max_pixels
         self.progress = progress
         self.note = note
+        self.run_log = run_log
 
     def __call__(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Upscaled | BaseException]]:
 
@@ -236,7 +242,8 @@ class UpscaleJobs:
                 try:
                     save(job.output, picture, result, self.save_attention)
                     record = self.record(job, result, seed)
-                    write_log(job.log_dir, record)
+                    if self.run_log is not None:
+                        write_log(job.log_dir, record, self.run_log)
                 except Exception as error:
                     yield job, error
                     continue
