@@ -6,6 +6,7 @@ A thin layer over ``yoda_sr.checkpoints``; nothing here imports torch unless a c
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -75,7 +76,7 @@ WRAP = 32
 """Width at which the LICENCE and SIZE cells of `checkpoints list` wrap onto further lines (never cut)."""
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows as aligned text: the LICENCE and SIZE cells wrapped whole over as many lines as they need
     (the row's other cells on its first line), the last column unpadded."""
     import textwrap
