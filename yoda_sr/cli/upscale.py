@@ -100,8 +100,6 @@ def upscale(
     """Super-resolve images, folders of images and globs with YODA diffusion."""
     import json
 
-    from ..api import Settings
-    from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
     from ..jobs.batch import Batch, Hints
     from ..jobs.upscaling import (
         UpscaleJobs,
@@ -111,9 +109,10 @@ def upscale(
         ignored_endings,
         load,
         output_folder,
+        output_scale,
         plan_jobs,
     )
-    from ..settings import output_format, parse_block, parse_sparse, parse_tile
+    from ..settings import Settings, output_format, parse_block, parse_sparse, parse_tile
     from .options import torchrun_shard
 
     fmt = output_format(fmt)
@@ -137,14 +136,13 @@ def upscale(
     if suffix is not None:
         check_suffix(suffix)
     rank, world, local_rank = torchrun_shard()
-    upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
-    if compile_model:
-        upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
-    if settings.attention in WEIGHTED_METHODS:
-        try:
-            require_weights(settings.attention)
-        except MissingWeightsError as error:
-            raise UsageError(f"{error}; or choose another --attention") from None
+    # Which outputs exist is decided first, from the model's metadata and the files: a run whose
+    # outputs all exist loads no model (and imports no torch).
+    loaded = None
+    out_scale = output_scale(model, scale)
+    if out_scale is None:  # metadata that does not say: loading names what is wrong with it
+        loaded = load(model, device, dtype, scale, wanted, local_rank, world)
+        out_scale = loaded[2]
     suffix = default_suffix(out_scale, out) if suffix is None else suffix
     hints = Hints(exists="use --overwrite", input="use --suffix or -o", collision="use --format or -o")
     batch: Batch[Job] = Batch(
@@ -155,10 +153,24 @@ def upscale(
         reraise=debugging(ctx),
         shard=(rank, world),
     )
-    check_out(out)
     folder = output_folder(out)
     found = batch.find(inputs, recursive, ignore_endings=ignored_endings(suffix), exclude=[folder] if folder else [])
     jobs = batch.plan(plan_jobs(found, out, suffix, fmt))
+    if not jobs:
+        if batch.tally.failed:
+            raise typer.Exit(1)
+        return
+    from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
+
+    upscaler, settings, out_scale = loaded or load(model, device, dtype, scale, wanted, local_rank, world)
+    if compile_model:
+        upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
+    if settings.attention in WEIGHTED_METHODS:
+        try:
+            require_weights(settings.attention)
+        except MissingWeightsError as error:
+            raise UsageError(f"{error}; or choose another --attention") from None
+    check_out(out)
     if not quiet and rank == 0:
         blocks = f", {settings.block} px blocks" if settings.block else ""
         sparsely = ", sparse" if settings.sparse else ""
