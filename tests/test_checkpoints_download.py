@@ -347,6 +347,20 @@ def test_list_shows_licence_and_size_and_info_takes_files_and_run_folders(tmp_pa
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split()[:6] == ["NAME", "KIND", "SOURCE", "LICENCE", "SIZE", "INSTALLED"]
     assert any(row.startswith("yoda-srdiff-x4") and "Apache-2.0" in row and "MiB" in row for row in rows)
+    registry = checkpoints.load_registry()
+    start = {name: header.index(name) for name in ("LICENCE", "SIZE", "INSTALLED")}
+    blocks: dict[str, list[str]] = {}
+    for row in rows:  # a row's LICENCE and SIZE cells wrap onto the lines below it (NAME blank there)
+        if row[: start["LICENCE"]].strip():
+            blocks[row.split()[0]] = []
+        blocks[list(blocks)[-1]].append(row)
+    assert list(blocks) == list(registry)
+    for name, block in blocks.items():
+        licence = " ".join(line[start["LICENCE"] : start["SIZE"]].strip() for line in block).strip()
+        assert licence == registry[name].licence, name  # whole, never cut
+        if name not in ("yoda-srdiff-x4", "yoda-resshift-x4"):  # installed ones show the file's size
+            size = " ".join(line[start["SIZE"] : start["INSTALLED"]].strip() for line in block).strip()
+            assert size == registry[name].size, name
 
     run = tmp_path / "run"
     save_tiny_checkpoint(run / "weights" / "ema.safetensors")

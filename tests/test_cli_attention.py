@@ -75,6 +75,23 @@ def test_attention_help_lists_methods_without_importing_torch(tmp_path):
         assert option in help_text
 
 
+def test_help_names_the_files_it_writes(astronaut):
+    """Every default output name is in --help as a pattern (<stem>, <method>) that matches it."""
+    import re
+
+    result = run_cli("attention", "--help", cwd=astronaut.parent)
+    assert result.returncode == 0
+    patterns = set(re.findall(r"<stem>[\w.<>]*\w", result.stdout))
+    written = run_cli(
+        "attention", astronaut.name, "--method", "edge", "--timeline", "2", "--npy", cwd=astronaut.parent
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    names = sorted(path.name for path in astronaut.parent.iterdir() if path.is_file() and path != astronaut)
+    assert names == ["astronaut.edge.attention.npy", "astronaut.edge.attention.png", "astronaut.edge.timeline.png"]
+    named = {pattern.replace("<stem>", "astronaut").replace("<method>", "edge") for pattern in patterns}
+    assert set(names) <= named, (names, patterns)
+
+
 def test_edge_map_is_a_png_of_the_image_size(astronaut):
     before = digest(astronaut)
     result = run_cli(
@@ -132,7 +149,8 @@ def test_dino_without_weights_fails_in_one_line(astronaut):
     )  # fmt: skip
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert "weights" in line and "dino-resnet50" in line and "--method" in line
+    assert "weights" in line and "dino-resnet50" in line and "--method" in line and "--weights FILE" in line
+    assert [line.count(method) for method in ("edge", "sift", "gaussian")] == [1, 1, 1], line  # named once
     assert sorted(path.name for path in astronaut.parent.iterdir()) == ["astronaut.png", "home"]
 
 

@@ -50,6 +50,33 @@ def test_registry_entry_is_embedded_verified_and_the_default():
     assert [result.ok for result in checkpoints.verify([DEFAULT_MODEL])] == [True]
 
 
+EMBEDDED = [name for name, entry in checkpoints.load_registry().items() if entry.source.kind == "embedded"]
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_shipped_metadata_names_no_machine_path_and_what_a_run_started_from(name):
+    """No value of an embedded file's metadata is an absolute path (the build machine's folders mean
+    nothing to a user and say where someone worked); a run initialised from another says which, in words."""
+    import re
+
+    assert set(EMBEDDED) == {"yoda-srdiff-x4", "yoda-resshift-x4"}
+    metadata = checkpoints.read_metadata(checkpoints.installed_path(name))
+    absolute = re.compile(r"(^|[\s(\[=:,;'\"])(/|~/|[A-Za-z]:[\\/])")
+
+    def texts(value, key=""):
+        if isinstance(value, dict):
+            return [pair for item, inner in value.items() for pair in texts(inner, f"{key}.{item}".lstrip("."))]
+        if isinstance(value, list):
+            return [pair for inner in value for pair in texts(inner, key)]
+        return [(key, value)] if isinstance(value, str) else []
+
+    found = texts(metadata)
+    assert ("training.data", "data/photos/train") in found  # the recipes' folder (configs/fetch_photos.py)
+    assert [(key, text) for key, text in found if absolute.search(text)] == []
+    if "initialised_from" in metadata:
+        assert metadata["initialised_from"]["model"].startswith("runs/F: stage 5's first run")
+
+
 def test_quick_start_upscales_the_sample_offline_with_no_model_argument(tmp_path):
     env = offline_env(tmp_path)
     sample = tmp_path / "sample.png"

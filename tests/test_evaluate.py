@@ -159,6 +159,8 @@ def test_summary_and_csv_agree(run, model_file):
         assert rows[method][2] == f"{means['psnr_rgb']:.2f}" and rows[method][3] == f"{means['ssim_rgb']:.4f}"
     assert summary["methods"]["bicubic"]["update_fraction"] is None
     assert {record["update_fraction"] for record in records if record["method"] == "bicubic"} == {""}
+    assert {(record["method"] == "bicubic", record["cleaned"]) for record in records} == {(True, ""), (False, "none")}
+    assert summary["cleaned"] == dict.fromkeys(CROPS, "none")  # clean photos: checked, nothing found
     assert summary["methods"]["plain"]["update_fraction"] == 1.0
     assert 0 < summary["methods"]["yoda"]["update_fraction"] < 1
 
@@ -196,21 +198,95 @@ def test_plain_and_yoda_get_the_same_lr_and_seed(run, model_file):
         assert not np.array_equal(pixels(out / "plain" / name), pixels(out / "yoda" / name))
 
 
-def test_grid_has_a_row_per_image_and_a_labelled_column_per_input_method_and_truth(run):
-    from yoda_sr.image.grids import HEADER, layout
+def test_grid_shows_every_image_in_a_row_named_by_its_path_under_labelled_columns(run):
+    """grid.png: all three images (not only the first few), each row named at the left, a labelled
+    column per input, method and truth; the cells are the written files' pixels."""
+    from yoda_sr.image.grids import GAP, HEADER, fit_row_labels, layout
 
     picture = pixels(run["out"] / "grid.png")
-    plan = layout(len(CROPS), 1 + 3 + 1, (64, 64), colorbar=False)
-    assert picture.shape == (plan.height, plan.width, 3)
-    first = sorted(CROPS)[0]
-    for column, method in enumerate(["bicubic", "plain", "yoda"], start=1):
-        top, left = plan.origin(0, column)
-        cell = np.repeat(np.repeat(pixels(run["out"] / method / first), plan.zoom, axis=0), plan.zoom, axis=1)
-        assert np.array_equal(picture[top : top + plan.cell[0], left : left + plan.cell[1]], cell), method
+    keys = sorted(CROPS)  # the order the folder is read in
+    band, _ = fit_row_labels(keys)
+    plan = layout(len(CROPS), 1 + 3 + 1, (64, 64), colorbar=False, band=band)
+    assert picture.shape == (plan.height, plan.width, 3) and band > 0
+    for row, name in enumerate(keys):
+        for column, method in enumerate(["bicubic", "plain", "yoda"], start=1):
+            top, left = plan.origin(row, column)
+            image = pixels(run["out"] / method / name)
+            across = (image.shape[1] - 64) // 2  # a centre crop of the smallest image's side (coffee is 68 wide)
+            cell = np.repeat(np.repeat(image[:, across : across + 64], plan.zoom, axis=0), plan.zoom, axis=1)
+            assert np.array_equal(picture[top : top + plan.cell[0], left : left + plan.cell[1]], cell), (name, method)
+        top = plan.origin(row, 0)[0]
+        ink = picture[top : top + plan.cell[0], GAP : band - GAP].min(axis=2) < 128
+        assert ink.sum() > 10, f"row {row} ({name}) has no name"
     labels = picture[:HEADER].min(axis=2) < 128
     for column in range(plan.columns):
         left = plan.origin(0, column)[1]
         assert labels[:, left : left + plan.cell[1]].sum() > 10, f"column {column} has no label"
+
+
+def test_worst_png_shows_where_yoda_does_worst_against_its_reference(run):
+    """worst.png and summary.json's "worst": the images ranked by how much worse yoda scores than the
+    reference (here bicubic by PSNR-Y: no LPIPS weights, no base), each a crop where yoda's squared
+    error exceeds the reference's most, enlarged; the crops are the written files' pixels."""
+    from yoda_sr.evaluation.baselines import ground_truth
+    from yoda_sr.evaluation.pictures import WORST_ZOOM, worst_crop
+    from yoda_sr.image.grids import layout
+
+    out = run["out"]
+    worst = json.loads((out / "summary.json").read_text())["worst"]
+    assert worst["metric"] == "psnr_y" and worst["against"] == "bicubic"
+    records = {(r["image"], r["method"]): r for r in read_csv(out / "per_image.csv")}
+    scores = {
+        name: float(records[(name, "bicubic")]["psnr_y"]) - float(records[(name, "yoda")]["psnr_y"]) for name in CROPS
+    }
+    assert [row["image"] for row in worst["rows"]] == sorted(CROPS, key=lambda name: -scores[name])
+    side = 64 - 2 * 4  # the smallest image's side, less the metrics' border
+    for row in worst["rows"]:
+        assert row["score"] == pytest.approx(scores[row["image"]], abs=1e-12)
+        hr = ground_truth(hr_crop(row["image"]), 4)
+        files = {method: pixels(out / method / row["image"]) for method in ("bicubic", "yoda")}
+        left, top = row["crop"]["left"], row["crop"]["top"]
+        assert (left, top, row["crop"]["side"]) == worst_crop(hr, files["yoda"], files["bicubic"], 4, side)
+        assert (
+            row["crop"]["side"] == side and 4 <= left <= hr.shape[1] - 4 - side and 4 <= top <= hr.shape[0] - 4 - side
+        )
+    picture = pixels(out / "worst.png")
+    plan = layout(len(CROPS), 5, (side * WORST_ZOOM, side * WORST_ZOOM), colorbar=False)
+    band = picture.shape[1] - plan.width  # the row labels' band, measured from their text
+    plan = layout(len(CROPS), 5, (side * WORST_ZOOM, side * WORST_ZOOM), colorbar=False, band=band)
+    assert picture.shape == (plan.height, plan.width, 3) and band > 0
+    for index, row in enumerate(worst["rows"]):
+        left, top = row["crop"]["left"], row["crop"]["top"]
+        crop = pixels(out / "yoda" / row["image"])[top : top + side, left : left + side]
+        cell_top, cell_left = plan.origin(index, 3)  # LR, bicubic, plain, yoda, HR
+        shown = picture[cell_top : cell_top + plan.cell[0], cell_left : cell_left + plan.cell[1]]
+        assert np.array_equal(shown, np.repeat(np.repeat(crop, WORST_ZOOM * plan.zoom, 0), WORST_ZOOM * plan.zoom, 1))
+
+
+def test_the_worst_crop_is_where_the_subject_adds_error_the_reference_does_not_have():
+    from yoda_sr.evaluation.pictures import worst_crop, worst_images
+    from yoda_sr.evaluation.results import Record
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (96, 128, 3)).astype(np.uint8)
+    reference = np.clip(hr.astype(int) + rng.integers(-6, 7, hr.shape), 0, 255).astype(
+        np.uint8
+    )  # small error everywhere
+    subject = hr.copy()
+    subject[50:70, 90:110] ^= np.uint8(0b1000)  # cross-hatch-like texture in one place only
+    left, top, side = worst_crop(hr, subject, reference, 4, 16)
+    assert side == 16 and 90 <= left <= 94 and 50 <= top <= 54
+    assert worst_crop(hr, subject, reference, 4, 500)[2] == 96 - 8  # at most the image, less the border
+
+    def record(image, method, lpips):
+        return Record(image, method, 30.0, 0.9, 30.0, 0.9, lpips, None, None, 1.0)
+
+    records = [record("a", "base", 0.2), record("a", "yoda", 0.25), record("b", "base", 0.3), record("b", "yoda", 0.2)]
+    records += [record("c", "base", 0.1), record("c", "yoda", 0.4), record("d", "yoda", 0.9)]  # d: no base
+    metric, against, rows = worst_images(records, ["base", "yoda"])
+    assert (metric, against) == ("lpips_vgg", "base")
+    assert [(row.image, round(row.score, 6)) for row in rows] == [("c", 0.3), ("a", 0.05), ("b", -0.1)]
+    assert worst_images(records, ["base", "plain"]) == ("", "", [])  # no yoda: no worst.png
 
 
 def test_a_diffusion_method_below_bicubic_gets_one_line_with_the_likely_cause(run):
@@ -543,4 +619,9 @@ def test_the_models_methods_get_the_lr_cleaned_once_and_bicubic_gets_it_as_it_is
         assert np.array_equal(pixels(out / "base" / name), regression_base(upscaler, cleaned, 4))
         result = upscaler.upscale(lr, seed=derive_seed(0, name), settings=Settings(steps=int(STEPS)))
         assert np.array_equal(pixels(out / "yoda" / name), result.image) and result.cleaning == done
+        found = {r["method"]: r["cleaned"] for r in read_csv(out / "per_image.csv") if r["image"] == name}
+        assert found == {"bicubic": "", "base": done.describe(), "yoda": done.describe()}  # what it found and did
+        assert json.loads((out / "summary.json").read_text())["cleaned"][name] == done.describe()
+        if done.kind == "noise":
+            assert f"{name} (LR noise sigma {done.level:.1f} removed): PSNR-Y" in stderr
     assert cleaned_any

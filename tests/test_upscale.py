@@ -261,3 +261,30 @@ def test_json_output_and_defaults_beside_the_input(tmp_path, model_file, capsys)
     # a second run skips, and does not pick up its own output as an input
     assert cli("upscale", image.parent, "--model", model_file, "--steps", STEPS, "--json") == 0
     assert capsys.readouterr().out == ""
+
+
+def test_a_rerun_decides_its_skips_before_loading_the_model(tmp_path, model_file, capsys):
+    """`yoda-sr upscale face.png --scale 4` again, its output there: one skip line, no model loaded
+    (no banner, torch never imported); with one image left to do, the skip comes first, then the
+    model's banner and the new output."""
+    Image.fromarray(crops(1)[0]).save(tmp_path / "face.png")
+    (tmp_path / "face_x4.png").write_bytes(b"an earlier run's output")
+    probe = "import sys; from yoda_sr.cli import main\ntry:\n    main()\nfinally:\n    print('torch' in sys.modules)"
+    for extra in ([], ["--model", model_file]):  # the embedded default, as in the README; a file's scale
+        scale = ["--scale", "4"] if not extra else []
+        rerun = subprocess.run(
+            [sys.executable, "-c", probe, "upscale", "face.png", *scale, *extra],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ}, check=False,
+        )  # fmt: skip
+        assert rerun.returncode == 0, rerun.stderr
+        assert rerun.stderr.splitlines() == ["yoda-sr: skipped face.png: face_x4.png exists (use --overwrite)"]
+        assert rerun.stdout.splitlines() == ["False"]  # torch was never imported: no model was loaded
+    assert (tmp_path / "face_x4.png").read_bytes() == b"an earlier run's output"
+
+    Image.fromarray(crops(2)[1]).save(tmp_path / "new.png")
+    capsys.readouterr()
+    assert cli("upscale", tmp_path / "face.png", tmp_path / "new.png", "--model", model_file, "--steps", STEPS) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("yoda-sr: skipped") and lines[1].startswith("yoda-sr: tiny on cpu"), lines
+    assert len(lines) == 2 and captured.out.startswith(f"{tmp_path / 'new.png'} -> {tmp_path / 'new_x4.png'}")

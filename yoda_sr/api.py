@@ -35,15 +35,13 @@ from .runtime.memory import bytes_per_pixel, memory_budget, plan
 from .runtime.sparse import resolve_block
 from .runtime.tiling import auto_tile_side, check_tile_settings, lr_multiple, tile_side
 from .runtime.window import SamplingSpec
-from .settings import Resolved, Result, Settings
+from .settings import DEFAULT_MODEL, Resolved, Result, Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from .models.base import SRDenoiser
     from .runtime.tiling import Denoise
-
-DEFAULT_MODEL = "yoda-srdiff-x4"
 
 
 class Upscaler:

@@ -14,6 +14,9 @@ from .image.restoration import Cleaning
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+DEFAULT_MODEL = "yoda-srdiff-x4"
+"""The model upscale, attention and evaluate use when none is named (embedded in the package)."""
+
 
 @dataclass
 class Settings:

@@ -45,7 +45,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # the header alone: no torch imported
             raw = (handle.metadata() or {}).get(METADATA_KEY)
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
         raise YodaError(f"{path} is not a readable safetensors file: {error}") from None

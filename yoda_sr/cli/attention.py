@@ -22,7 +22,7 @@ def attention(
         metavar="FILE|DIR",
         show_default=False,
         help="A .png file for a single image, or a folder (created) for many. "
-        "Default: <stem>.attention.png beside each input.",
+        "Default: <stem>.<method>.attention.png beside each input (face.sift.attention.png).",
     ),
     model: str | None = typer.Option(
         None,
@@ -61,7 +61,7 @@ def attention(
         "--timeline",
         metavar="N",
         show_default=False,
-        help="Also write <stem>.timeline.png: the mask M(t) at N steps and the active area vs t.",
+        help="Also write <stem>.<method>.timeline.png: the mask M(t) at N steps and the active area vs t.",
     ),
     lower_bound: float | None = typer.Option(
         None, "--lower-bound", metavar="L", show_default=False, help="YODA's lower bound l. Default: the model's."
@@ -77,7 +77,7 @@ def attention(
         help="LR areas with less detail than this keep the base: never active in M(t). Default: the model's.",
     ),
     clean: str = clean_option(),
-    npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.attention.npy (float32)."),
+    npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.<method>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="Where to compute."),
@@ -113,7 +113,7 @@ def attention(
         try:
             require_weights(maps.method, weights)
         except MissingWeightsError as error:
-            raise UsageError(f"{error}; or pass --weights FILE or --method edge|sift|gaussian") from None
+            raise UsageError(f"{error} with --method; or pass --weights FILE") from None
     if out is not None and not out.is_dir():
         if out.suffix.lower() != ".png" and (out.suffix.lower() in (*IMAGE_EXTENSIONS, ".npy") or out.is_file()):
             raise UsageError(f"--out {out}: give a .png file (one image) or a folder")

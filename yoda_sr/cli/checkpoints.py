@@ -6,6 +6,7 @@ A thin layer over ``yoda_sr.checkpoints``; nothing here imports torch unless a c
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -58,8 +59,8 @@ def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON ins
                 name,
                 entry.kind,
                 entry.source.kind,
-                _short(entry.licence),
-                _size(checkpoints.installed_path(name)) if installed else _short(entry.size or "-"),
+                entry.licence,
+                _size(checkpoints.installed_path(name)) if installed else entry.size or "-",
                 "yes" if installed else "no",
                 entry.description,
             )
@@ -67,17 +68,34 @@ def list_(json_output: bool = typer.Option(False, "--json", help="Print JSON ins
     for name in imported:
         size = _size(checkpoints.installed_path(name))
         lines.append((name, "-", "imported", "-", size, "yes", "imported with `checkpoints import`"))
-    columns = len(lines[0]) - 1
-    widths = [max(len(row[column]) for row in lines) for column in range(columns)]
-    for row in lines:
-        cells = zip(row[:columns], widths, strict=True)
-        typer.echo("  ".join(cell.ljust(width) for cell, width in cells) + "  " + row[columns])
+    for line in _table(lines):
+        typer.echo(line)
 
 
-def _short(text: str, width: int = 26) -> str:
-    """The head of a registry text for a table cell (``info`` shows it whole)."""
-    head = text.split(";")[0].split(" (")[0].strip()
-    return head if len(head) <= width else head[: width - 3].rstrip() + "..."
+WRAP = 32
+"""Width at which the LICENCE and SIZE cells of `checkpoints list` wrap onto further lines (never cut)."""
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as aligned text: the LICENCE and SIZE cells wrapped whole over as many lines as they need
+    (the row's other cells on its first line), the last column unpadded."""
+    import textwrap
+
+    def cell_lines(column: int, text: str) -> list[str]:
+        if column not in (3, 4):
+            return [text]
+        return textwrap.wrap(text, WRAP, break_long_words=False, break_on_hyphens=False) or [""]
+
+    wrapped = [[cell_lines(column, text) for column, text in enumerate(row)] for row in rows]
+    columns = len(rows[0]) - 1
+    widths = [max(len(line) for row in wrapped for line in row[column]) for column in range(columns)]
+    lines = []
+    for row in wrapped:
+        for index in range(max(len(cell) for cell in row)):
+            cells = [cell[index] if index < len(cell) else "" for cell in row]
+            padded = "  ".join(text.ljust(width) for text, width in zip(cells[:columns], widths, strict=True))
+            lines.append((padded + "  " + cells[columns]).rstrip())
+    return lines
 
 
 def _size(path: Path) -> str:

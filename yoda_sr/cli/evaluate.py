@@ -68,9 +68,11 @@ def evaluate(
     """Measure PSNR/SSIM/LPIPS of a model against bicubic, its regression base and plain diffusion.
 
     Prints a Markdown table (one row per method; LPIPS-VGG and LPIPS-Alex columns when their weights
-    are installed: `yoda-sr checkpoints download lpips-vgg lpips-alex`) and writes per_image.csv,
-    summary.json, grid.png and every method's results to --out. Run again into the same --out with
-    the same settings, it computes only what is missing (an interrupted evaluation finishes).
+    are installed: `yoda-sr checkpoints download lpips-vgg lpips-alex`; every metric leaves out a
+    border of --scale pixels) and writes per_image.csv (with what --clean found and did per image),
+    summary.json, grid.png (every image, rows named), worst.png (crops where yoda does worst against
+    base) and every method's results to --out. Run again into the same --out with the same settings,
+    it computes only what is missing (an interrupted evaluation finishes).
     """
     from ..api import Settings
     from ..evaluation.core import evaluate as run_evaluation

@@ -114,8 +114,6 @@ def upscale(
     """Super-resolve images, folders of images and globs with YODA diffusion."""
     import json
 
-    from ..api import Settings
-    from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
     from ..distributed.cluster import RayOptions
     from ..jobs.batch import Batch, Hints
     from ..jobs.manifest import plan_selection, select_images
@@ -128,8 +126,9 @@ def upscale(
         ignored_endings,
         load,
         output_folder,
+        output_scale,
     )
-    from ..settings import output_format, parse_block, parse_sparse, parse_tile
+    from ..settings import Settings, output_format, parse_block, parse_sparse, parse_tile
     from .options import torchrun_shard
 
     fmt = output_format(fmt)
@@ -160,17 +159,15 @@ def upscale(
         raise UsageError("--engine ray runs its own workers; start it once, not under torchrun")
     if chosen.ray is not None and batch_size > 1:
         raise UsageError("--batch-size: --engine ray sends one image per call; use --workers for more at once")
-    if chosen.ray is not None:  # the driver checks the settings on the CPU; the workers load on --device
-        upscaler, settings, out_scale = load(model, "cpu", "auto", scale, wanted, 0, 1)
-    else:
-        upscaler, settings, out_scale = load(model, device, dtype, scale, wanted, local_rank, world)
-    if compile_model and chosen.ray is None:
-        upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
-    if settings.attention in WEIGHTED_METHODS:
-        try:
-            require_weights(settings.attention)
-        except MissingWeightsError as error:
-            raise UsageError(f"{error}; or choose another --attention") from None
+    # The driver of a Ray run checks the settings on the CPU; its workers load on --device.
+    placement = ("cpu", "auto", 0, 1) if chosen.ray is not None else (device, dtype, local_rank, world)
+    # Which outputs exist is decided first, from the model's metadata and the files: a run whose
+    # outputs all exist loads no model (and imports no torch).
+    loaded = None
+    out_scale = output_scale(model, scale)
+    if out_scale is None:  # metadata that does not say: loading names what is wrong with it
+        loaded = load(model, *placement[:2], scale, wanted, *placement[2:])
+        out_scale = loaded[2]
     suffix = default_suffix(out_scale, out) if suffix is None else suffix
     hints = Hints(exists="use --overwrite", input="use --suffix or -o", collision="use --format or -o")
     batch: Batch[Job] = Batch(
@@ -197,6 +194,20 @@ def upscale(
     )
     check_out(out, run_log)
     jobs = plan_selection(batch, selection, out, suffix, fmt, chosen.shard is not None, hints.input)
+    if not jobs:
+        if batch.tally.failed:
+            raise typer.Exit(1)
+        return
+    from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
+
+    upscaler, settings, out_scale = loaded or load(model, *placement[:2], scale, wanted, *placement[2:])
+    if compile_model and chosen.ray is None:
+        upscaler.compile(on_failure=lambda message: notes(quiet)(f"--compile: {message}"))
+    if settings.attention in WEIGHTED_METHODS:
+        try:
+            require_weights(settings.attention)
+        except MissingWeightsError as error:
+            raise UsageError(f"{error}; or choose another --attention") from None
     if not quiet and rank == 0:
         blocks = f", {settings.block} px blocks" if settings.block else ""
         sparsely = ", sparse" if settings.sparse else ""

@@ -13,10 +13,11 @@ per-image seed (``seeds.derive_seed`` of the base seed and the image's relative 
 - ``yoda``: the model with its own attention method, or the one asked for.
 
 Metrics (``metrics.image_metrics``, and LPIPS-VGG and LPIPS-Alex for each backbone whose weights are
-installed) leave out a border of ``scale`` pixels; the reported numbers are means over images.
-The output folder gets per_image.csv, summary.json, grid.png (labelled columns), the LR inputs (lr/)
-and every method's results (<method>/), all PNG; stdout gets a Markdown table with one row per
-method, and one line for each diffusion method that scored below bicubic, with the likely cause.
+installed) all leave out a border of ``scale`` pixels; the reported numbers are means over images.
+The output folder gets per_image.csv (with what the LR cleaning found and did), summary.json,
+grid.png and worst.png (``pictures``), the LR inputs (lr/) and every method's results (<method>/),
+all PNG; stdout gets a Markdown table with one row per method, and one line for each diffusion
+method that scored below bicubic, with the likely cause.
 
 An evaluation resumes: per_image.csv and summary.json are rewritten after every image, and a run
 into a folder that holds the same evaluation (model sha256, data folder, scale, steps, sampler, eta,
@@ -51,16 +52,13 @@ from ..jobs.files import resolved
 from ..seeds import derive_seed
 from .baselines import bicubic_upscale, degrade, ground_truth, regression_base
 from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
+from .pictures import write_pictures
 from .results import (
-    GRID_ROWS,
     Outcome,
     Record,
     check_out,
     explain,
-    grid_labels,
-    grid_row,
     json_number,
-    make_grid,
     markdown_table,
     per_image_csv,
     previous_records,
@@ -130,8 +128,9 @@ class Evaluation:
         costs: dict[str, tuple[float, float | None]] = {}
         methods = list(self.methods if methods is None else methods)
         start = time.perf_counter()
-        cleaned = clean(lr, self.clean)[0] if set(methods) - {"bicubic"} else lr  # as upscale would clean it
+        cleaned, found = clean(lr, self.clean) if set(methods) - {"bicubic"} else (lr, None)  # as upscale does
         cleaning = time.perf_counter() - start  # part of each model method's time, as in upscale
+        done = None if found is None else "off" if self.clean == "off" else found.describe()
         for method in methods:
             start = time.perf_counter() - (0.0 if method == "bicubic" else cleaning)
             fraction = None
@@ -157,6 +156,7 @@ class Evaluation:
                 lpips_alex=distances["alex"][index],
                 update_fraction=costs[method][1],
                 seconds=costs[method][0],
+                cleaned=None if method == "bicubic" else done,
             )
             for index, method in enumerate(methods)
         ]
@@ -343,6 +343,7 @@ def evaluate(
             methods={
                 method: {name: json_number(value) for name, value in entry.items()} for method, entry in means.items()
             },
+            cleaned={record.image: record.cleaned for record in records if record.cleaned is not None},
             time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         out.mkdir(parents=True, exist_ok=True)
@@ -362,32 +363,21 @@ def evaluate(
             known[(record.image, record.method)] = record
         write_results(batch.tally.failed)
         scores = ", ".join(f"{r.method} {r.psnr_y:.2f} dB / {r.ssim_y:.4f}" for r in outcome.records)
-        note(f"[{position[item.key]}/{len(found)}] {item.key}: PSNR-Y / SSIM-Y {scores}")
+        cleaned = next((r.cleaned for r in outcome.records if r.cleaned not in (None, "none", "off")), None)
+        lr = f" (LR {cleaned})" if cleaned else ""
+        note(f"[{position[item.key]}/{len(found)}] {item.key}{lr}: PSNR-Y / SSIM-Y {scores}")
 
     write_results(0)
     tally = batch.run(batch.plan(items), each(run_one), done=finished)
+    complete = [r for r in known.values() if r.method in methods and all((r.image, m) in known for m in methods)]
+    content["worst"] = write_pictures(
+        out, [(image, key) for (image, _), key in zip(found, keys, strict=True)], names, methods, complete, scale
+    )
     means = write_results(tally.failed)
     if not content["images"]:
         raise YodaError(f"none of the {len(found)} image(s) could be evaluated")
-    rows: list[list[np.ndarray]] = []
-    for key, (image, _) in zip(keys, found, strict=True):
-        if len(rows) < GRID_ROWS and all((key, method) in known for method in methods):
-            row = _grid_row(image, [out / folder / names[key] for folder in ("lr", *methods)], scale)
-            rows.extend([row] if row else [])
-    if rows:
-        write_picture(out / "grid.png", make_grid(rows, grid_labels(methods, scale)))
     steps, default_steps = chosen.steps, upscaler.resolve(Settings()).steps
     explanations = []
     if steps is not None and chosen.sampler is not None and default_steps is not None:
         explanations = explain(means, steps, chosen.sampler, default_steps)
     return Summary(content, means, lpips_note, tally.failed, list(lpips_models), explanations)
-
-
-def _grid_row(image: Path, results: list[Path], scale: int) -> list[np.ndarray] | None:
-    """The grid cells of an evaluated image, read back from its files (None if one is unreadable)."""
-    try:
-        hr = ground_truth(read_picture(image).rgb, scale)
-        lr, *images = (read_picture(path).rgb for path in results)
-    except YodaError:
-        return None
-    return grid_row(Outcome(hr, lr, {str(index): image for index, image in enumerate(images)}, []), scale)

@@ -1,5 +1,5 @@
-"""The results of an evaluation as numbers, text and pictures: per-method means, a Markdown table,
-per-image CSV and a labelled grid of centre crops (LR, each method, ground truth)."""
+"""The results of an evaluation as numbers and text: per-method means, a Markdown table, per-image
+CSV, and whether a results folder holds the same evaluation (its pictures: ``pictures``)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import SettingError, setting
-from ..image.grids import labelled_grid
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips_vgg", "lpips_alex")
 LPIPS_COLUMNS = {"vgg": "LPIPS-VGG", "alex": "LPIPS-Alex"}
-CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds")
-GRID_ROWS = 4
-"""Images shown in grid.png."""
-GRID_CELL = 256
-"""Largest side of a grid cell: a centre crop of each image."""
+CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds", "cleaned")
 
 
 @dataclass
@@ -42,6 +37,10 @@ class Record:
     update_fraction: float | None
     """Fraction of pixel updates of a diffusion method (1.0 for plain), None for bicubic."""
     seconds: float
+    cleaned: str | None = None
+    """What the LR cleaning found and did before this method (``Cleaning.describe``: "JPEG q60
+    deblocked", "noise sigma 5.1 removed", "none" when it found neither; "off" under clean off);
+    None for bicubic, which gets the LR as it is, and in results from before it was recorded."""
 
 
 @dataclass
@@ -113,30 +112,6 @@ def per_image_csv(records: list[Record]) -> str:
     return buffer.getvalue()
 
 
-def _centre(image: np.ndarray, side: int) -> np.ndarray:
-    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-    return image[top : top + side, left : left + side]
-
-
-def grid_row(outcome: Outcome, scale: int) -> list[np.ndarray]:
-    """Grid cells of one image: LR (enlarged, nearest neighbour), each method, HR; centre crops of <= GRID_CELL."""
-    side = min(GRID_CELL, *outcome.hr.shape[:2])
-    lr = np.repeat(np.repeat(outcome.lr, scale, axis=0), scale, axis=1)
-    return [_centre(image, side) for image in (lr, *outcome.results.values(), outcome.hr)]
-
-
-def grid_labels(methods: list[str], scale: int) -> list[str]:
-    """Column labels of grid.png, in the order of :func:`grid_row`'s cells."""
-    return [f"LR (x{scale} nearest)", *methods, "HR (truth)"]
-
-
-def make_grid(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
-    """Square cells (rows of equal length), cropped to the smallest cell's side, under column labels."""
-
-    side = min(min(cell.shape[:2]) for row in rows for cell in row)
-    return labelled_grid([[_centre(cell, side) for cell in row] for row in rows], labels)
-
-
 def json_number(value: float | None) -> float | None:
     """JSON has no infinity or NaN: those become null."""
     return value if value is None or math.isfinite(value) else None
@@ -192,7 +167,8 @@ def read_records(path: Path) -> list[Record]:
         try:
             values: dict[str, Any] = {name: row.get(name) or None for name in names}
             for name in names[2:]:
-                values[name] = None if values[name] is None else float(values[name])
+                if name != "cleaned":
+                    values[name] = None if values[name] is None else float(values[name])
             if values["image"] is None or values["method"] is None or values["seconds"] is None:
                 continue
             records.append(Record(**values))

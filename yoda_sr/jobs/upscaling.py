@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import checkpoints
-from ..api import Upscaler
-from ..attention.render import heatmap
 from ..errors import SettingError, YodaError
 from ..fsutil import temporary_path
-from ..image.imaging import resize_channel
 from ..image.io import read_picture, save_png, write_picture
 from ..seeds import derive_seed
+from ..settings import DEFAULT_MODEL
 from .batch import Item
 from .files import IMAGE_EXTENSIONS, FoundImages
 from .shards import RUN_LOG_STEM
@@ -60,10 +58,30 @@ def models_for_scale(scale: int) -> list[str]:
     return names
 
 
+def output_scale(model: str | None, scale: int | None) -> int | None:
+    """The scale the outputs are named for (``_x<scale>``), from the model's metadata alone: no weights
+    are read and torch is not imported, so a run whose outputs all exist is decided at once. ``scale``
+    is checked against the model's as :func:`load` checks it; None when the metadata does not say
+    (then only :func:`load` can tell, and reports what is wrong with the file)."""
+
+    if scale is not None and scale < 1:
+        raise SettingError("scale", f"must be a positive integer, got {scale}")
+    path, name = checkpoints.resolve_model_file(model or DEFAULT_MODEL)
+    most = checkpoints.read_metadata(path).get("scale")
+    if not isinstance(most, int) or isinstance(most, bool) or most < 1:
+        return None
+    if scale is not None and scale > most:
+        others = [other for other in models_for_scale(scale) if other != name]
+        hint = f"; models that do: {', '.join(others)}" if others else "; no registered model does"
+        raise SettingError("scale", f"{scale}: {name} upscales by at most {most}{hint}")
+    return scale or most
+
+
 def load(
     model: str | None, device: str, dtype: str, scale: int | None, settings: Settings, local_rank: int, world: int
 ) -> tuple[Upscaler, Resolved, int]:
     """The upscaler (on this rank's device), its resolved settings and the output scale."""
+    from ..api import Upscaler  # torch: loaded once there is an image to upscale
 
     if scale is not None and scale < 1:
         raise SettingError("scale", f"must be a positive integer, got {scale}")
@@ -283,6 +301,8 @@ class UpscaleJobs:
 
 def save(output: Path, picture: Picture, result: Result, save_attention: bool) -> None:
     """Write the output (and its attention map) atomically, restoring alpha, grey, ICC and EXIF."""
+    from ..attention.render import heatmap  # torch, as for the sampling that came before
+    from ..image.imaging import resize_channel
 
     image = result.image
     alpha = None
