@@ -45,6 +45,12 @@ NOT_RUN = {
     "yoda-sr checkpoints download": "downloads",
     "yoda-sr checkpoints import model_ckpt_steps_400000.ckpt": "needs SRDiff's upstream file",
     "yoda-sr attention face.png --method dino-resnet50": "needs DINO weights (a download)",
+    "ray start": "a Ray cluster (tests/test_ray.py starts Ray on 127.0.0.1 and joins it by address)",
+    "yoda-sr upscale --files-from /data/": "a cluster's shared folder (tests/test_shards.py runs manifests)",
+    "yoda-sr upscale photos/ -r -o out/ --engine ray": "starts Ray (tests/test_ray.py compares its bytes with the CLI)",
+    "(cd /data/photos": "a cluster's shared folder",
+    "sbatch ": "a Slurm cluster (tests/test_shards.py reads Slurm's array variables)",
+    "yoda-sr runs merge /data/out": "a cluster's shared folder (tests/test_shards.py merges shard logs)",
 }
 """Bash lines not run here (by their start), and why."""
 WITH_LPIPS_SDIST = (
@@ -95,7 +101,7 @@ def run_python(code: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
 
 def test_the_readme_has_the_examples_this_file_runs():
     python, bash = blocks("python"), blocks("bash")
-    assert len(python) == 3 and len(bash) >= 8
+    assert len(python) == 4 and len(bash) >= 8
     assert sum(API_URL in block for block in python) == 1
     lines = [line for block in bash for line in block.splitlines() if line.strip()]
     stale = [start for start in NOT_RUN if not any(line.startswith(start) for line in lines)]
@@ -105,9 +111,10 @@ def test_the_readme_has_the_examples_this_file_runs():
 @pytest.mark.slow(60)
 def test_the_python_examples_run_as_written(folder):
     """The Upscaler example and the library example, each in a fresh interpreter; the API example has
-    its own test (it needs a server)."""
+    its own test (it needs a server), and the Ray example starts Ray (tests/test_ray.py runs
+    ``upscale_on_ray`` on a Ray it starts on 127.0.0.1)."""
     for code in blocks("python"):
-        if API_URL in code:
+        if API_URL in code or "upscale_on_ray(" in code:
             continue
         done = run_python(code, folder)
         assert done.returncode == 0, f"{code}\n{done.stderr}"

@@ -11,7 +11,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..jobs.batch import Batch
+from ..jobs.manifest import plan_selection, select_images
 from ..jobs.shards import parse_shard
+from ..jobs.upscaling import (
+    RUN_LOG,
+    Job,
+    check_out,
+    check_suffix,
+    default_suffix,
+    ignored_endings,
+    load,
+    output_folder,
+)
 from ..settings import Settings, output_format
 from .cluster import RayOptions
 from .driver import RayReport, run_on_ray
@@ -44,18 +55,6 @@ def upscale_on_ray(
     --engine ray` does; same names, seeds and bytes as the plain CLI. ``settings`` are checked against
     the model on this machine (loaded on the CPU) before Ray starts. Failures are in
     ``RayReport.failures`` (one line each), remarks go to ``note``."""
-    from ..jobs.manifest import plan_selection, select_images
-    from ..jobs.upscaling import (
-        RUN_LOG,
-        Job,
-        check_out,
-        check_suffix,
-        default_suffix,
-        ignored_endings,
-        load,
-        output_folder,
-    )
-
     options.check()
     fmt = output_format(fmt)
     chosen = parse_shard(shard) if shard is not None else None

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..jobs.batch import error_message
+from ..jobs.upscaling import UpscaleJobs
 from ..runtime.cpu import tune_process
 
 if TYPE_CHECKING:
-    from ..jobs.upscaling import Job, UpscaleJobs
+    from ..jobs.upscaling import Job
     from ..settings import Resolved
 
 
@@ -70,7 +71,6 @@ class UpscaleWorker:
         import torch
 
         from ..api import Upscaler
-        from ..jobs.upscaling import UpscaleJobs
 
         tune_process()
         torch.set_num_threads(max(1, spec.threads))
