@@ -92,7 +92,7 @@ def sweep(case: Case, sandbox: Path, model: bytes, monkeypatch, capsys) -> None:
     """Build the case in ``sandbox``, run it, and check everything the module docstring promises."""
     (sandbox / "model.safetensors").write_bytes(model)
     monkeypatch.setenv("YODA_SR_HOME", str(sandbox / "home"))
-    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in case.env.items():
         monkeypatch.setenv(variable, value)
@@ -448,9 +448,46 @@ ENVIRONMENT = {
 }
 
 
+def photos(sandbox: Path) -> None:
+    (sandbox / "photos").mkdir(exist_ok=True)
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(photo(name)[:64, :64]).save(sandbox / "photos" / f"{name}.png")
+
+
+def train_with(*extra: object) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        photos(sandbox)
+        return ["train", "--data", "photos", "--out", "run", *RUN, "--iterations", "1", *extra]
+
+    return build
+
+
+def run_is_a_file(sandbox: Path) -> list[object]:
+    photos(sandbox)
+    (sandbox / "run").write_text("notes\n")
+    return ["train", "--data", "photos", "--out", "run", *RUN, "--iterations", "1"]
+
+
+TRAIN_ENVIRONMENT = {
+    "train with WORLD_SIZE=0": Case(train_with(), 2, ("WORLD_SIZE=0",), "unset them", env={"WORLD_SIZE": "0"}),
+    "train with RANK >= WORLD_SIZE": Case(
+        train_with(), 2, ("RANK=3",), "unset them", env={"RANK": "3", "WORLD_SIZE": "2"}
+    ),
+    "train with WORLD_SIZE=2 and no MASTER_ADDR": Case(
+        train_with(), 2, ("MASTER_ADDR",), "torchrun", env={"RANK": "0", "WORLD_SIZE": "2"}
+    ),
+    "train with LOCAL_RANK=-1": Case(train_with(), 2, ("LOCAL_RANK=-1",), "unset it", env={"LOCAL_RANK": "-1"}),
+    "upscale with LOCAL_RANK=-1": Case(
+        upscale_with(*STEPS), 2, ("LOCAL_RANK=-1",), "unset it", env={"LOCAL_RANK": "-1"}
+    ),
+    "train --seed beyond 64 bits": Case(train_with("--seed", 2**70), 2, ("--seed",), "must be 0"),
+    "train --out an existing file": Case(run_is_a_file, 2, ("--out", "run"), "choose another"),
+    "train --batch-size 100000000": Case(train_with("--batch-size", 100_000_000), 2, ("--batch-size",), "lower it"),
+}
+
 # --- the sweep ---------------------------------------------------------------------------------------
 
-CASES: dict[str, Case] = {**image_cases(), **checkpoint_cases(), **ENVIRONMENT}
+CASES: dict[str, Case] = {**image_cases(), **checkpoint_cases(), **ENVIRONMENT, **TRAIN_ENVIRONMENT}
 for label, (line, flag) in TRAIN_VALUES.items():
     CASES[f"train config with {label}"] = Case(train_config(line), 2, (flag, "recipe.toml"), "must")
 
