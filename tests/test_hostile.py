@@ -517,3 +517,141 @@ def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
 def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
     case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
     sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
+
+
+# --- the store's folder, full disks and output names -------------------------------------------------
+
+
+UNUSABLE_HOMES = {"a regular file": "homefile", "/dev/null": os.devnull}
+
+
+def unusable_home(sandbox: Path, kind: str) -> str:
+    if kind == "a regular file":
+        (sandbox / "homefile").write_text("not a folder\n")
+    return UNUSABLE_HOMES[kind]
+
+
+for _kind, _home in UNUSABLE_HOMES.items():
+    CASES[f"import with YODA_SR_HOME {_kind}"] = Case(
+        lambda s, kind=_kind: (
+            unusable_home(s, kind),
+            ["checkpoints", "import", "model.safetensors", "--name", "mine"],
+        )[1],
+        1,
+        ("YODA_SR_HOME",),
+        "writable folder",
+        env={"YODA_SR_HOME": _home},
+    )
+CASES["--suffix of 300 characters"] = Case(upscale_with("--suffix", "x" * 300, *STEPS), 2, ("--suffix",), "at most")
+CASES["upscale -o ''"] = Case(
+    lambda s: (one_image(s), ["upscale", "in/a.png", "-o", "", "--model", "model.safetensors", *STEPS])[1],
+    2,
+    ("--out",),
+    "empty",
+)
+CASES["a run log that is a folder"] = Case(
+    lambda s: (one_image(s), (s / "out" / "yoda-sr-upscale.jsonl").mkdir(parents=True), upscale_with(*STEPS)(s))[2],
+    2,
+    ("yoda-sr-upscale.jsonl",),
+    "remove or rename",
+    out="out",
+)
+CASES["sample -o an existing folder with --overwrite"] = Case(
+    lambda s: (one_image(s), ["sample", "-o", "in", "--overwrite"])[1], 2, ("--out", "in"), "name a file"
+)
+
+
+@pytest.mark.parametrize("command", ["upscale", "checkpoints list"])
+@pytest.mark.parametrize("kind", sorted(UNUSABLE_HOMES))
+def test_unusable_home_is_not_needed(command, kind, tmp_path, monkeypatch, capsys):
+    """The embedded default and the list need no store: a YODA_SR_HOME that is a file is no store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YODA_SR_HOME", unusable_home(tmp_path, kind))
+    one_image(tmp_path)
+    args = ["upscale", "in/a.png", "-o", "a.png", "--steps", "1"] if command == "upscale" else command.split()
+    assert cli(*args) == 0, capsys.readouterr().err
+    assert "yoda-srdiff-x4" in capsys.readouterr().out or command == "upscale"
+
+
+def test_sample_writes_what_its_name_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("sample", "-o", "new/folder/x.jpg") == 0
+    with Image.open(tmp_path / "new" / "folder" / "x.jpg") as image:
+        assert image.format == "JPEG"
+    assert cli("sample", "-o", "x.gif") == 2
+    assert not (tmp_path / "x.gif").exists()
+
+
+def full_disk(monkeypatch) -> None:
+    """Every fsync reports a full disk (ENOSPC), as a full filesystem does on its last write."""
+    import errno
+
+    def fsync(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (root only; skipped where it cannot be mounted)."""
+    import subprocess
+
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill ``folder``'s filesystem, leaving about ``leave`` bytes."""
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(os.urandom(max(free - leave, 0)))
+
+
+def no_debris(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".yoda-tmp" in p.name or ".yoda-claim" in p.name]
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("yoda-sr: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_upscale_on_a_full_disk_injected(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    full_disk(monkeypatch)
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left" in line and "a.png" in line, line
+    assert no_debris(tmp_path) == [] and not (tmp_path / "out" / "a.png").exists()
+
+
+@pytest.mark.parametrize("command", ["upscale", "import", "train"])
+def test_full_tmpfs(command, small_tmpfs, tmp_path, model_bytes, monkeypatch, capsys):
+    """A real full filesystem: one line naming the file and the fix, exit 1, no claim or temporary left."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YODA_SR_HOME", str(small_tmpfs / "home"))
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    photos(tmp_path)
+    out = small_tmpfs / "out"
+    out.mkdir()
+    fill(small_tmpfs, {"upscale": 2048, "import": 16384, "train": 100_000}[command])
+    args = {
+        "upscale": ["upscale", "in", "-o", out, "--model", "model.safetensors", *STEPS],
+        "import": ["checkpoints", "import", "model.safetensors", "--name", "mine"],
+        "train": ["train", "--data", "photos", "--out", out / "run", *RUN, "--iterations", "2", "--val-every", "2"],
+    }[command]
+    assert cli(*args) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left" in line and str(small_tmpfs) in line, line
+    assert command != "train" or "last.pt" in line, line  # torch.save's own error, told as the full disk
+    assert no_debris(small_tmpfs) == []
+    assert [p for p in out.rglob("*") if p.is_file() and p.stat().st_size == 0] == []

@@ -10,9 +10,11 @@ writer's process id in their name, which is how a later run recognises its own d
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -39,17 +41,31 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     renamed onto ``path``. On any error the temporary file is removed and the error re-raised."""
     target = Path(path)
     temporary = temporary_path(target)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        raise _named(error, target) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _named(error, target) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+def _named(error: OSError, target: Path) -> OSError:
+    """``error`` naming the file the user asked for, not the hidden temporary one (a full disk, a
+    read-only folder)."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, str(target))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -63,7 +79,12 @@ def atomic_save(path: str | os.PathLike[str], save: Callable[[Path], object]) ->
     target = Path(path)
     temporary = temporary_path(target)
     try:
-        save(temporary)
+        try:
+            save(temporary)
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a writer's own error type (safetensors, torch) for a failed write
+            raise _as_os_error(error, target) from error
         descriptor = os.open(temporary, os.O_RDONLY)
         try:
             os.fsync(descriptor)
@@ -71,10 +92,36 @@ def atomic_save(path: str | os.PathLike[str], save: Callable[[Path], object]) ->
             os.close(descriptor)
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _named(error, target) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+_CODE = re.compile(r"code: (\d+)|errno (\d+)", re.IGNORECASE)
+
+
+def _as_os_error(error: Exception, target: Path) -> Exception:
+    """The OSError behind a writer's failure when it is one (a full disk reported by safetensors as
+    ``IoError(Os { code: 28 ...})``, by torch as "file write failed"); else ``error`` itself."""
+    text = str(error)
+    found = _CODE.search(text)
+    code = int(found[1] or found[2]) if found else None
+    if code is None and ("No space left" in text or _free_bytes(target.parent) == 0):
+        code = errno.ENOSPC
+    if code is None:
+        return error
+    return OSError(code, os.strerror(code), str(target))
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 _TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(TEMP_MARK) + "$")
@@ -134,8 +181,15 @@ def claim(target: Path) -> Path | None:
                 return None
             path.unlink(missing_ok=True)
             continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{host} {os.getpid()}\n")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(f"{host} {os.getpid()}\n")
+        except OSError as error:  # a full disk: no zero-byte claim left behind
+            path.unlink(missing_ok=True)
+            raise _named(error, target) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return path
     return None
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, report_error
+from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, output_path, report_error
 
 if TYPE_CHECKING:
     from ..jobs.upscaling import Job, Upscaled
@@ -29,6 +29,7 @@ def upscale(
         "--out",
         "-o",
         metavar="FILE|DIR",
+        parser=output_path,
         help="An image file (one input) or a folder (created; sub-folders mirrored). "
         "Default: beside each input, named <stem>_x<scale>.",
     ),

@@ -41,10 +41,19 @@ OWN_ENDINGS = (".attention.png",)
 """Names a folder's images may end with that are outputs of an earlier run, not inputs."""
 
 
+MAX_SUFFIX_BYTES = 64
+"""The longest ``suffix``: an output's name (stem, suffix, extension) must stay within 255 bytes."""
+
+
 def check_suffix(suffix: str) -> str:
     """A name suffix must stay a part of a file name: no folder separators, nothing hidden."""
     if any(char in suffix for char in ("/", "\\", "\0")) or suffix in (".", ".."):
         raise SettingError("suffix", f"{suffix!r} would leave the file name; use letters, digits, '_', '-' or '.'")
+    if len(os.fsencode(suffix)) > MAX_SUFFIX_BYTES:
+        raise SettingError(
+            "suffix",
+            f"is {len(os.fsencode(suffix))} bytes long; use at most {MAX_SUFFIX_BYTES} (file names end at 255)",
+        )
     return suffix
 
 
@@ -121,6 +130,8 @@ def check_out(out: Path | None) -> None:
         raise SettingError("out", f"{out}: cannot write {out.suffix} files; name it with one of {writable}")
     if (folder / RUN_LOG).is_symlink():
         raise SettingError("out", f"{folder / RUN_LOG} is a symbolic link; remove it (the run log is never followed)")
+    if (folder / RUN_LOG).is_dir():
+        raise SettingError("out", f"{folder / RUN_LOG} is a folder, where the run log goes; remove or rename it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path(folder / "probe")
