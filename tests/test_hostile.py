@@ -655,3 +655,50 @@ def test_full_tmpfs(command, small_tmpfs, tmp_path, model_bytes, monkeypatch, ca
     assert command != "train" or "last.pt" in line, line  # torch.save's own error, told as the full disk
     assert no_debris(small_tmpfs) == []
     assert [p for p in out.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
+
+
+# --- late checks made early ---------------------------------------------------------------------------
+
+
+def rgba_image(sandbox: Path) -> None:
+    (sandbox / "in").mkdir()
+    Image.fromarray(np.dstack([photo("astronaut")[:24, :32], np.full((24, 32), 128, np.uint8)])).save(
+        sandbox / "in" / "a.png"
+    )
+
+
+EARLY = {
+    "--block 10^30": Case(upscale_with("--block", 10**30, *STEPS), 2, ("--block",), "at most"),
+    "--eta inf": Case(upscale_with("--eta", "inf", *STEPS), 2, ("--eta",), "finite"),
+    "--max-pixels 0": Case(upscale_with("--max-pixels", "0", *STEPS), 2, ("--max-pixels",), "at least 1", out="out"),
+    "--max-pixels -1": Case(upscale_with("--max-pixels", "-1", *STEPS), 2, ("--max-pixels",), "at least 1", out="out"),
+    "evaluate --attention dino-resnet50 without weights": Case(
+        lambda s: (
+            (one_image(s), ["evaluate", "--data", "in", "--model", "model.safetensors", "--attention"])[1]
+            + ["dino-resnet50", "-o", "eval"]
+        ),
+        2,
+        ("dino-resnet50",),
+        "checkpoints download",
+        out="eval",
+    ),
+    "alpha input to a JPEG output": Case(
+        lambda s: (rgba_image(s), ["upscale", "in/a.png", "-o", "out.jpg", "--model", "model.safetensors", *STEPS])[1],
+        1,
+        ("out.jpg",),
+        "transparency",
+    ),
+}
+CASES.update(EARLY)
+
+
+@pytest.mark.parametrize("label", sorted(EARLY))
+def test_refused_before_any_model_call(label, tmp_path, model_bytes, monkeypatch, capsys):
+    from yoda_sr.api import Upscaler
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", never)
+    monkeypatch.setattr(Upscaler, "upscale", never)
+    sweep(EARLY[label], tmp_path, model_bytes, monkeypatch, capsys)

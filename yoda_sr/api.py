@@ -13,6 +13,7 @@ how inputs are sharded across processes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,8 +133,8 @@ class Upscaler:
             raise SettingError("steps", f"must be 1..{self.schedule_spec.steps} for this model, got {steps}")
         if sampler not in self.samplers:
             raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {sampler}")
-        if not eta >= 0:
-            raise SettingError("eta", f"must be >= 0, got {eta}")
+        if not 0 <= eta < math.inf:
+            raise SettingError("eta", f"must be a finite number >= 0, got {eta}")
         if eta and not PROCESSES[self.process].eta:
             raise SettingError("eta", f"this model's {self.process} process takes no eta, got {eta}")
         if attention not in METHODS:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checkpoints
 from ..api import Upscaler
 from ..attention.render import heatmap
-from ..errors import SettingError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..fsutil import temporary_path
 from ..image.imaging import resize_channel
 from ..image.io import read_picture, save_png, write_picture
@@ -207,6 +207,8 @@ class UpscaleJobs:
         progress: Callable[[int, int], None] | None = None,
         note: Callable[[str], None] | None = None,
     ) -> None:
+        if max_pixels is not None and max_pixels < 1:
+            raise SettingError("max_pixels", f"must be at least 1 (pixels of the largest input), got {max_pixels}")
         self.upscaler = upscaler
         self.settings = settings
         self.scale = scale
@@ -225,6 +227,14 @@ class UpscaleJobs:
                 picture = read_picture(job.image, **kwargs)
             except Exception as error:
                 yield job, error
+                continue
+            if picture.alpha is not None and PILLOW_FORMATS.get(job.output.suffix.lower()) == "JPEG":
+                yield (
+                    job,
+                    YodaError(  # refused before the model runs, not after
+                        f"{job.output}: JPEG cannot store transparency; choose {setting('format', 'png')}, webp or tiff"
+                    ),
+                )
                 continue
             if picture.frames > 1 and self.note is not None:
                 self.note(f"{job.image} has {picture.frames} frames; only the first is upscaled")
