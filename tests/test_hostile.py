@@ -702,3 +702,93 @@ def test_refused_before_any_model_call(label, tmp_path, model_bytes, monkeypatch
     monkeypatch.setattr(Upscaler, "upscale_batch", never)
     monkeypatch.setattr(Upscaler, "upscale", never)
     sweep(EARLY[label], tmp_path, model_bytes, monkeypatch, capsys)
+
+
+# --- claims across hosts, long and multi-byte names ---------------------------------------------------
+
+
+def foreign_claim(output: Path, host: str, pid: int, age: float) -> Path:
+    from yoda_sr.fsutil import claim_path
+
+    path = claim_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{host} {pid}\n")
+    stamp = path.stat().st_mtime - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+@pytest.mark.parametrize(
+    "owner, age, taken",
+    [
+        ("another host, fresh", 0.0, False),
+        ("another host, without a heartbeat for 11 minutes", 660.0, True),
+        ("this host, an unrelated live pid, no heartbeat", 660.0, True),
+        ("this host, a dead pid", 0.0, True),
+    ],
+)
+def test_claims_across_hosts(owner, age, taken, tmp_path):
+    import socket
+
+    from yoda_sr.fsutil import claim, release
+
+    host = socket.gethostname() if "this host" in owner else "restarted-container-7f3a"
+    pid = 1 if "live" in owner or "another" in owner else 2**22 + 12345
+    target = tmp_path / "out.png"
+    foreign_claim(target, host, pid, age)
+    held = claim(target)
+    assert (held is not None) == taken
+    if held is not None:
+        assert held.read_text().split() == [socket.gethostname(), str(os.getpid())]
+        release(held)
+
+
+def test_claims_carry_a_heartbeat(tmp_path, monkeypatch):
+    import time
+
+    from yoda_sr import fsutil
+
+    monkeypatch.setattr(fsutil, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(fsutil, "_HEARTBEAT", fsutil._Heartbeat())
+    held = fsutil.claim(tmp_path / "out.png")
+    assert held is not None
+    os.utime(held, (0, 0))
+    deadline = time.time() + 5
+    while held.stat().st_mtime < time.time() - 60 and time.time() < deadline:
+        time.sleep(0.02)
+    assert held.stat().st_mtime > time.time() - 60  # refreshed while held
+    fsutil.release(held)
+    assert not held.exists()
+
+
+def test_a_busy_image_is_said_to_be_not_done(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    foreign_claim(tmp_path / "out" / "a.png", "restarted-container-7f3a", 1, 0.0)
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--quiet") == 0
+    assert "1 image(s) not upscaled: another run holds their claims" in capsys.readouterr().err
+
+
+def test_long_names_keep_apart_within_255_bytes(tmp_path):
+    from yoda_sr.fsutil import claim_path, temporary_path
+
+    first, second = ("é" * 100 + tail + ".png" for tail in ("-one", "-two"))
+    assert claim_path(tmp_path / first) != claim_path(tmp_path / second)
+    for path in (claim_path(tmp_path / first), temporary_path(tmp_path / first)):
+        assert len(os.fsencode(path.name)) <= 255
+        path.write_bytes(b"")  # a name the filesystem takes
+
+
+def test_long_multibyte_names_upscale_in_one_batch(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    (tmp_path / "in").mkdir()
+    names = ["\U0001d538" * 60 + ".png", "\U0001d538" * 59 + "b.png", "x" * 200 + "1.png", "x" * 200 + "2.png"]
+    for name in names:
+        (tmp_path / "in" / name).write_bytes(png_bytes())
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--batch-size", "2") == 0, (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(names)
+    assert no_debris(tmp_path) == []

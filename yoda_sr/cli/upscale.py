@@ -195,6 +195,11 @@ def upscale(
             note=notes(quiet),
         )
         tally = batch.run(jobs, work, chunk=batch_size, done=show, progress=images)
+    if tally.busy:  # not known to be done: say so, whatever --quiet says
+        note(
+            f"{tally.busy} image(s) not upscaled: another run holds their claims; run again once it ends "
+            "(a claim without a heartbeat for 10 minutes is taken over)"
+        )
     if tally.failed:
         raise typer.Exit(1)
 
