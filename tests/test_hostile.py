@@ -492,33 +492,6 @@ for label, (line, flag) in TRAIN_VALUES.items():
     CASES[f"train config with {label}"] = Case(train_config(line), 2, (flag, "recipe.toml"), "must")
 
 
-@pytest.mark.parametrize("label", sorted(CASES))
-def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
-    import safetensors.torch
-    import torch
-
-    parsed: list[int] = []
-    parse = safetensors.torch.load
-
-    def counting(data: bytes, *args, **kwargs):  # the real parser, counted
-        parsed.append(len(data))
-        return parse(data, *args, **kwargs)
-
-    monkeypatch.setattr(safetensors.torch, "load", counting)
-    before = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-    sweep(CASES[label], tmp_path, model_bytes, monkeypatch, capsys)
-    if "metadata" in label:  # refused from the header: not one weight was parsed (nor reached a GPU)
-        assert parsed == [], parsed
-        if before is not None:
-            assert before == torch.cuda.max_memory_allocated()
-
-
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "keys missing"])
-def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
-    case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
-    sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
-
-
 # --- the store's folder, full disks and output names -------------------------------------------------
 
 
@@ -550,7 +523,7 @@ CASES["upscale -o ''"] = Case(
     "empty",
 )
 CASES["a run log that is a folder"] = Case(
-    lambda s: (one_image(s), (s / "out" / "yoda-sr-upscale.jsonl").mkdir(parents=True), upscale_with(*STEPS)(s))[2],
+    lambda s: ((s / "out" / "yoda-sr-upscale.jsonl").mkdir(parents=True), upscale_with(*STEPS)(s))[1],
     2,
     ("yoda-sr-upscale.jsonl",),
     "remove or rename",
@@ -792,3 +765,62 @@ def test_long_multibyte_names_upscale_in_one_batch(tmp_path, model_bytes, monkey
     )
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(names)
     assert no_debris(tmp_path) == []
+
+
+def same_stem_images(sandbox: Path) -> list[object]:
+    (sandbox / "in").mkdir()
+    (sandbox / "in" / "a.png").write_bytes(png_bytes())
+    (sandbox / "in" / "a.jpg").write_bytes(png_bytes(format="JPEG"))
+    return ["upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--save-attention"]
+
+
+def test_save_attention_keeps_maps_of_same_stem_outputs_apart(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    assert cli(*same_stem_images(tmp_path)) == 0, capsys.readouterr().err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".attention.png"))
+    assert names == ["a.attention.png", "a.jpg.attention.png"]
+
+
+def linked_sub_folder(sandbox: Path) -> list[object]:
+    (sandbox / "in" / "sub").mkdir(parents=True)
+    (sandbox / "in" / "sub" / "a.png").write_bytes(png_bytes())
+    (sandbox / "elsewhere").mkdir()
+    (sandbox / "out").mkdir()
+    (sandbox / "out" / "sub").symlink_to(sandbox / "elsewhere")
+    return ["upscale", "in", "-r", "-o", "out", "--model", "model.safetensors", *STEPS]
+
+
+CASES["-r into an output folder whose sub-folder links outside it"] = Case(
+    linked_sub_folder, 2, ("--out", "elsewhere"), "remove the link", out="out"
+)
+
+
+# --- the sweep over every case above ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
+    import safetensors.torch
+    import torch
+
+    parsed: list[int] = []
+    parse = safetensors.torch.load
+
+    def counting(data: bytes, *args, **kwargs):  # the real parser, counted
+        parsed.append(len(data))
+        return parse(data, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "load", counting)
+    before = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    sweep(CASES[label], tmp_path, model_bytes, monkeypatch, capsys)
+    if "metadata" in label:  # refused from the header: not one weight was parsed (nor reached a GPU)
+        assert parsed == [], parsed
+        if before is not None:
+            assert before == torch.cuda.max_memory_allocated()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "keys missing"])
+def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
+    case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
+    sweep(case, tmp_path, model_bytes, monkeypatch, capsys)

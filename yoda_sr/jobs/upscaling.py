@@ -162,8 +162,27 @@ def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> li
             output, log_dir = image.with_name(name), image.parent
         else:
             output, log_dir = out / relative / name, out
+            _inside(out, output)
         jobs.append(Job(image, (relative / image.name).as_posix(), [output], log_dir=log_dir))
     return sorted(jobs, key=lambda job: (str(job.log_dir), job.key))
+
+
+def attention_map_path(output: Path) -> Path:
+    """Where ``--save-attention`` puts an output's map: ``a.attention.png`` beside ``a.png``, and
+    ``a.jpg.attention.png`` beside ``a.jpg`` (outputs told apart by extension keep apart maps)."""
+    kind = "" if output.suffix.lower() == ".png" else output.suffix.lower()
+    return output.with_name(f"{output.stem}{kind}.attention.png")
+
+
+def _inside(out: Path, output: Path) -> None:
+    """Refuse an output whose folder under ``out`` is a symbolic link out of it (outputs never leave
+    the output folder)."""
+    real = Path(os.path.realpath(output.parent))
+    if not real.is_relative_to(os.path.realpath(out)):
+        raise SettingError(
+            "out",
+            f"{output.parent} leads to {real}, outside {out} (a symbolic link); remove the link or write elsewhere",
+        )
 
 
 def write_log(log_dir: Path, record: dict[str, Any]) -> None:
@@ -313,4 +332,4 @@ def save(output: Path, picture: Picture, result: Result, save_attention: bool) -
         format=PILLOW_FORMATS.get(output.suffix.lower(), "PNG"),
     )
     if save_attention and result.attention is not None:
-        save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))
+        save_png(heatmap(result.attention), attention_map_path(output))
