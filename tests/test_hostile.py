@@ -824,3 +824,19 @@ def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
 def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
     case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
     sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("change", [("--block", "128"), ("--sparse", "off")])
+def test_evaluate_resumed_with_other_sparse_settings_reuses_nothing(change, tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo("astronaut")[:64, :64]).save(tmp_path / "in" / "a.png")
+    base = ["evaluate", "--data", "in", "--model", "model.safetensors", "--compare", "yoda", "-o", "eval", *STEPS]
+    assert cli(*base, "--block", "64") == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["settings"]["block"] == 64 and summary["settings"]["sparse"] is True
+    capsys.readouterr()
+    assert cli(*base, *(change if change[0] == "--block" else (*change, "--block", "0"))) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert change[0].removeprefix("--") in line, line

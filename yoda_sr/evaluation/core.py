@@ -285,6 +285,8 @@ def evaluate(
             "flat_floor": chosen.flat_floor,
             "clean": chosen.clean,
             "seed": seed,
+            "sparse": chosen.sparse,
+            "block": chosen.block,
             "border": scale,
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
             + ("" if degradation.is_identity else f", then {degradation.label()}"),
