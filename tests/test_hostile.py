@@ -796,6 +796,58 @@ CASES["-r into an output folder whose sub-folder links outside it"] = Case(
 )
 
 
+@pytest.mark.parametrize("change", [("--block", "128"), ("--sparse", "off")])
+def test_evaluate_resumed_with_other_sparse_settings_reuses_nothing(change, tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo("astronaut")[:64, :64]).save(tmp_path / "in" / "a.png")
+    base = ["evaluate", "--data", "in", "--model", "model.safetensors", "--compare", "yoda", "-o", "eval", *STEPS]
+    assert cli(*base, "--block", "64") == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["settings"]["block"] == 64 and summary["settings"]["sparse"] is True
+    capsys.readouterr()
+    assert cli(*base, *(change if change[0] == "--block" else (*change, "--block", "0"))) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert change[0].removeprefix("--") in line, line
+
+
+USER_ENTRIES = {
+    "named ../x": ('["../x"]', "", "a name is"),
+    "with scale four": ("[mine]", 'scale = "four"\n', "scale must be an integer"),
+    "with an embedded path out of the package": (
+        "[mine]",
+        "",
+        "stays inside the package",
+    ),
+}
+
+
+def user_registry(label: str) -> Callable[[Path], list[object]]:
+    header, extra, _ = USER_ENTRIES[label]
+    source = (
+        'source = { kind = "embedded", path = "../../../etc/passwd" }'
+        if "embedded" in label
+        else 'source = { kind = "url", url = "http://127.0.0.1:9/x.safetensors" }'
+    )
+
+    def build(sandbox: Path) -> list[object]:
+        (sandbox / "home").mkdir()
+        (sandbox / "home" / "checkpoints.toml").write_text(
+            f'{header}\nkind = "denoiser"\nformat = "safetensors"\ndescription = "d"\nlicence = "l"\npage = "p"\n'
+            f"{extra}{source}\n"
+        )
+        return ["checkpoints", "list"]
+
+    return build
+
+
+for _label, (_, _, _advice) in USER_ENTRIES.items():
+    CASES[f"checkpoints list with a user entry {_label}"] = Case(
+        user_registry(_label), 1, ("checkpoints.toml",), _advice
+    )
+
+
 # --- the sweep over every case above ------------------------------------------------------------------
 
 
@@ -824,19 +876,3 @@ def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
 def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
     case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
     sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
-
-
-@pytest.mark.parametrize("change", [("--block", "128"), ("--sparse", "off")])
-def test_evaluate_resumed_with_other_sparse_settings_reuses_nothing(change, tmp_path, model_bytes, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(model_bytes)
-    (tmp_path / "in").mkdir()
-    Image.fromarray(photo("astronaut")[:64, :64]).save(tmp_path / "in" / "a.png")
-    base = ["evaluate", "--data", "in", "--model", "model.safetensors", "--compare", "yoda", "-o", "eval", *STEPS]
-    assert cli(*base, "--block", "64") == 0, capsys.readouterr().err
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["settings"]["block"] == 64 and summary["settings"]["sparse"] is True
-    capsys.readouterr()
-    assert cli(*base, *(change if change[0] == "--block" else (*change, "--block", "0"))) == 2
-    line = one_error_line(capsys.readouterr().err)
-    assert change[0].removeprefix("--") in line, line
