@@ -847,6 +847,17 @@ for _label, (_, _, _advice) in USER_ENTRIES.items():
         user_registry(_label), 1, ("checkpoints.toml",), _advice
     )
 
+CASES["--tile 16 on a 48 px image"] = Case(
+    lambda s: (
+        (s / "in").mkdir(),
+        Image.fromarray(photo("astronaut")[:48, :48]).save(s / "in" / "a.png"),
+        ["upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--tile", "16", "--tile-overlap", "8"],
+    )[2],
+    2,
+    ("--tile",),
+    "at least 64",
+)
+
 
 # --- the sweep over every case above ------------------------------------------------------------------
 
