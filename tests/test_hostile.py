@@ -859,6 +859,19 @@ CASES["--tile 16 on a 48 px image"] = Case(
 )
 
 
+@pytest.mark.parametrize("stream", [{"stream": "off"}, {"tile": 0}])
+def test_whole_sampling_beyond_the_memory_is_refused_with_the_option_that_fits(stream, tmp_path, model_bytes):
+    from yoda_sr import Upscaler
+    from yoda_sr.errors import SettingError
+    from yoda_sr.settings import Settings
+
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    upscaler = Upscaler.from_pretrained(tmp_path / "model.safetensors", device="cpu")
+    with pytest.raises(SettingError, match="GiB, more than the .* GiB there are; .*streams it in tiles") as raised:
+        upscaler.upscale(photo("astronaut")[:24, :32], settings=Settings(steps=1, memory_budget=1000, **stream))
+    assert raised.value.setting == next(iter(stream))
+
+
 # --- the sweep over every case above ------------------------------------------------------------------
 
 

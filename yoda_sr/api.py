@@ -26,13 +26,13 @@ from torch import Tensor
 from . import checkpoints
 from .diffusion.masking import validate_flat_floor, validate_lower_bound
 from .diffusion.processes import PROCESSES, SAMPLERS, process_of, schedule_spec
-from .errors import SettingError, YodaError, checked
+from .errors import SettingError, YodaError, checked, setting
 from .image.conditioning import x_up_recipe
 from .image.imaging import join_channels, split_channels
 from .image.restoration import clean, validate_mode
 from .runtime.compiled import CompiledDenoiser
 from .runtime.devices import resolve_device, resolve_dtype
-from .runtime.memory import bytes_per_pixel, memory_budget, plan
+from .runtime.memory import BUDGET_FRACTION, bytes_per_pixel, memory_budget, plan
 from .runtime.sparse import resolve_block
 from .runtime.tiling import auto_tile_side, check_tile_settings, lr_multiple, tile_side
 from .runtime.window import SamplingSpec
@@ -270,6 +270,14 @@ class Upscaler:
         budget = settings.memory_budget or memory_budget(self.device)
         chosen = plan(hr_size[0] * hr_size[1], self._pixel_bytes[dtype], budget, stream=settings.stream,
                       tiling=settings.tile != 0)  # fmt: skip
+        if not chosen.streamed and chosen.needed > budget / BUDGET_FRACTION:  # more than the whole memory
+            way = "stream" if settings.stream == "off" else "tile"
+            fix = setting("stream", "auto") if way == "stream" else setting("tile", "auto")
+            raise SettingError(
+                way,
+                f"a {hr_size[1]}x{hr_size[0]} output sampled whole needs about {chosen.needed / 2**30:.1f} GiB, more "
+                f"than the {budget / BUDGET_FRACTION / 2**30:.1f} GiB there are; {fix} streams it in tiles",
+            )
         spec = SamplingSpec(
             schedule=self.schedule_spec.build().respace(settings.steps),
             sampler=settings.sampler,
