@@ -900,3 +900,19 @@ def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
 def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
     case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
     sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
+
+
+def test_attention_beyond_the_memory_is_refused_with_the_scale_that_fits(tmp_path, monkeypatch, capsys):
+    from yoda_sr.jobs import attention_files
+
+    def never(*args, **kwargs):
+        raise AssertionError("the map was computed")
+
+    monkeypatch.chdir(tmp_path)
+    one_image(tmp_path)
+    monkeypatch.setattr(attention_files, "memory_limit", lambda: 64 * 2**20)
+    monkeypatch.setattr("yoda_sr.attention.compute_attention", never)
+    code = cli("attention", "in/a.png", "--method", "edge", "--scale", "100", "--out", "maps/")
+    line = one_error_line(capsys.readouterr().err)
+    assert code != 0 and "3200x2400 map needs about 0.3 GiB" in line and re.search(r"--scale [\d.]+ or less", line)
+    assert not list((tmp_path / "maps").glob("*.png")) if (tmp_path / "maps").exists() else True
