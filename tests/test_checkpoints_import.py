@@ -348,12 +348,19 @@ def test_janspiry_groups_come_from_the_match_or_the_user_never_a_guess():
     unet = meta_upstream_unet("sr3-16-128")  # Janspiry's default norm_groups (32) is its config's
     assert sr3_janspiry.infer(unet, schedule=get_config("sr3-16-128").schedule)[0]["norm_groups"] == 32
     other = ScheduleSpec(kind="linear", steps=1000, start=1e-4, end=2e-2)  # trained on another schedule
-    with pytest.raises(SettingError, match="the UNet is sr3-16-128's, 8x with 32 groups") as raised:
+    with pytest.raises(SettingError, match="the UNet is sr3-16-128's \\(8x, 32 groups\\)") as raised:
         sr3_janspiry.infer(unet, 8, schedule=other)
     assert raised.value.setting == "norm_groups"
     assert sr3_janspiry.infer(unet, 8, schedule=other, norm_groups=16)[0]["norm_groups"] == 16
     with pytest.raises(SettingError, match="does not divide the UNet's widths"):
         sr3_janspiry.infer(unet, 8, schedule=other, norm_groups=24)
+
+
+def test_the_hint_for_an_unknown_64_to_512_file_names_the_8x_config_first():
+    unet = meta_upstream_unet("sr3-64-512")
+    other = ScheduleSpec(kind="linear", steps=1000, start=1e-4, end=2e-2)
+    with pytest.raises(SettingError, match="the UNet is sr3-64-512's \\(8x, 16 groups\\), sr3-64-256's"):
+        sr3_janspiry.infer(unet, 8, schedule=other)
 
 
 def test_sr3_groups_are_never_guessed_on_import(tmp_path, capsys, store, hr_crops):

@@ -92,7 +92,7 @@ def sweep(case: Case, sandbox: Path, model: bytes, monkeypatch, capsys) -> None:
     """Build the case in ``sandbox``, run it, and check everything the module docstring promises."""
     (sandbox / "model.safetensors").write_bytes(model)
     monkeypatch.setenv("YODA_SR_HOME", str(sandbox / "home"))
-    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in case.env.items():
         monkeypatch.setenv(variable, value)
@@ -448,11 +448,431 @@ ENVIRONMENT = {
 }
 
 
+def photos(sandbox: Path) -> None:
+    (sandbox / "photos").mkdir(exist_ok=True)
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(photo(name)[:64, :64]).save(sandbox / "photos" / f"{name}.png")
+
+
+def train_with(*extra: object) -> Callable[[Path], list[object]]:
+    def build(sandbox: Path) -> list[object]:
+        photos(sandbox)
+        return ["train", "--data", "photos", "--out", "run", *RUN, "--iterations", "1", *extra]
+
+    return build
+
+
+def run_is_a_file(sandbox: Path) -> list[object]:
+    photos(sandbox)
+    (sandbox / "run").write_text("notes\n")
+    return ["train", "--data", "photos", "--out", "run", *RUN, "--iterations", "1"]
+
+
+TRAIN_ENVIRONMENT = {
+    "train with WORLD_SIZE=0": Case(train_with(), 2, ("WORLD_SIZE=0",), "unset them", env={"WORLD_SIZE": "0"}),
+    "train with RANK >= WORLD_SIZE": Case(
+        train_with(), 2, ("RANK=3",), "unset them", env={"RANK": "3", "WORLD_SIZE": "2"}
+    ),
+    "train with WORLD_SIZE=2 and no MASTER_ADDR": Case(
+        train_with(), 2, ("MASTER_ADDR",), "torchrun", env={"RANK": "0", "WORLD_SIZE": "2"}
+    ),
+    "train with LOCAL_RANK=-1": Case(train_with(), 2, ("LOCAL_RANK=-1",), "unset it", env={"LOCAL_RANK": "-1"}),
+    "upscale with LOCAL_RANK=-1": Case(
+        upscale_with(*STEPS), 2, ("LOCAL_RANK=-1",), "unset it", env={"LOCAL_RANK": "-1"}
+    ),
+    "train --seed beyond 64 bits": Case(train_with("--seed", 2**70), 2, ("--seed",), "must be 0"),
+    "train --out an existing file": Case(run_is_a_file, 2, ("--out", "run"), "choose another"),
+    "train --batch-size 100000000": Case(train_with("--batch-size", 100_000_000), 2, ("--batch-size",), "lower it"),
+}
+
 # --- the sweep ---------------------------------------------------------------------------------------
 
-CASES: dict[str, Case] = {**image_cases(), **checkpoint_cases(), **ENVIRONMENT}
+CASES: dict[str, Case] = {**image_cases(), **checkpoint_cases(), **ENVIRONMENT, **TRAIN_ENVIRONMENT}
 for label, (line, flag) in TRAIN_VALUES.items():
     CASES[f"train config with {label}"] = Case(train_config(line), 2, (flag, "recipe.toml"), "must")
+
+
+# --- the store's folder, full disks and output names -------------------------------------------------
+
+
+UNUSABLE_HOMES = {"a regular file": "homefile", "/dev/null": os.devnull}
+
+
+def unusable_home(sandbox: Path, kind: str) -> str:
+    if kind == "a regular file":
+        (sandbox / "homefile").write_text("not a folder\n")
+    return UNUSABLE_HOMES[kind]
+
+
+for _kind, _home in UNUSABLE_HOMES.items():
+    CASES[f"import with YODA_SR_HOME {_kind}"] = Case(
+        lambda s, kind=_kind: (
+            unusable_home(s, kind),
+            ["checkpoints", "import", "model.safetensors", "--name", "mine"],
+        )[1],
+        1,
+        ("YODA_SR_HOME",),
+        "writable folder",
+        env={"YODA_SR_HOME": _home},
+    )
+CASES["--suffix of 300 characters"] = Case(upscale_with("--suffix", "x" * 300, *STEPS), 2, ("--suffix",), "at most")
+CASES["upscale -o ''"] = Case(
+    lambda s: (one_image(s), ["upscale", "in/a.png", "-o", "", "--model", "model.safetensors", *STEPS])[1],
+    2,
+    ("--out",),
+    "empty",
+)
+CASES["a run log that is a folder"] = Case(
+    lambda s: ((s / "out" / "yoda-sr-upscale.jsonl").mkdir(parents=True), upscale_with(*STEPS)(s))[1],
+    2,
+    ("yoda-sr-upscale.jsonl",),
+    "remove or rename",
+    out="out",
+)
+CASES["sample -o an existing folder with --overwrite"] = Case(
+    lambda s: (one_image(s), ["sample", "-o", "in", "--overwrite"])[1], 2, ("--out", "in"), "name a file"
+)
+
+
+@pytest.mark.parametrize("command", ["upscale", "checkpoints list"])
+@pytest.mark.parametrize("kind", sorted(UNUSABLE_HOMES))
+def test_unusable_home_is_not_needed(command, kind, tmp_path, monkeypatch, capsys):
+    """The embedded default and the list need no store: a YODA_SR_HOME that is a file is no store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YODA_SR_HOME", unusable_home(tmp_path, kind))
+    one_image(tmp_path)
+    args = ["upscale", "in/a.png", "-o", "a.png", "--steps", "1"] if command == "upscale" else command.split()
+    assert cli(*args) == 0, capsys.readouterr().err
+    assert "yoda-srdiff-x4" in capsys.readouterr().out or command == "upscale"
+
+
+def test_sample_writes_what_its_name_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("sample", "-o", "new/folder/x.jpg") == 0
+    with Image.open(tmp_path / "new" / "folder" / "x.jpg") as image:
+        assert image.format == "JPEG"
+    assert cli("sample", "-o", "x.gif") == 2
+    assert not (tmp_path / "x.gif").exists()
+
+
+def full_disk(monkeypatch) -> None:
+    """Every fsync reports a full disk (ENOSPC), as a full filesystem does on its last write."""
+    import errno
+
+    def fsync(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (root only; skipped where it cannot be mounted)."""
+    import subprocess
+
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill ``folder``'s filesystem, leaving about ``leave`` bytes."""
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(os.urandom(max(free - leave, 0)))
+
+
+def no_debris(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".yoda-tmp" in p.name or ".yoda-claim" in p.name]
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("yoda-sr: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_upscale_on_a_full_disk_injected(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    full_disk(monkeypatch)
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left" in line and "a.png" in line, line
+    assert no_debris(tmp_path) == [] and not (tmp_path / "out" / "a.png").exists()
+
+
+@pytest.mark.parametrize("command", ["upscale", "import", "train"])
+def test_full_tmpfs(command, small_tmpfs, tmp_path, model_bytes, monkeypatch, capsys):
+    """A real full filesystem: one line naming the file and the fix, exit 1, no claim or temporary left."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YODA_SR_HOME", str(small_tmpfs / "home"))
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    photos(tmp_path)
+    out = small_tmpfs / "out"
+    out.mkdir()
+    fill(small_tmpfs, {"upscale": 2048, "import": 16384, "train": 100_000}[command])
+    args = {
+        "upscale": ["upscale", "in", "-o", out, "--model", "model.safetensors", *STEPS],
+        "import": ["checkpoints", "import", "model.safetensors", "--name", "mine"],
+        "train": ["train", "--data", "photos", "--out", out / "run", *RUN, "--iterations", "2", "--val-every", "2"],
+    }[command]
+    assert cli(*args) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left" in line and str(small_tmpfs) in line, line
+    assert command != "train" or "last.pt" in line, line  # torch.save's own error, told as the full disk
+    assert no_debris(small_tmpfs) == []
+    assert [p for p in out.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
+
+
+# --- late checks made early ---------------------------------------------------------------------------
+
+
+def rgba_image(sandbox: Path) -> None:
+    (sandbox / "in").mkdir()
+    Image.fromarray(np.dstack([photo("astronaut")[:24, :32], np.full((24, 32), 128, np.uint8)])).save(
+        sandbox / "in" / "a.png"
+    )
+
+
+EARLY = {
+    "--block 10^30": Case(upscale_with("--block", 10**30, *STEPS), 2, ("--block",), "at most"),
+    "--eta inf": Case(upscale_with("--eta", "inf", *STEPS), 2, ("--eta",), "finite"),
+    "--max-pixels 0": Case(upscale_with("--max-pixels", "0", *STEPS), 2, ("--max-pixels",), "at least 1", out="out"),
+    "--max-pixels -1": Case(upscale_with("--max-pixels", "-1", *STEPS), 2, ("--max-pixels",), "at least 1", out="out"),
+    "evaluate --attention dino-resnet50 without weights": Case(
+        lambda s: (
+            (one_image(s), ["evaluate", "--data", "in", "--model", "model.safetensors", "--attention"])[1]
+            + ["dino-resnet50", "-o", "eval"]
+        ),
+        2,
+        ("dino-resnet50",),
+        "checkpoints download",
+        out="eval",
+    ),
+    "alpha input to a JPEG output": Case(
+        lambda s: (rgba_image(s), ["upscale", "in/a.png", "-o", "out.jpg", "--model", "model.safetensors", *STEPS])[1],
+        1,
+        ("out.jpg",),
+        "transparency",
+    ),
+}
+CASES.update(EARLY)
+
+
+@pytest.mark.parametrize("label", sorted(EARLY))
+def test_refused_before_any_model_call(label, tmp_path, model_bytes, monkeypatch, capsys):
+    from yoda_sr.api import Upscaler
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", never)
+    monkeypatch.setattr(Upscaler, "upscale", never)
+    sweep(EARLY[label], tmp_path, model_bytes, monkeypatch, capsys)
+
+
+# --- claims across hosts, long and multi-byte names ---------------------------------------------------
+
+
+def foreign_claim(output: Path, host: str, pid: int, age: float) -> Path:
+    from yoda_sr.fsutil import claim_path
+
+    path = claim_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{host} {pid}\n")
+    stamp = path.stat().st_mtime - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+@pytest.mark.parametrize(
+    "owner, age, taken",
+    [
+        ("another host, fresh", 0.0, False),
+        ("another host, without a heartbeat for 11 minutes", 660.0, True),
+        ("this host, an unrelated live pid, no heartbeat", 660.0, True),
+        ("this host, a dead pid", 0.0, True),
+    ],
+)
+def test_claims_across_hosts(owner, age, taken, tmp_path):
+    import socket
+
+    from yoda_sr.fsutil import claim, release
+
+    host = socket.gethostname() if "this host" in owner else "restarted-container-7f3a"
+    pid = 1 if "live" in owner or "another" in owner else 2**22 + 12345
+    target = tmp_path / "out.png"
+    foreign_claim(target, host, pid, age)
+    held = claim(target)
+    assert (held is not None) == taken
+    if held is not None:
+        assert held.read_text().split() == [socket.gethostname(), str(os.getpid())]
+        release(held)
+
+
+def test_claims_carry_a_heartbeat(tmp_path, monkeypatch):
+    import time
+
+    from yoda_sr import fsutil
+
+    monkeypatch.setattr(fsutil, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(fsutil, "_HEARTBEAT", fsutil._Heartbeat())
+    held = fsutil.claim(tmp_path / "out.png")
+    assert held is not None
+    os.utime(held, (0, 0))
+    deadline = time.time() + 5
+    while held.stat().st_mtime < time.time() - 60 and time.time() < deadline:
+        time.sleep(0.02)
+    assert held.stat().st_mtime > time.time() - 60  # refreshed while held
+    fsutil.release(held)
+    assert not held.exists()
+
+
+def test_a_busy_image_is_said_to_be_not_done(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    one_image(tmp_path)
+    foreign_claim(tmp_path / "out" / "a.png", "restarted-container-7f3a", 1, 0.0)
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--quiet") == 0
+    assert "1 image(s) not upscaled: another run holds their claims" in capsys.readouterr().err
+
+
+def test_long_names_keep_apart_within_255_bytes(tmp_path):
+    from yoda_sr.fsutil import claim_path, temporary_path
+
+    first, second = ("é" * 100 + tail + ".png" for tail in ("-one", "-two"))
+    assert claim_path(tmp_path / first) != claim_path(tmp_path / second)
+    for path in (claim_path(tmp_path / first), temporary_path(tmp_path / first)):
+        assert len(os.fsencode(path.name)) <= 255
+        path.write_bytes(b"")  # a name the filesystem takes
+
+
+def test_long_multibyte_names_upscale_in_one_batch(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    (tmp_path / "in").mkdir()
+    names = ["\U0001d538" * 60 + ".png", "\U0001d538" * 59 + "b.png", "x" * 200 + "1.png", "x" * 200 + "2.png"]
+    for name in names:
+        (tmp_path / "in" / name).write_bytes(png_bytes())
+    assert cli("upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--batch-size", "2") == 0, (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(names)
+    assert no_debris(tmp_path) == []
+
+
+def same_stem_images(sandbox: Path) -> list[object]:
+    (sandbox / "in").mkdir()
+    (sandbox / "in" / "a.png").write_bytes(png_bytes())
+    (sandbox / "in" / "a.jpg").write_bytes(png_bytes(format="JPEG"))
+    return ["upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--save-attention"]
+
+
+def test_save_attention_keeps_maps_of_same_stem_outputs_apart(tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    assert cli(*same_stem_images(tmp_path)) == 0, capsys.readouterr().err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".attention.png"))
+    assert names == ["a.attention.png", "a.jpg.attention.png"]
+
+
+def linked_sub_folder(sandbox: Path) -> list[object]:
+    (sandbox / "in" / "sub").mkdir(parents=True)
+    (sandbox / "in" / "sub" / "a.png").write_bytes(png_bytes())
+    (sandbox / "elsewhere").mkdir()
+    (sandbox / "out").mkdir()
+    (sandbox / "out" / "sub").symlink_to(sandbox / "elsewhere")
+    return ["upscale", "in", "-r", "-o", "out", "--model", "model.safetensors", *STEPS]
+
+
+CASES["-r into an output folder whose sub-folder links outside it"] = Case(
+    linked_sub_folder, 2, ("--out", "elsewhere"), "remove the link", out="out"
+)
+
+
+@pytest.mark.parametrize("change", [("--block", "128"), ("--sparse", "off")])
+def test_evaluate_resumed_with_other_sparse_settings_reuses_nothing(change, tmp_path, model_bytes, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo("astronaut")[:64, :64]).save(tmp_path / "in" / "a.png")
+    base = ["evaluate", "--data", "in", "--model", "model.safetensors", "--compare", "yoda", "-o", "eval", *STEPS]
+    assert cli(*base, "--block", "64") == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["settings"]["block"] == 64 and summary["settings"]["sparse"] is True
+    capsys.readouterr()
+    assert cli(*base, *(change if change[0] == "--block" else (*change, "--block", "0"))) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert change[0].removeprefix("--") in line, line
+
+
+USER_ENTRIES = {
+    "named ../x": ('["../x"]', "", "a name is"),
+    "with scale four": ("[mine]", 'scale = "four"\n', "scale must be an integer"),
+    "with an embedded path out of the package": (
+        "[mine]",
+        "",
+        "stays inside the package",
+    ),
+}
+
+
+def user_registry(label: str) -> Callable[[Path], list[object]]:
+    header, extra, _ = USER_ENTRIES[label]
+    source = (
+        'source = { kind = "embedded", path = "../../../etc/passwd" }'
+        if "embedded" in label
+        else 'source = { kind = "url", url = "http://127.0.0.1:9/x.safetensors" }'
+    )
+
+    def build(sandbox: Path) -> list[object]:
+        (sandbox / "home").mkdir()
+        (sandbox / "home" / "checkpoints.toml").write_text(
+            f'{header}\nkind = "denoiser"\nformat = "safetensors"\ndescription = "d"\nlicence = "l"\npage = "p"\n'
+            f"{extra}{source}\n"
+        )
+        return ["checkpoints", "list"]
+
+    return build
+
+
+for _label, (_, _, _advice) in USER_ENTRIES.items():
+    CASES[f"checkpoints list with a user entry {_label}"] = Case(
+        user_registry(_label), 1, ("checkpoints.toml",), _advice
+    )
+
+CASES["--tile 16 on a 48 px image"] = Case(
+    lambda s: (
+        (s / "in").mkdir(),
+        Image.fromarray(photo("astronaut")[:48, :48]).save(s / "in" / "a.png"),
+        ["upscale", "in", "-o", "out", "--model", "model.safetensors", *STEPS, "--tile", "16", "--tile-overlap", "8"],
+    )[2],
+    2,
+    ("--tile",),
+    "at least 64",
+)
+
+
+@pytest.mark.parametrize("stream", [{"stream": "off"}, {"tile": 0}])
+def test_whole_sampling_beyond_the_memory_is_refused_with_the_option_that_fits(stream, tmp_path, model_bytes):
+    from yoda_sr import Upscaler
+    from yoda_sr.errors import SettingError
+    from yoda_sr.settings import Settings
+
+    (tmp_path / "model.safetensors").write_bytes(model_bytes)
+    upscaler = Upscaler.from_pretrained(tmp_path / "model.safetensors", device="cpu")
+    with pytest.raises(SettingError, match="GiB, more than the .* GiB there are; .*streams it in tiles") as raised:
+        upscaler.upscale(photo("astronaut")[:24, :32], settings=Settings(steps=1, memory_budget=1000, **stream))
+    assert raised.value.setting == next(iter(stream))
+
+
+# --- the sweep over every case above ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("label", sorted(CASES))
@@ -480,3 +900,19 @@ def test_hostile_input(label, tmp_path, model_bytes, monkeypatch, capsys):
 def test_damaged_run_state(damage, tmp_path, model_bytes, one_step_run, monkeypatch, capsys):
     case = Case(damaged_state(damage, one_step_run), 1, ("last.pt",), "remove|start|again|delete")
     sweep(case, tmp_path, model_bytes, monkeypatch, capsys)
+
+
+def test_attention_beyond_the_memory_is_refused_with_the_scale_that_fits(tmp_path, monkeypatch, capsys):
+    from yoda_sr.jobs import attention_files
+
+    def never(*args, **kwargs):
+        raise AssertionError("the map was computed")
+
+    monkeypatch.chdir(tmp_path)
+    one_image(tmp_path)
+    monkeypatch.setattr(attention_files, "memory_limit", lambda: 64 * 2**20)
+    monkeypatch.setattr("yoda_sr.attention.compute_attention", never)
+    code = cli("attention", "in/a.png", "--method", "edge", "--scale", "100", "--out", "maps/")
+    line = one_error_line(capsys.readouterr().err)
+    assert code != 0 and "3200x2400 map needs about 0.3 GiB" in line and re.search(r"--scale [\d.]+ or less", line)
+    assert not list((tmp_path / "maps").glob("*.png")) if (tmp_path / "maps").exists() else True

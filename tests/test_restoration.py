@@ -197,3 +197,18 @@ def test_small_crops_and_rounded_ramps_are_not_jpeg_but_their_jpegs_are(name):
         assert not is_jpeg(*find_jpeg(image)[1:3]) and clean(image)[1].kind == "none"
     quality, fit, significance, _ = find_jpeg(jpeg_roundtrip(crop, 60))
     assert quality == 60 and is_jpeg(fit, significance)
+
+
+def test_a_small_lr_is_too_small_to_judge_noisy():
+    """On a 16 x 16 LR (an SR3 face input) the estimate rests on 196 values: clean face crops
+    measured 2.2-2.5. Below MIN_NOISE_SIDE nothing is estimated or removed, so the model sees the
+    input upstream gave it; from that side on, noise is found as before."""
+    from yoda_sr.image.restoration import MIN_NOISE_SIDE
+
+    grainy = noisy(lr_photo("astronaut"), 6.0)
+    small = np.ascontiguousarray(grainy[:16, :16])
+    assert MIN_NOISE_SIDE > 16
+    assert noise_sigma(small) == 0.0
+    cleaned, done = clean(small)
+    assert cleaned is small and done.kind == "none"
+    assert noise_sigma(grainy[:MIN_NOISE_SIDE, :MIN_NOISE_SIDE]) > NOISE_THRESHOLD

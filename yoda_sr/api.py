@@ -13,6 +13,7 @@ how inputs are sharded across processes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,13 +26,13 @@ from torch import Tensor
 from . import checkpoints
 from .diffusion.masking import validate_flat_floor, validate_lower_bound
 from .diffusion.processes import PROCESSES, SAMPLERS, process_of, schedule_spec
-from .errors import SettingError, YodaError, checked
+from .errors import SettingError, YodaError, checked, setting
 from .image.conditioning import x_up_recipe
 from .image.imaging import join_channels, split_channels
 from .image.restoration import clean, validate_mode
 from .runtime.compiled import CompiledDenoiser
 from .runtime.devices import resolve_device, resolve_dtype
-from .runtime.memory import bytes_per_pixel, memory_budget, plan
+from .runtime.memory import BUDGET_FRACTION, bytes_per_pixel, memory_budget, plan
 from .runtime.sparse import resolve_block
 from .runtime.tiling import auto_tile_side, check_tile_settings, lr_multiple, tile_side
 from .runtime.window import SamplingSpec
@@ -130,8 +131,8 @@ class Upscaler:
             raise SettingError("steps", f"must be 1..{self.schedule_spec.steps} for this model, got {steps}")
         if sampler not in self.samplers:
             raise SettingError("sampler", f"must be {' or '.join(self.samplers)} for this model, not {sampler}")
-        if not eta >= 0:
-            raise SettingError("eta", f"must be >= 0, got {eta}")
+        if not 0 <= eta < math.inf:
+            raise SettingError("eta", f"must be a finite number >= 0, got {eta}")
         if eta and not PROCESSES[self.process].eta:
             raise SettingError("eta", f"this model's {self.process} process takes no eta, got {eta}")
         if attention not in METHODS:
@@ -267,6 +268,14 @@ class Upscaler:
         budget = settings.memory_budget or memory_budget(self.device)
         chosen = plan(hr_size[0] * hr_size[1], self._pixel_bytes[dtype], budget, stream=settings.stream,
                       tiling=settings.tile != 0)  # fmt: skip
+        if not chosen.streamed and chosen.needed > budget / BUDGET_FRACTION:  # more than the whole memory
+            way = "stream" if settings.stream == "off" else "tile"
+            fix = setting("stream", "auto") if way == "stream" else setting("tile", "auto")
+            raise SettingError(
+                way,
+                f"a {hr_size[1]}x{hr_size[0]} output sampled whole needs about {chosen.needed / 2**30:.1f} GiB, more "
+                f"than the {budget / BUDGET_FRACTION / 2**30:.1f} GiB there are; {fix} streams it in tiles",
+            )
         spec = SamplingSpec(
             schedule=self.schedule_spec.build().respace(settings.steps),
             sampler=settings.sampler,

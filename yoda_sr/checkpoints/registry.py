@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RequestError, YodaError
-from .paths import user_registry_path
+from .paths import NAME, user_registry_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,12 +99,37 @@ def embedded_path(entry: Entry) -> Path:
     return Path(str(resources.files("yoda_sr") / entry.source.path))
 
 
+def _check_types(name: str, table: dict[str, Any], where: Path) -> None:
+    """ValueError for a value of the wrong type (``scale = "four"``) or a source path out of the package."""
+    for item in (*Entry.__dataclass_fields__.values(), *Source.__dataclass_fields__.values()):
+        values = table["source"] if item.name in Source.__dataclass_fields__ else table
+        if item.name not in values or item.name in ("name", "source", "extra"):
+            continue
+        value, wanted = values[item.name], int if "int" in str(item.type) else str
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            what = "an integer" if wanted is int else "a string"
+            raise ValueError(f"{where}: entry {name!r}: {item.name} must be {what}, got {value!r}")
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError(f"{where}: entry {name!r}: {item.name} must be 1..64, got {value}")
+    path = table["source"].get("path")
+    if isinstance(path, str) and (path.startswith("/") or ".." in Path(path).parts):
+        raise ValueError(f"{where}: entry {name!r}: an embedded path stays inside the package, got {path!r}")
+
+
 def _parse_entry(name: str, table: dict[str, Any], where: Path) -> Entry:
     def need(key: str) -> Any:
         if key not in table:
             raise ValueError(f"{where}: entry {name!r} has no {key!r}")
         return table[key]
 
+    if not NAME.fullmatch(name):
+        raise ValueError(
+            f"{where}: entry {name[:80]!r}: a name is 1-64 lower-case letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it becomes a file name)"
+        )
+    if not isinstance(table.get("source"), dict):
+        raise ValueError(f"{where}: entry {name!r}: 'source' must be a table")
+    _check_types(name, table, where)
     source_table = dict(need("source"))
     kind = source_table.pop("kind", None)
     if kind not in SOURCE_KINDS:
@@ -145,7 +170,7 @@ def load_registry(path: str | Path | None = None) -> dict[str, Entry]:
         try:
             extra = _load_registry(user, user.stat().st_mtime_ns)
         except (ValueError, tomllib.TOMLDecodeError) as error:
-            raise YodaError(f"{user}: {error}") from None
+            raise YodaError(str(error) if str(error).startswith(str(user)) else f"{user}: {error}") from None
         clash = sorted(set(extra) & set(registry))
         if clash:
             raise YodaError(f"{user} redefines {', '.join(clash)}, which the package registry defines")

@@ -45,7 +45,7 @@ def read_lock() -> dict[str, dict[str, Any]]:
     path = lock_path()
     try:
         data = json.loads(path.read_bytes())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no store (yet), or no usable one: nothing installed
         data = {}
     except (OSError, ValueError) as error:
         raise YodaError(f"{path} is unreadable ({error}); {_LOCK_ADVICE}") from None

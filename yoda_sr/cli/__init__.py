@@ -16,7 +16,7 @@ from typer.exceptions import TyperException
 from .._version import __version__
 from ..errors import SettingError, YodaError, name_settings
 from . import attention, checkpoints, evaluate, runs, sample, train, upscale, web
-from .common import flag, flag_with_value
+from .common import flag, flag_with_value, os_error_line
 
 __all__ = ["app", "main"]
 
@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         message = f"{flag(error.setting)}: {error}" if isinstance(error, SettingError) else str(error)
         typer.echo(f"yoda-sr: error: {message}", err=True)
         sys.exit(error.exit_code)
+    except OSError as error:  # the filesystem: full, read-only, a name too long, a store that is a file
+        if debug:
+            raise
+        typer.echo(f"yoda-sr: error: {os_error_line(error)}", err=True)
+        sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         if debug:
             raise

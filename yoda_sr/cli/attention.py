@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..jobs.files import IMAGE_EXTENSIONS
-from .common import UsageError, clean_option, debugging, notes, report_error
+from .common import UsageError, clean_option, debugging, notes, output_path, report_error
 
 
 def attention(
@@ -20,6 +20,7 @@ def attention(
         "--out",
         "-o",
         metavar="FILE|DIR",
+        parser=output_path,
         show_default=False,
         help="A .png file for a single image, or a folder (created) for many. "
         "Default: <stem>.<method>.attention.png beside each input (face.sift.attention.png).",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -34,6 +37,42 @@ def notes(quiet: bool) -> Callable[[str], None]:
 def report_error(message: str) -> None:
     """One `yoda-sr: error: ...` line on stderr, for a failure the run goes on past."""
     typer.echo(f"yoda-sr: error: {message}", err=True)
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space, or write elsewhere",
+    errno.EDQUOT: "free some space, or write elsewhere",
+    errno.EROFS: "write to another folder",
+    errno.EACCES: "write to another folder, or fix its permissions",
+    errno.EPERM: "write to another folder, or fix its permissions",
+    errno.ENAMETOOLONG: "use a shorter name (--suffix, the output's name)",
+    errno.ENOTDIR: "a folder on this path is a file; choose another path",
+    errno.EEXIST: "choose another path",
+}
+
+
+def os_error_line(error: OSError) -> str:
+    """A filesystem failure (full, read-only, a name too long) as one line: the file, why, what to do;
+    a file in the checkpoint store names YODA_SR_HOME."""
+    from ..checkpoints.paths import home
+
+    where = os.fsdecode(error.filename) if error.filename is not None else ""
+    reason = error.strerror or str(error) or type(error).__name__
+    advice = _ADVICE.get(error.errno or 0, "check the folder and try again")
+    store = str(home())
+    if where and (where == store or where.startswith(store.rstrip("/") + "/")):
+        advice = f"set YODA_SR_HOME (now {store}) to a writable folder" + (
+            f", or {advice}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        )
+    return f"{where}: {reason}; {advice}" if where else f"{reason}; {advice}"
+
+
+def output_path(value: str | Path) -> Path:
+    """An output flag's value as a path; an empty one (``-o ''``) is a usage error, not the
+    working folder."""
+    if not str(value).strip():
+        raise typer.BadParameter("is empty; give a file or folder name")
+    return Path(value)
 
 
 def flag(setting: str) -> str:

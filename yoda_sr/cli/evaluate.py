@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import clean_option, debugging, flat_floor_option, notes, report_error
+from .common import clean_option, debugging, flat_floor_option, notes, output_path, report_error
 
 
 def evaluate(
@@ -56,7 +56,7 @@ def evaluate(
     limit: int | None = typer.Option(None, "--limit", metavar="N", help="Evaluate only the first N images."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", metavar="DIR", help="Results folder (default: ./eval_<model name>)."
+        None, "--out", "-o", metavar="DIR", parser=output_path, help="Results folder (default: ./eval_<model name>)."
     ),
     overwrite: bool = typer.Option(
         False,

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import note
+from .options import torchrun_shard
 
 
 def train(
@@ -81,8 +82,6 @@ def train(
     `--out RUN --resume` continues a run with the settings in RUN/config.toml; it may be given a new
     --iterations (the validation spacing stays as recorded), but not settings that change its weights.
     """
-    import os
-
     from ..training import Trainer, load_config
 
     overrides = dict(
@@ -123,7 +122,8 @@ def train(
         lr_jpeg=lr_jpeg,
         compile=compile_model,
     )
-    main_process = os.environ.get("RANK", "0") == "0"
+    rank, _, _ = torchrun_shard(rendezvous=True)  # the environment checked before any work
+    main_process = rank == 0
     settings = load_config(config, overrides, log=note if main_process else None)
     weights = Trainer(settings, log=note).run()
     typer.echo(f"weights: {weights} (use --model {Path(settings.out)})")

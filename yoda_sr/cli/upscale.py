@@ -19,7 +19,7 @@ import typer
 
 from ..errors import SettingError
 from . import scale_out
-from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, report_error
+from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, output_path, report_error
 
 if TYPE_CHECKING:
     from ..jobs.upscaling import Job, Upscaled
@@ -35,6 +35,7 @@ def upscale(
         "--out",
         "-o",
         metavar="FILE|DIR",
+        parser=output_path,
         help="An image file (one input) or a folder (created; sub-folders mirrored). "
         "Default: beside each input, named <stem>_x<scale>.",
     ),
@@ -274,6 +275,11 @@ def upscale(
             run_log=run_log,
         )
         tally = batch.run(jobs, work, chunk=batch_size, done=shown, progress=images)
+    if tally.busy:  # not known to be done: say so, whatever --quiet says
+        note(
+            f"{tally.busy} image(s) not upscaled: another run holds their claims; run again once it ends "
+            "(a claim without a heartbeat for 10 minutes is taken over)"
+        )
     if tally.failed:
         raise typer.Exit(1)
 

@@ -139,12 +139,13 @@ def infer(
         value = scale if setting == "scale" else norm_groups
         raise SettingError(setting, f"{config} has {setting} {entry_hparams[setting]}, not {value}")
     hint = ""
-    if same_unet:
-        known = same_unet[0]
-        hint = (
-            f" (the UNet is {known.name}'s, {known.hparams['scale']}x with {known.hparams['norm_groups']} groups, "
-            "but not its schedule or the settings given)"
+    if same_unet:  # the closest first: the scale given, then the group count given; not by name
+        ranked = sorted(
+            same_unet,
+            key=lambda c: (c.hparams["scale"] != scale, c.hparams["norm_groups"] != norm_groups, c.name),
         )
+        shown = ", ".join(f"{c.name}'s ({c.hparams['scale']}x, {c.hparams['norm_groups']} groups)" for c in ranked)
+        hint = f" (the UNet is {shown}, but not its schedule or the settings given)"
     if scale is None:
         raise SettingError(
             "scale", f"these SR3 weights match no known configuration{hint}, and SR3 weights do not record the scale"

@@ -127,7 +127,8 @@ class ResShiftSchedule:
         Upstream (``models/respace.py``) keeps the 0-based steps int(T / n * i) for i = 0..n-1, so the
         first step always stays and T does only for n = T: sampling starts at the highest kept step,
         from y0 plus that step's noise. In yoda-sr's 1-based numbering that is 1 + floor(T i / n),
-        computed in integers (upstream's float product drops a step in rare cases, e.g. T = 30, n = 22).
+        computed in integers. Upstream's float product keeps as many steps (22 of 22 at T = 30, n = 22)
+        but, where it rounds down (30 / 22 * 11 = 14.999...), one a step earlier: 15 where this keeps 16.
         """
         total = self.train_steps
         if not 1 <= num_steps <= total:

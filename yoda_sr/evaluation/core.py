@@ -42,7 +42,8 @@ import numpy as np
 
 from .._version import __version__
 from ..api import Resolved, Settings, Upscaler
-from ..errors import SettingError, YodaError
+from ..attention import WEIGHTED_METHODS, MissingWeightsError, require_weights
+from ..errors import RequestError, SettingError, YodaError
 from ..fsutil import atomic_write_bytes
 from ..image.degradations import Degradation
 from ..image.io import read_picture, write_picture
@@ -232,7 +233,6 @@ def evaluate(
     ``note`` gets remarks and one progress line per image, ``report`` one line per image that
     failed (the others go on); ``reraise`` lets such a failure propagate instead.
     """
-    from ..attention import MissingWeightsError
 
     methods = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
     degradation = Degradation.parse(degrade)
@@ -252,6 +252,11 @@ def evaluate(
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
     chosen = upscaler.resolve(settings or Settings())
+    if chosen.attention in WEIGHTED_METHODS:  # before any image is computed, as upscale refuses it
+        try:
+            require_weights(chosen.attention)
+        except MissingWeightsError as error:
+            raise RequestError(str(error)) from None
     if out is None:
         out = default_out(upscaler.name)
         check_out(out, overwrite)
@@ -280,6 +285,8 @@ def evaluate(
             "flat_floor": chosen.flat_floor,
             "clean": chosen.clean,
             "seed": seed,
+            "sparse": chosen.sparse,
+            "block": chosen.block,
             "border": scale,
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
             + ("" if degradation.is_identity else f", then {degradation.label()}"),

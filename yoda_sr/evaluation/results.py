@@ -119,7 +119,7 @@ def json_number(value: float | None) -> float | None:
 
 IDENTITY = (
     "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "clean",
-    "seed", "dtype", "degrade",
+    "seed", "dtype", "degrade", "sparse", "block",
 )  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
@@ -134,6 +134,8 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
     flat.setdefault("degrade", "none")  # evaluations from before the degrade setting had clean LR
     flat.setdefault("flat_floor", 0.0)  # and before flat_floor, no flat areas were kept
     flat.setdefault("clean", "off")  # and before clean, the LR went in as it was
+    flat.setdefault("sparse", True)  # and before sparse and block were recorded, the defaults ran
+    flat.setdefault("block", "auto")
     return {key: flat.get(key) for key in IDENTITY}
 
 
@@ -142,6 +144,8 @@ def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     found = []
     for key in IDENTITY:
         a, b = theirs.get(key), ours.get(key)
+        if key == "block" and "auto" in (a, b) and theirs.get("sparse") == ours.get("sparse") is True:
+            continue  # an evaluation that did not record its block ran the default one
         if key == "data" and isinstance(a, str) and isinstance(b, str):
             same = Path(a).resolve() == Path(b).resolve()
         else:

@@ -17,7 +17,7 @@ from ..api import DEFAULT_MODEL
 from ..attention.render import heatmap, overlay, timeline
 from ..checkpoints import resolve_model_file
 from ..diffusion.masking import expected_update_fraction, flat_areas, validate_flat_floor
-from ..errors import SettingError, checked
+from ..errors import SettingError, checked, setting
 from ..fsutil import atomic_write
 from ..image.grids import labelled_grid
 from ..image.imaging import resize_bicubic, scaled_size, to_array, to_tensor
@@ -25,8 +25,13 @@ from ..image.io import read_picture, save_png
 from ..image.restoration import clean, validate_mode
 from ..models.validation import check_denoiser_metadata
 from ..runtime.devices import resolve_device
+from ..runtime.memory import memory_limit
 from ..weights_file import read_metadata
 from .batch import Item
+
+MAP_BYTES_PER_PIXEL = 48
+"""Peak bytes per map pixel: the float map and its copies, the heat map, the overlay and the
+resized image (RGB, float while resized)."""
 
 ATTENTION_SUFFIX = ".attention"
 OWN_ENDINGS = (".attention.png", ".timeline.png", ".attention.npy")
@@ -157,6 +162,18 @@ class AttentionMaps:
 
         return self.method in WEIGHTED_METHODS
 
+    def _check_memory(self, lr_size: tuple[int, int], map_size: tuple[int, int]) -> None:
+        """Refuse a map larger than the memory before computing it, naming the scale that fits."""
+        needed = map_size[0] * map_size[1] * MAP_BYTES_PER_PIXEL
+        limit = memory_limit()
+        if needed > limit:
+            fits = math.sqrt(limit / MAP_BYTES_PER_PIXEL / (lr_size[0] * lr_size[1]))
+            raise SettingError(
+                "scale",
+                f"a {map_size[1]}x{map_size[0]} map needs about {needed / 2**30:.1f} GiB, more than the "
+                f"{limit / 2**30:.1f} GiB there are; use {setting('scale', f'{math.floor(fits * 10) / 10:g}')} or less",
+            )
+
     def __call__(self, item: Item) -> Mapped:
         import torch
 
@@ -165,6 +182,7 @@ class AttentionMaps:
         lr = to_tensor(clean(read_picture(item.image).rgb, self.clean)[0])
         rgb = to_array(lr)
         map_size = scaled_size(rgb.shape[:2], self.scale)
+        self._check_memory(rgb.shape[:2], map_size)
         maps = compute_attention(
             lr.to(self.device),
             self.method,

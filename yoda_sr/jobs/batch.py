@@ -45,6 +45,8 @@ class Tally:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    busy: int = 0
+    """Of ``skipped``: items another live run holds claims on (not known to be done)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,7 @@ class Batch(Generic[ItemT]):
                     release(path)
                 self.note(f"skipped {item.image}: another run is writing its output")
                 self.tally.skipped += 1
+                self.tally.busy += 1
                 continue
             held.extend(mine)
             if mine and not self.overwrite:

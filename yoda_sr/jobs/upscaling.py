@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import checkpoints
-from ..errors import SettingError, YodaError
+from ..errors import SettingError, YodaError, setting
 from ..fsutil import temporary_path
 from ..image.io import read_picture, save_png, write_picture
 from ..seeds import derive_seed
@@ -41,10 +41,19 @@ OWN_ENDINGS = (".attention.png",)
 """Names a folder's images may end with that are outputs of an earlier run, not inputs."""
 
 
+MAX_SUFFIX_BYTES = 64
+"""The longest ``suffix``: an output's name (stem, suffix, extension) must stay within 255 bytes."""
+
+
 def check_suffix(suffix: str) -> str:
     """A name suffix must stay a part of a file name: no folder separators, nothing hidden."""
     if any(char in suffix for char in ("/", "\\", "\0")) or suffix in (".", ".."):
         raise SettingError("suffix", f"{suffix!r} would leave the file name; use letters, digits, '_', '-' or '.'")
+    if len(os.fsencode(suffix)) > MAX_SUFFIX_BYTES:
+        raise SettingError(
+            "suffix",
+            f"is {len(os.fsencode(suffix))} bytes long; use at most {MAX_SUFFIX_BYTES} (file names end at 255)",
+        )
     return suffix
 
 
@@ -142,6 +151,8 @@ def check_out(out: Path | None, run_log: str = RUN_LOG) -> None:
         raise SettingError("out", f"{out}: cannot write {out.suffix} files; name it with one of {writable}")
     if (folder / run_log).is_symlink():
         raise SettingError("out", f"{folder / run_log} is a symbolic link; remove it (the run log is never followed)")
+    if (folder / run_log).is_dir():
+        raise SettingError("out", f"{folder / run_log} is a folder, where the run log goes; remove or rename it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path(folder / "probe")
@@ -172,8 +183,27 @@ def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> li
             output, log_dir = image.with_name(name), image.parent
         else:
             output, log_dir = out / relative / name, out
+            _inside(out, output)
         jobs.append(Job(image, (relative / image.name).as_posix(), [output], log_dir=log_dir))
     return sorted(jobs, key=lambda job: (str(job.log_dir), job.key))
+
+
+def attention_map_path(output: Path) -> Path:
+    """Where ``--save-attention`` puts an output's map: ``a.attention.png`` beside ``a.png``, and
+    ``a.jpg.attention.png`` beside ``a.jpg`` (outputs told apart by extension keep apart maps)."""
+    kind = "" if output.suffix.lower() == ".png" else output.suffix.lower()
+    return output.with_name(f"{output.stem}{kind}.attention.png")
+
+
+def _inside(out: Path, output: Path) -> None:
+    """Refuse an output whose folder under ``out`` is a symbolic link out of it (outputs never leave
+    the output folder)."""
+    real = Path(os.path.realpath(output.parent))
+    if not real.is_relative_to(os.path.realpath(out)):
+        raise SettingError(
+            "out",
+            f"{output.parent} leads to {real}, outside {out} (a symbolic link); remove the link or write elsewhere",
+        )
 
 
 def write_log(log_dir: Path, record: dict[str, Any], name: str = RUN_LOG) -> None:
@@ -219,6 +249,8 @@ class UpscaleJobs:
         note: Callable[[str], None] | None = None,
         run_log: str | None = RUN_LOG,
     ) -> None:
+        if max_pixels is not None and max_pixels < 1:
+            raise SettingError("max_pixels", f"must be at least 1 (pixels of the largest input), got {max_pixels}")
         self.upscaler = upscaler
         self.settings = settings
         self.scale = scale
@@ -238,6 +270,14 @@ class UpscaleJobs:
                 picture = read_picture(job.image, **kwargs)
             except Exception as error:
                 yield job, error
+                continue
+            if picture.alpha is not None and PILLOW_FORMATS.get(job.output.suffix.lower()) == "JPEG":
+                yield (
+                    job,
+                    YodaError(  # refused before the model runs, not after
+                        f"{job.output}: JPEG cannot store transparency; choose {setting('format', 'png')}, webp or tiff"
+                    ),
+                )
                 continue
             if picture.frames > 1 and self.note is not None:
                 self.note(f"{job.image} has {picture.frames} frames; only the first is upscaled")
@@ -319,4 +359,4 @@ def save(output: Path, picture: Picture, result: Result, save_attention: bool) -
         format=PILLOW_FORMATS.get(output.suffix.lower(), "PNG"),
     )
     if save_attention and result.attention is not None:
-        save_png(heatmap(result.attention), output.with_name(f"{output.stem}.attention.png"))
+        save_png(heatmap(result.attention), attention_map_path(output))

@@ -50,6 +50,11 @@ Box = tuple[int, int, int, int]
 """Cells [top, bottom) x [left, right)."""
 
 
+MAX_BLOCK = 4096
+"""The largest block side: a block covers a whole image long before this (larger ones once tried to
+allocate terabytes)."""
+
+
 def resolve_block(block: int | str, sparse: bool, multiple: int) -> int:
     """The block side a setting means: auto is DEFAULT_BLOCK (rounded up to ``multiple``) with sparse
     evaluation and 0 (pixel-level maps) without; a side must be 0 or a multiple of ``multiple``."""
@@ -59,6 +64,8 @@ def resolve_block(block: int | str, sparse: bool, multiple: int) -> int:
         return cell_side(0, multiple) if sparse else 0
     if not isinstance(block, int) or isinstance(block, bool) or block < 0 or block % multiple:
         raise SettingError("block", f"must be auto, 0 (pixel-level maps) or a multiple of {multiple} px, got {block!r}")
+    if block > MAX_BLOCK:
+        raise SettingError("block", f"must be at most {MAX_BLOCK} px (a block larger than any image), got {block}")
     return block
 
 

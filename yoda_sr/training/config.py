@@ -17,6 +17,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found]
 
 
+MAX_STEP_PIXELS = 2**28
+"""The most HR pixels one micro-batch may hold (``batch_size`` x ``hr_size``²): 3 GB per float32 RGB
+copy of the batch, far beyond what the activations of any device allow; refused before any work."""
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; a TOML file holds the same keys, command-line flags override it."""
@@ -147,13 +152,20 @@ def validate(config: TrainConfig) -> None:
         ("batch_size", config.batch_size >= 1, "must be at least 1"),
         ("grad_accum", config.grad_accum >= 1, "must be at least 1"),
         ("hr_size", 8 <= config.hr_size <= 4096, f"must be 8..4096 pixels, got {config.hr_size}"),
+        (
+            "batch_size",
+            config.batch_size * config.hr_size**2 <= MAX_STEP_PIXELS,
+            f"{config.batch_size} crops of {config.hr_size}x{config.hr_size} pixels are "
+            f"{config.batch_size * config.hr_size**2} pixels per micro-batch, more than {MAX_STEP_PIXELS} "
+            f"(no device holds their activations); lower it and raise {setting('grad_accum')} instead",
+        ),
         ("lr", 0 < config.lr <= 1, f"must be > 0 and at most 1, got {config.lr}"),
         ("weight_decay", config.weight_decay >= 0, "must be >= 0"),
         ("warmup", config.warmup >= 0, "must be >= 0"),
         ("ema", 0 <= config.ema < 1, "must lie in [0, 1)"),
         ("amp", config.amp in ("no", "bf16", "fp16"), "must be bf16, fp16 or no"),
         ("num_workers", config.num_workers >= 0, "must be >= 0"),
-        ("seed", config.seed >= 0, "must be >= 0"),
+        ("seed", 0 <= config.seed < 2**63, f"must be 0..{2**63 - 1}, got {config.seed}"),
         ("clip_grad", config.clip_grad >= 0, "must be >= 0 (0: no clipping)"),
         ("val_every", config.val_every >= 0, "must be >= 0 (0: ten validations per run)"),
         ("save_every", config.save_every >= 0, "must be >= 0 (0: at every validation)"),

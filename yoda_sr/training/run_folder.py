@@ -68,7 +68,13 @@ class RunFolder:
 
     def claim(self, resume: bool) -> None:
         """Create the folder; refuse to start a fresh run over a saved one."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out.exists() and not self.out.is_dir():
+            raise SettingError("out", f"{self.out} is a file, not a run folder; choose another folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise SettingError("out", f"{self.out} cannot be created ({reason}); choose another folder") from None
         if not resume and self.state_path.exists():
             raise SettingError(
                 "out",
