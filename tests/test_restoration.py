@@ -212,3 +212,49 @@ def test_a_small_lr_is_too_small_to_judge_noisy():
     cleaned, done = clean(small)
     assert cleaned is small and done.kind == "none"
     assert noise_sigma(grainy[:MIN_NOISE_SIDE, :MIN_NOISE_SIDE]) > NOISE_THRESHOLD
+
+
+def _large(kind: str) -> np.ndarray:
+    """A 300 x 420 crop of a photo as a JPEG cropped off its block grid, or noisy: several tiles when
+    TILE is 64."""
+    big = np.ascontiguousarray(photo("astronaut")[100:400, 50:470])
+    return jpeg_roundtrip(big, 50)[3:, 5:] if kind == "jpeg" else noisy(big, 6.0)
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "noise"])
+def test_cleaning_in_tiles_gives_the_whole_image_result(kind, monkeypatch):
+    """Tiles on the block grid with a halo wider than non-local means reaches: the same pixels as
+    cleaning the whole image at once (deblock/denoise on the full float image)."""
+    import yoda_sr.image.restoration as restoration
+
+    image = _large(kind)
+    quality, _, _, origin = find_jpeg(image)
+    levels = image.astype(np.float64)
+    whole = deblock(levels, quality, origin) if kind == "jpeg" else restoration.denoise(levels, noise_sigma(image))
+    expected = np.clip(np.rint(whole), 0, 255).astype(np.uint8)
+    monkeypatch.setattr(restoration, "TILE", 64)
+    tiled, done = clean(image)
+    assert done.kind == kind
+    assert restoration._cuts(image.shape[0], origin[0])[1][0] == origin[0] + 64  # it did work in tiles
+    assert np.array_equal(tiled, expected)
+
+
+def test_cleaning_a_large_image_holds_little_beyond_its_output(monkeypatch):
+    """The estimates sample windows and the cleaning works in tiles: the Python-side peak (numpy's
+    allocations) stays under twice the output, where one float64 copy of the image is 8 times it."""
+    import tracemalloc
+
+    import yoda_sr.image.restoration as restoration
+
+    monkeypatch.setattr(restoration, "TILE", 64)
+    monkeypatch.setattr(restoration, "SAMPLE_PIXELS", 128 * 128)
+    monkeypatch.setattr(restoration, "_SAMPLE_SIDE", 64)
+    image = np.tile(_large("noise"), (3, 3, 1))  # 900 x 1260
+    tracemalloc.start()
+    try:
+        cleaned, done = clean(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert done.kind == "noise" and cleaned.shape == image.shape
+    assert peak < 2 * image.nbytes, f"peak {peak / 2**20:.1f} MiB for a {image.nbytes / 2**20:.1f} MiB image"

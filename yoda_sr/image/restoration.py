@@ -16,7 +16,10 @@ and, when it finds either, removes it before the model sees it:
   ``denoise`` is non-local means at that sigma.
 
 Everything works in 8-bit levels; 16-bit images are cleaned at 8-bit precision of the estimate and
-full precision of the result.
+full precision of the result. Memory stays bounded whatever the image's size: the estimates read at
+most ``SAMPLE_PIXELS`` pixels (windows spread over a larger image, on its 8 x 8 grid), and the
+cleaning runs in tiles of ``TILE`` pixels with a halo wider than non-local means reaches, so a tiled
+result is the whole-image one (up to float rounding) and the only full-size array is the output.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ JPEG_SIGNIFICANCE = 7.0
 """...and the score must stand this many standard deviations above what values off any lattice give
 (small or synthetic images leave few coefficients, and a few can fit a coarse lattice by chance)."""
 
+SAMPLE_PIXELS = 2048 * 2048
+"""The estimates read at most this many pixels: larger images are sampled in ``_SAMPLE_SIDE`` windows."""
+
+TILE = 512
+"""Side of the tiles the cleaning works in (a multiple of 8: tile edges lie on the JPEG block grid)."""
+
+_HALO = 16
+"""Context around each tile: non-local means here (5 x 5 patches, 6 px search) reaches 8 px."""
+
+_SAMPLE_SIDE = 512
 _MIN_BLOCKS = 16
 _LOW_FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2), (0, 3), (3, 0))
 _LUMA_TABLE = np.array(
@@ -92,6 +105,34 @@ def quantization_table(quality: int) -> np.ndarray:
     return np.clip(np.floor((_LUMA_TABLE * scale + 50) / 100), 1, 255)
 
 
+def _windows(shape: tuple[int, ...]) -> list[tuple[slice, slice]]:
+    """Where the estimates look: the whole image up to ``SAMPLE_PIXELS``, else a grid of
+    ``_SAMPLE_SIDE`` windows spread evenly over it, starting on multiples of 8 (so a JPEG's block
+    grid has the same origin in every window as in the image)."""
+    height, width = shape[:2]
+    if height * width <= SAMPLE_PIXELS:
+        return [(slice(0, height), slice(0, width))]
+    side = _SAMPLE_SIDE
+    per_axis = max(1, int(np.sqrt(SAMPLE_PIXELS / side**2)))
+
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        count = min(per_axis, length // side)
+        return sorted({int(round(i * (length - side) / max(1, count - 1) / 8)) * 8 for i in range(count)})
+
+    def cut(start: int, length: int) -> slice:
+        return slice(start, min(start + side, length))
+
+    return [(cut(top, height), cut(left, width)) for top in starts(height) for left in starts(width)]
+
+
+def _levels(image: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """A window of ``image`` as float64 in 8-bit levels (16-bit images divided by 257)."""
+    window = np.asarray(image[rows, cols], dtype=np.float64)
+    return window / 257.0 if image.dtype == np.uint16 else window
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """JFIF's Y (full range, 8-bit levels) of a float H x W x 3 image in 8-bit levels."""
     return rgb @ np.array([0.299, 0.587, 0.114])
@@ -137,15 +178,16 @@ def _block_idct(coefficients: np.ndarray, into: np.ndarray, origin: tuple[int, i
     return out
 
 
-def _grid_origin(y: np.ndarray) -> tuple[int, int]:
+def _grid_origin(lumas: list[np.ndarray]) -> tuple[int, int]:
     """Where an 8 x 8 block grid most likely starts: the phase whose block boundaries hold the
-    largest mean step between neighbouring pixels (a JPEG cropped off its grid starts elsewhere)."""
+    largest mean step between neighbouring pixels (a JPEG cropped off its grid starts elsewhere).
+    ``lumas``: windows of the image that start on multiples of 8."""
     origin = []
     for axis in (0, 1):
-        steps = np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis)  # steps[i]: between i and i + 1
-        if steps.size < 16:
+        profiles = [np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis) for y in lumas]  # [i]: between i and i + 1
+        if min(steps.size for steps in profiles) < 16:
             return 0, 0
-        energy = [steps[(phase - 1) % 8 :: 8].mean() for phase in range(8)]
+        energy = [np.mean([steps[(phase - 1) % 8 :: 8].mean() for steps in profiles]) for phase in range(8)]
         origin.append(int(np.argmax(energy)))
     return origin[0], origin[1]
 
@@ -186,16 +228,17 @@ def find_jpeg(rgb: np.ndarray) -> tuple[int | None, float, float, tuple[int, int
 
     Only coefficients that quantized to a non-zero value are scored (zeros fit every lattice). The
     grid is tried at the image's origin and where the block boundaries stand out. Images with fewer
-    than 16 whole blocks give (None, 0.0, 0.0, (0, 0)). ``is_jpeg`` says whether it counts.
+    than 16 whole blocks give (None, 0.0, 0.0, (0, 0)). ``is_jpeg`` says whether it counts. A float
+    image is in 8-bit levels; a large one is read in windows (``_windows``).
     """
-    y = _luma(np.asarray(rgb, dtype=np.float64))
+    lumas = [_luma(_levels(rgb, rows, cols)) for rows, cols in _windows(rgb.shape)]
     best: tuple[int | None, float, float, tuple[int, int]] = (None, 0.0, 0.0, (0, 0))
-    for origin in dict.fromkeys([(0, 0), _grid_origin(y)]):
-        coefficients = _block_dct(y, origin)
-        count = coefficients.shape[0] * coefficients.shape[1]
+    for origin in dict.fromkeys([(0, 0), _grid_origin(lumas)]):
+        coefficients = np.concatenate([_block_dct(y, origin).reshape(-1, 8, 8) for y in lumas])
+        count = coefficients.shape[0]
         if count < _MIN_BLOCKS:
             continue
-        quality, fit, significance = _lattice_fit(coefficients.reshape(-1, 8, 8)[:: max(1, count // 20000)])
+        quality, fit, significance = _lattice_fit(coefficients[:: max(1, count // 20000)])
         if significance > best[2]:
             best = (quality, fit, significance, origin)
     return best
@@ -209,18 +252,20 @@ def is_jpeg(fit: float, significance: float) -> bool:
 def noise_sigma(rgb: np.ndarray) -> float:
     """Estimated sigma (8-bit levels) of independent per-channel noise; 0 for images under
     ``MIN_NOISE_SIDE`` pixels a side, too few for a confident median (clean 16 x 16 face crops
-    measured 2.2-2.5, above ``NOISE_THRESHOLD``)."""
-    x = np.asarray(rgb, dtype=np.float64)
-    if min(x.shape[:2]) < MIN_NOISE_SIDE:
+    measured 2.2-2.5, above ``NOISE_THRESHOLD``). A large image is read in windows (``_windows``)."""
+    if min(rgb.shape[:2]) < MIN_NOISE_SIDE:
         return 0.0
-    estimates = []
-    for other in (0, 2):
-        difference = x[..., other] - x[..., 1]
-        height, width = difference.shape
-        response = sum(
-            _LAPLACIAN[i, j] * difference[i : height - 2 + i, j : width - 2 + j] for i in range(3) for j in range(3)
-        )
-        estimates.append(np.median(np.abs(response)) / 0.6745 / 6 / np.sqrt(2))
+    responses: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    for rows, cols in _windows(rgb.shape):
+        x = _levels(rgb, rows, cols)
+        for found, other in zip(responses, (0, 2), strict=True):
+            difference = x[..., other] - x[..., 1]
+            height, width = difference.shape
+            response = sum(
+                _LAPLACIAN[i, j] * difference[i : height - 2 + i, j : width - 2 + j] for i in range(3) for j in range(3)
+            )
+            found.append(np.abs(response).ravel())
+    estimates = [np.median(np.concatenate(found)) / 0.6745 / 6 / np.sqrt(2) for found in responses]
     return float(min(estimates))
 
 
@@ -241,36 +286,68 @@ def denoise(rgb: np.ndarray, sigma: float) -> np.ndarray:
 def deblock(rgb: np.ndarray, quality: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Remove JPEG blocking and ringing from a float image (8-bit levels) decoded at ``quality``
     with its block grid at ``origin`` (row, column)."""
+    return _project(_non_local_means(rgb, 1.3 * quantization_table(quality)[0, 1], 0.0), rgb, quality, origin)
+
+
+def _project(smooth: np.ndarray, observed: np.ndarray, quality: int, origin: tuple[int, int]) -> np.ndarray:
+    """``smooth`` with its luma's whole blocks (grid at ``origin``) moved into the quantization cells
+    that ``observed``'s luma fell in at ``quality``: nothing the JPEG kept is smoothed away."""
     table = quantization_table(quality)
-    y, _, _ = _ycc(rgb)
-    observed = _block_dct(y, origin)
-    cells = np.round(observed / table)
+    cells = np.round(_block_dct(_luma(observed), origin) / table)
     low, high = (cells - 0.5) * table, (cells + 0.5) * table
-    smooth = _non_local_means(rgb, 1.3 * table[0, 1], 0.0)
     y_smooth, cb, cr = _ycc(smooth)
     y_consistent = _block_idct(np.clip(_block_dct(y_smooth, origin), low, high), y_smooth, origin)
     return _rgb(y_consistent, cb, cr)
 
 
+def _cuts(length: int, origin: int) -> list[tuple[int, int]]:
+    """Tile spans along one axis: inner edges at ``origin + k * TILE`` (on the block grid), the
+    first from 0 and the last to ``length``."""
+    edges = [0, *range(origin + TILE, length, TILE), length]
+    return [(start, stop) for start, stop in zip(edges, edges[1:], strict=False) if stop > start]
+
+
+def _clean_tiled(image: np.ndarray, done: Cleaning, origin: tuple[int, int], sigma: float) -> np.ndarray:
+    """``image`` cleaned as ``done`` says (noise: of ``sigma``), tile by tile into a new array of its dtype."""
+    unit = 257.0 if image.dtype == np.uint16 else 1.0
+    top = float(np.iinfo(image.dtype).max)
+    height, width = image.shape[:2]
+    out = np.empty_like(image)
+    for row0, row1 in _cuts(height, origin[0]):
+        for col0, col1 in _cuts(width, origin[1]):
+            rows = slice(max(0, row0 - _HALO), min(height, row1 + _HALO))
+            cols = slice(max(0, col0 - _HALO), min(width, col1 + _HALO))
+            core = (slice(row0 - rows.start, row1 - rows.start), slice(col0 - cols.start, col1 - cols.start))
+            window = _levels(image, rows, cols)
+            if done.kind == "jpeg":
+                quality = int(done.level)
+                smooth = _non_local_means(window, 1.3 * quantization_table(quality)[0, 1], 0.0)[core]
+                local = ((origin[0] - row0) % 8, (origin[1] - col0) % 8)
+                cleaned = _project(smooth, window[core], quality, local)
+            else:
+                cleaned = denoise(window, sigma)[core]
+            out[row0:row1, col0:col1] = np.clip(np.rint(cleaned * unit), 0, top).astype(image.dtype)
+    return out
+
+
 def clean(image: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, Cleaning]:
     """``image`` (H x W x 3, uint8 or uint16) with JPEG artefacts or noise removed, and what was done.
 
-    ``mode`` off, or an image where neither is found, returns ``image`` itself.
+    ``mode`` off, or an image where neither is found, returns ``image`` itself. Memory beyond the
+    result stays bounded: the estimates sample a large image, the cleaning runs in tiles.
     """
     if validate_mode(mode) == "off" or image.ndim != 3 or image.shape[-1] != 3:
         return image, Cleaning()
-    unit = 257.0 if image.dtype == np.uint16 else 1.0
-    levels = image.astype(np.float64) / unit
-    quality, fit, significance, origin = find_jpeg(levels)
+    quality, fit, significance, origin = find_jpeg(image)
+    sigma = 0.0
     if quality is not None and is_jpeg(fit, significance):
-        cleaned, done = deblock(levels, quality, origin), Cleaning("jpeg", float(quality))
+        done = Cleaning("jpeg", float(quality))
     else:
-        sigma = noise_sigma(levels)
+        sigma = noise_sigma(image)
         if sigma < NOISE_THRESHOLD:
             return image, Cleaning()
-        cleaned, done = denoise(levels, sigma), Cleaning("noise", round(sigma, 2))
-    top = float(np.iinfo(image.dtype).max)
-    return np.clip(np.rint(cleaned * unit), 0, top).astype(image.dtype), done
+        done = Cleaning("noise", round(sigma, 2))
+    return _clean_tiled(image, done, origin, sigma), done
 
 
 __all__ = [

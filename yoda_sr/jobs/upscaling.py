@@ -139,7 +139,7 @@ def output_folder(out: Path | None) -> Path | None:
 def check_out(out: Path | None, run_log: str = RUN_LOG) -> None:
     """Refuse an output that cannot work before any image is computed: a file that is not an image
     name, an image format we cannot write, or a folder we cannot write into (or whose run log
-    ``run_log`` is a symbolic link)."""
+    ``run_log`` is a symbolic link or a folder). Folders made to find out are removed again."""
 
     if out is None:
         return
@@ -153,6 +153,7 @@ def check_out(out: Path | None, run_log: str = RUN_LOG) -> None:
         raise SettingError("out", f"{folder / run_log} is a symbolic link; remove it (the run log is never followed)")
     if (folder / run_log).is_dir():
         raise SettingError("out", f"{folder / run_log} is a folder, where the run log goes; remove or rename it")
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path(folder / "probe")
@@ -160,6 +161,12 @@ def check_out(out: Path | None, run_log: str = RUN_LOG) -> None:
         probe.unlink()
     except OSError as error:
         raise SettingError("out", f"{folder}: cannot write there ({error.strerror or error})") from None
+    finally:  # a refusal later (a setting the model rejects) leaves nothing; writers create their folders
+        for path in missing:
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def plan_jobs(found: FoundImages, out: Path | None, suffix: str, fmt: str) -> list[Job]:
