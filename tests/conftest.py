@@ -11,6 +11,15 @@ import torch
 from yoda_sr.image.imaging import resize_bicubic, to_tensor
 from yoda_sr.models import create_model
 
+
+@pytest.fixture(autouse=True)
+def library_setting_names(monkeypatch):
+    """Every test starts with the library's names for settings (``max_pixels=...``): a CLI run in
+    the same process installs its flags (``--max-pixels ...``) until the test ends."""
+    import yoda_sr.errors as errors
+
+    monkeypatch.setattr(errors, "_naming", errors._library_name)
+
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 """Processes running tests at once (``pytest -n N`` starts N workers; 1 without pytest-xdist)."""
 THREADS = max(1, min(2, torch.get_num_threads()) // WORKERS)

@@ -25,7 +25,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError, features
 
 from ..errors import SettingError, YodaError, setting
 from ..fsutil import atomic_write
-from .png16 import EXIF_PREFIX, encode_png16, tile_rawmodes, wide_samples
+from .png16 import EXIF_PREFIX, encode_png, tile_rawmodes, wide_samples
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 """Largest input read without --max-pixels (67 MP): more than 8K frames and full-frame cameras, below
@@ -33,6 +33,10 @@ Pillow's 89 MP bomb warning; a x4 result of it is already a gigapixel."""
 MIN_SIDE = 4
 """Smallest width or height read: the upscaler has nothing to work with below a few pixels."""
 _ORIENTATION = 0x0112
+_PILLOW_PNG_PIXELS = 64 * 2**20
+"""8-bit PNGs above this many pixels are written by ``png16.encode_png`` 64 rows at a time: Pillow
+would first copy them at 4 bytes a pixel (256 MiB here)."""
+
 _FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "tiff": ("TIFF", ".tif")}
 _NAMES = {"jpeg": "jpg", "jpe": "jpg", "mpo": "jpg", "tif": "tiff"}
 _PILLOW_LIMIT = threading.Lock()
@@ -307,8 +311,8 @@ def write_picture(
         exif = None
     elif exif is not None and not exif.startswith(EXIF_PREFIX):
         exif = EXIF_PREFIX + exif
-    if pillow_format == "PNG" and samples.dtype == np.uint16:
-        _write_atomically(target, lambda handle: encode_png16(handle, samples, icc_profile, exif))
+    if pillow_format == "PNG" and (samples.dtype == np.uint16 or samples.shape[0] * samples.shape[1] > _PILLOW_PNG_PIXELS):
+        _write_atomically(target, lambda handle: encode_png(handle, samples, icc_profile, exif))
         return target
     image = Image.fromarray(samples[:, :, 0] if samples.shape[2] == 1 else samples)
     options: dict[str, object] = {"icc_profile": icc_profile, "exif": exif}

@@ -1,8 +1,10 @@
-"""16-bit PNG where Pillow stops at 8 bits: reading the low bytes back, and writing 48/64-bit PNGs.
+"""PNG where Pillow falls short: reading 16-bit low bytes back, writing 16-bit and very large PNGs.
 
 Pillow decodes 16-bit colour (and grey+alpha) PNGs to 8 bits per sample; ``wide_samples`` decodes
-the file again with the opposite byte order to recover the low bytes. Pillow cannot write them, so
-``encode_png16`` is a small PNG encoder of its own (IHDR, iCCP, eXIf, Sub-filtered IDAT, IEND).
+the file again with the opposite byte order to recover the low bytes. Pillow cannot write them, and
+writes an 8-bit RGB image from a copy of 4 bytes a pixel (3 GiB more for an 800 MP output), so
+``encode_png`` is a small PNG encoder of its own (IHDR, iCCP, eXIf, Sub-filtered IDAT, IEND) that
+encodes 64 rows at a time from the caller's array.
 """
 
 from __future__ import annotations
@@ -66,28 +68,34 @@ def _decode_as(source: Path, rawmode: str) -> np.ndarray:
         return np.asarray(image)
 
 
-def encode_png16(handle: BinaryIO, samples: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> None:
-    """Write H x W x C uint16 ``samples`` (C = 1 to 4: grey, grey+alpha, RGB, RGBA) as a 16-bit PNG.
+def encode_png(handle: BinaryIO, samples: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> None:
+    """Write H x W x C uint8 or uint16 ``samples`` (C = 1 to 4: grey, grey+alpha, RGB, RGBA) as an 8-
+    or 16-bit PNG.
 
     Every row uses the Sub filter (each byte minus the same byte of the previous pixel), which makes
-    photos compress much better than no filter; IDAT is written in pieces of about 1 MiB.
+    photos compress much better than no filter; IDAT is written in pieces of about 1 MiB. Memory
+    beyond ``samples`` is that of 64 rows.
     """
 
     def chunk(kind: bytes, data: bytes) -> None:
         handle.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
 
+    if samples.dtype not in (np.uint8, np.uint16) or samples.ndim != 3 or not 1 <= samples.shape[2] <= 4:
+        raise ValueError(f"expected H x W x 1-4 uint8 or uint16 samples, got {samples.shape} {samples.dtype}")
     height, width, channels = samples.shape
+    depth = samples.dtype.itemsize
     handle.write(_PNG_SIGNATURE)
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, (0, 4, 2, 6)[channels - 1], 0, 0, 0))
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * depth, (0, 4, 2, 6)[channels - 1], 0, 0, 0))
     if icc_profile:
         chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
         chunk(b"eXIf", exif.removeprefix(EXIF_PREFIX))
-    step = channels * 2
+    step = channels * depth
+    big_endian = ">u2" if depth == 2 else np.uint8
     compressor = zlib.compressobj(6)
     pending = b""
     for top in range(0, height, 64):
-        rows = np.ascontiguousarray(samples[top : top + 64], dtype=">u2").view(np.uint8).reshape(-1, width * step)
+        rows = np.ascontiguousarray(samples[top : top + 64], dtype=big_endian).view(np.uint8).reshape(-1, width * step)
         lines = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
         lines[:, 0] = 1
         lines[:, 1 : step + 1] = rows[:, :step]
