@@ -396,7 +396,7 @@ def test_bad_compare_value_is_one_line_and_exit_2(data, model_file, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, base, plain, yoda"
+        "yoda-sr: error: --compare: unknown method 'srgan'; choose from bicubic, base, plain, yoda or spandrel:FILE"
     ]
     assert not (tmp_path / "o").exists()
 

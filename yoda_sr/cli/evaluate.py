@@ -41,7 +41,8 @@ def evaluate(
         "--compare",
         metavar="METHODS",
         help="Comma-separated methods: bicubic, base (the model's regression output, no diffusion), "
-        "plain (attention none), yoda.",
+        "plain (attention none), yoda, and spandrel:FILE (another SR model in a .safetensors or .pth file that "
+        "spandrel recognises, pip install 'yoda-sr[peers]'; named spandrel:<file stem>).",
     ),
     degrade: str = typer.Option(
         "none",

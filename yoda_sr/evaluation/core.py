@@ -10,7 +10,8 @@ per-image seed (``seeds.derive_seed`` of the base seed and the image's relative 
   diffused (the known region, docs/method.md §3). For SRDiff that is its residual base (bicubic, or
   the RRDB encoder's output for the ``rrdb`` and ``bicubic+rrdb`` bases); for SR3 it is bicubic;
 - ``plain``: the model with attention ``none`` (every pixel diffused at every step);
-- ``yoda``: the model with its own attention method, or the one asked for.
+- ``yoda``: the model with its own attention method, or the one asked for;
+- ``spandrel:FILE``: a peer, another SR model that spandrel recognises (``peers``), on the LR as it is.
 
 Metrics (``metrics.image_metrics``, and LPIPS-VGG and LPIPS-Alex for each backbone whose weights are
 installed) all leave out a border of ``scale`` pixels; the reported numbers are means over images.
@@ -21,7 +22,7 @@ method that scored below bicubic, with the likely cause.
 
 An evaluation resumes: per_image.csv and summary.json are rewritten after every image, and a run
 into a folder that holds the same evaluation (model sha256, data folder, scale, steps, sampler, eta,
-attention, lower bound, seed, dtype: ``evaluation_results.IDENTITY``) computes only the (image,
+attention, lower bound, seed, dtype, each peer's sha256: ``results.IDENTITY``) computes only the (image,
 method) pairs that have no result file and row yet, or lack an LPIPS value that can now be computed.
 A folder holding a different evaluation, or files that are not an evaluation, is refused unless
 ``overwrite``.
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,34 +52,25 @@ from ..jobs.batch import Batch, Item, each
 from ..jobs.files import resolved
 from ..seeds import derive_seed
 from .baselines import bicubic_upscale, degrade, ground_truth, regression_base
+from .methods import METHODS, MODEL_METHODS, folder, parse_compare
 from .metrics import LPIPS_NETS, SSIM_RADIUS, Lpips, crop_border, image_metrics, load_lpips_models
+from .peers import Peer, load_spandrel
 from .pictures import write_pictures
 from .results import (
     Outcome,
     Record,
     check_out,
+    default_out,
     explain,
     json_number,
     markdown_table,
+    output_names,
     per_image_csv,
     previous_records,
     summarize,
 )
 
-METHODS = ("bicubic", "base", "plain", "yoda")
-"""Methods a comparison can name, in the order they are reported by default."""
 __all__ = ["METHODS", "Evaluation", "Summary", "evaluate", "markdown_table", "parse_compare"]
-
-
-def parse_compare(text: str) -> list[str]:
-    """The methods of a comparison (comma-separated names), in order and without repeats."""
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
-    if unknown:
-        raise SettingError("compare", f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    if not names:
-        raise SettingError("compare", f"needs at least one of {', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
 
 
 class Evaluation:
@@ -97,8 +88,11 @@ class Evaluation:
         seed: int = 0,
         lpips: dict[str, Lpips] | None = None,
         degradation: Degradation | None = None,
+        peers: dict[str, Peer] | None = None,
     ) -> None:
         self.upscaler = upscaler
+        self.peers = peers or {}
+        """Peers by method name (``spandrel:<stem>``): they get the LR as it is, like bicubic."""
         self.degradation = degradation or Degradation()
         """Applied to every LR after the downscale (noise drawn from the image's seed)."""
         self.methods = methods
@@ -129,14 +123,16 @@ class Evaluation:
         costs: dict[str, tuple[float, float | None]] = {}
         methods = list(self.methods if methods is None else methods)
         start = time.perf_counter()
-        cleaned, found = clean(lr, self.clean) if set(methods) - {"bicubic"} else (lr, None)  # as upscale does
+        cleaned, found = clean(lr, self.clean) if set(methods) & set(MODEL_METHODS) else (lr, None)  # as upscale does
         cleaning = time.perf_counter() - start  # part of each model method's time, as in upscale
         done = None if found is None else "off" if self.clean == "off" else found.describe()
         for method in methods:
-            start = time.perf_counter() - (0.0 if method == "bicubic" else cleaning)
+            start = time.perf_counter() - (cleaning if method in MODEL_METHODS else 0.0)
             fraction = None
             if method == "bicubic":
                 image = bicubic_upscale(lr, hr.shape[:2])
+            elif method in self.peers:
+                image = self.peers[method].upscale(lr)
             elif method == "base":
                 image = regression_base(self.upscaler, cleaned, self.scale)
             else:
@@ -157,35 +153,11 @@ class Evaluation:
                 lpips_alex=distances["alex"][index],
                 update_fraction=costs[method][1],
                 seconds=costs[method][0],
-                cleaned=None if method == "bicubic" else done,
+                cleaned=done if method in MODEL_METHODS else None,
             )
             for index, method in enumerate(methods)
         ]
         return Outcome(hr, lr, results, records)
-
-
-def _output_names(keys: list[str]) -> dict[str, Path]:
-    """Relative PNG path of each image's outputs: its key with .png, or key + .png where stems collide."""
-    names: dict[str, Path] = {}
-    taken: set[Path] = set()
-    for key in keys:
-        name = Path(key).with_suffix(".png")
-        if name in taken:
-            name = Path(f"{key}.png")
-        taken.add(name)
-        names[key] = name
-    return names
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a UTF-8 text file atomically."""
-
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def default_out(model_name: str) -> Path:
-    """The results folder when none is given: ./eval_<model name>."""
-    return Path(f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', model_name)}")
 
 
 def _ignore(_: str) -> None:
@@ -234,7 +206,10 @@ def evaluate(
     failed (the others go on); ``reraise`` lets such a failure propagate instead.
     """
 
-    methods = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
+    comparison = parse_compare(compare if isinstance(compare, str) else ",".join(compare))
+    methods = comparison.methods
+    if comparison.peers:
+        load_spandrel()  # before the model loads: its absence is one line
     degradation = Degradation.parse(degrade)
     if scale is not None and scale < 1:
         raise SettingError("scale", f"must be a positive integer, got {scale}")
@@ -251,6 +226,10 @@ def evaluate(
     scale = upscaler.scale if scale is None else scale
     if scale > upscaler.scale:
         raise SettingError("scale", f"{scale}: {upscaler.name} upscales by at most {upscaler.scale}")
+    peers = {
+        name: Peer.load(name, path, scale=scale, device=upscaler.device, dtype=upscaler.dtype)
+        for name, path in comparison.peers.items()
+    }
     chosen = upscaler.resolve(settings or Settings())
     if chosen.attention in WEIGHTED_METHODS:  # before any image is computed, as upscale refuses it
         try:
@@ -291,13 +270,14 @@ def evaluate(
             "lr": "bicubic (a = -0.5, antialiased), 8-bit"
             + ("" if degradation.is_identity else f", then {degradation.label()}"),
             "degrade": degradation.label(),
+            "peers": {name: peer.describe() for name, peer in peers.items()},
         },
         "device": str(upscaler.device),
         "dtype": str(upscaler.dtype).removeprefix("torch."),
         "lpips": {"computed": list(lpips_models), "version": "0.1", "note": lpips_note},
     }
     keys = [(folder / image.name).as_posix() for image, folder in found]
-    names = _output_names(keys)
+    names = output_names(keys)
     known: dict[tuple[str, str], Record] = {}
     if not overwrite:
         for record in previous_records(out, content):
@@ -308,11 +288,11 @@ def evaluate(
         return (
             record is not None
             and all(getattr(record, f"lpips_{net}") is not None for net in lpips_models)
-            and (out / method / names[key]).is_file()
+            and (out / folder(method) / names[key]).is_file()
             and (out / "lr" / names[key]).is_file()
         )
 
-    evaluation = Evaluation(upscaler, methods, chosen, scale, seed, lpips_models, degradation)
+    evaluation = Evaluation(upscaler, methods, chosen, scale, seed, lpips_models, degradation, peers)
     note(
         f"evaluating {upscaler.name} on {len(found)} image(s) at x{scale}, {chosen.steps} "
         f"{chosen.sampler} steps, yoda attention {chosen.attention} (l = {chosen.lower_bound:g}"
@@ -322,12 +302,14 @@ def evaluate(
         + ("" if chosen.clean == "auto" else "LR cleaning off, ")
         + f"{upscaler.device} ({str(upscaler.dtype).removeprefix('torch.')}): {', '.join(methods)} -> {out}"
     )
+    for name, peer in peers.items():
+        note(f"{name}: {peer.architecture} x{scale} from {peer.path} ({str(peer.dtype).removeprefix('torch.')})")
     if "yoda" in methods and chosen.attention == "none":
         note("note: the yoda method uses attention none here, so it equals plain")
 
     todo = {key: [method for method in methods if not done(key, method)] for key in keys}
     items = [
-        Item(image, key, [out / "lr" / names[key], *(out / method / names[key] for method in todo[key])])
+        Item(image, key, [out / "lr" / names[key], *(out / folder(method) / names[key] for method in todo[key])])
         for (image, _), key in zip(found, keys, strict=True)
         if todo[key]
     ]
@@ -354,15 +336,16 @@ def evaluate(
             time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "per_image.csv", per_image_csv(records))
-        _write_text(out / "summary.json", json.dumps(content, indent=2, allow_nan=False) + "\n")
+        atomic_write_bytes(out / "per_image.csv", per_image_csv(records).encode("utf-8"))
+        text = json.dumps(content, indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(out / "summary.json", text.encode("utf-8"))
         return means
 
     def run_one(item: Item) -> Outcome:
         outcome = evaluation.image(read_picture(item.image).rgb, item.key, todo[item.key])
         write_picture(out / "lr" / names[item.key], outcome.lr)
         for method, image in outcome.results.items():
-            write_picture(out / method / names[item.key], image)
+            write_picture(out / folder(method) / names[item.key], image)
         return outcome
 
     def finished(item: Item, outcome: Outcome) -> None:
@@ -386,5 +369,6 @@ def evaluate(
     steps, default_steps = chosen.steps, upscaler.resolve(Settings()).steps
     explanations = []
     if steps is not None and chosen.sampler is not None and default_steps is not None:
-        explanations = explain(means, steps, chosen.sampler, default_steps)
+        ours = {method: entry for method, entry in means.items() if method not in peers}
+        explanations = explain(ours, steps, chosen.sampler, default_steps)
     return Summary(content, means, lpips_note, tally.failed, list(lpips_models), explanations)

@@ -27,6 +27,7 @@ from ..errors import YodaError
 from ..image.grids import labelled_grid
 from ..image.io import read_picture, write_picture
 from .baselines import ground_truth
+from .methods import folder
 from .results import Record
 
 GRID_ROWS = 32
@@ -144,7 +145,7 @@ def write_pictures(
         try:
             hr = ground_truth(read_picture(image).rgb, scale)
             lr = read_picture(out / "lr" / names[key]).rgb
-            results = {method: read_picture(out / method / names[key]).rgb for method in methods}
+            results = {method: read_picture(out / folder(method) / names[key]).rgb for method in methods}
         except YodaError:
             continue
         files[key] = (hr, lr, results)

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def json_number(value: float | None) -> float | None:
 
 IDENTITY = (
     "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "clean",
-    "seed", "dtype", "degrade", "sparse", "block",
+    "seed", "dtype", "degrade", "sparse", "block", "peers",
 )  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
@@ -136,6 +137,9 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
     flat.setdefault("clean", "off")  # and before clean, the LR went in as it was
     flat.setdefault("sparse", True)  # and before sparse and block were recorded, the defaults ran
     flat.setdefault("block", "auto")
+    peers = flat.get("peers")
+    peers = peers if isinstance(peers, dict) else {}  # and before peers were recorded, there were none
+    flat["peers"] = {name: entry.get("sha256") if isinstance(entry, dict) else None for name, entry in peers.items()}
     return {key: flat.get(key) for key in IDENTITY}
 
 
@@ -146,6 +150,11 @@ def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
         a, b = theirs.get(key), ours.get(key)
         if key == "block" and "auto" in (a, b) and theirs.get("sparse") == ours.get("sparse") is True:
             continue  # an evaluation that did not record its block ran the default one
+        if key == "peers":  # a peer added or left out is a method more or less, as bicubic would be
+            there, here = a or {}, b or {}
+            changed = sorted(name for name in set(there) & set(here) if there[name] != here[name])
+            found += [f"{name} sha256 {str(there[name])[:12]} there, {str(here[name])[:12]} here" for name in changed]
+            continue
         if key == "data" and isinstance(a, str) and isinstance(b, str):
             same = Path(a).resolve() == Path(b).resolve()
         else:
@@ -179,6 +188,24 @@ def read_records(path: Path) -> list[Record]:
         except (TypeError, ValueError):
             continue
     return records
+
+
+def output_names(keys: list[str]) -> dict[str, Path]:
+    """Relative PNG path of each image's outputs: its key with .png, or key + .png where stems collide."""
+    names: dict[str, Path] = {}
+    taken: set[Path] = set()
+    for key in keys:
+        name = Path(key).with_suffix(".png")
+        if name in taken:
+            name = Path(f"{key}.png")
+        taken.add(name)
+        names[key] = name
+    return names
+
+
+def default_out(model_name: str) -> Path:
+    """The results folder when none is given: ./eval_<model name>."""
+    return Path(f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', model_name)}")
 
 
 def check_out(out: Path, overwrite: bool) -> None:
