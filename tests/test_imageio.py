@@ -216,7 +216,7 @@ def test_sixteen_bit_colour_tiff_keeps_its_low_bytes(tmp_path: Path, compression
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_a_very_large_eight_bit_png_is_written_in_rows_and_reads_back_exactly(tmp_path: Path, channels: int, monkeypatch):
+def test_a_very_large_eight_bit_png_is_written_in_rows_and_reads_back(tmp_path: Path, channels: int, monkeypatch):
     """Above _PILLOW_PNG_PIXELS our encoder writes 8-bit PNGs (Pillow would first copy the image at
     4 bytes a pixel): Pillow reads the same samples, profile and EXIF back."""
     import yoda_sr.image.io as io

@@ -311,7 +311,8 @@ def write_picture(
         exif = None
     elif exif is not None and not exif.startswith(EXIF_PREFIX):
         exif = EXIF_PREFIX + exif
-    if pillow_format == "PNG" and (samples.dtype == np.uint16 or samples.shape[0] * samples.shape[1] > _PILLOW_PNG_PIXELS):
+    large = samples.shape[0] * samples.shape[1] > _PILLOW_PNG_PIXELS
+    if pillow_format == "PNG" and (samples.dtype == np.uint16 or large):
         _write_atomically(target, lambda handle: encode_png(handle, samples, icc_profile, exif))
         return target
     image = Image.fromarray(samples[:, :, 0] if samples.shape[2] == 1 else samples)
