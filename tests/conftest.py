@@ -20,6 +20,7 @@ def library_setting_names(monkeypatch):
 
     monkeypatch.setattr(errors, "_naming", errors._library_name)
 
+
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 """Processes running tests at once (``pytest -n N`` starts N workers; 1 without pytest-xdist)."""
 THREADS = max(1, min(2, torch.get_num_threads()) // WORKERS)
