@@ -145,3 +145,16 @@ def test_timeline_rejects_bad_arguments(arguments):
     lower_bound, train_steps, frames = arguments
     with pytest.raises(ValueError):
         timeline(np.zeros((8, 8)), lower_bound, train_steps, frames)
+
+
+def test_the_heatmap_colours_a_large_map_in_row_chunks_as_it_would_whole(monkeypatch):
+    """Chunks of rows (so a gigapixel map needs no float64 copies of itself) give the whole map's
+    colours, NaN as 0 and values clipped to [0, 1] included."""
+    import yoda_sr.attention.render as render
+    from yoda_sr.image.colormap import colormap
+
+    values = np.random.default_rng(0).uniform(-0.2, 1.2, (37, 23)).astype(np.float32)
+    values[5, 7] = np.nan
+    expected = colormap()[np.round(np.clip(np.nan_to_num(values.astype(np.float64)), 0, 1) * 255).astype(np.intp)]
+    monkeypatch.setattr(render, "_HEATMAP_ROWS_PIXELS", 50)  # two rows at a time, the last one alone
+    assert np.array_equal(render.heatmap(values), expected)

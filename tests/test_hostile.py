@@ -916,3 +916,62 @@ def test_attention_beyond_the_memory_is_refused_with_the_scale_that_fits(tmp_pat
     line = one_error_line(capsys.readouterr().err)
     assert code != 0 and "3200x2400 map needs about 0.3 GiB" in line and re.search(r"--scale [\d.]+ or less", line)
     assert not list((tmp_path / "maps").glob("*.png")) if (tmp_path / "maps").exists() else True
+
+
+# --- an address-space cap (ulimit -v), for real ------------------------------------------------------
+
+
+def capped_cli(cap: int, *args: str, cwd: Path) -> tuple[int, str]:
+    """``yoda-sr args`` in a child process whose address space is capped at ``cap`` bytes."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    script = "import sys; from yoda_sr.cli import main; sys.argv[0] = 'yoda-sr'; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, preexec_fn=limit, capture_output=True, text=True, timeout=300
+    )
+    return done.returncode, done.stderr
+
+
+def mapped_after_loading() -> int:
+    """The address space a process maps once PyTorch and the attention package are loaded."""
+    import subprocess
+    import sys
+
+    script = (
+        "import yoda_sr.attention, yoda_sr.cli\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmSize')][0])"
+    )
+    return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout) * 1024
+
+
+def test_an_address_space_cap_is_counted_beyond_what_is_mapped_and_names_the_scale_that_fits(tmp_path):
+    """Under ``ulimit -v`` the map that does not fit in what the cap leaves (PyTorch's libraries map
+    gigabytes of it) is refused before it is computed, naming a scale; that scale then runs under the
+    same cap."""
+    Image.fromarray(photo("astronaut")).save(tmp_path / "a.png")  # 512 px: x60 is a 2.6 GiB map
+    cap = mapped_after_loading() + (1 << 30) + (1 << 29)
+    code, err = capped_cli(
+        cap, "attention", "a.png", "--method", "edge", "--scale", "60", "-o", "big.png", cwd=tmp_path
+    )
+    line = one_error_line(err)
+    assert code != 0 and "map needs about" in line and not (tmp_path / "big.png").exists()
+    fits = re.search(r"--scale ([\d.]+) or less", line)
+    assert fits is not None and float(fits[1]) < 60, line
+    code, err = capped_cli(
+        cap, "attention", "a.png", "--method", "edge", "--scale", fits[1], "-o", "ok.png", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert (tmp_path / "ok.png").exists()
+
+
+def test_a_cap_too_small_to_load_pytorch_is_one_line(tmp_path):
+    Image.fromarray(photo("astronaut")).save(tmp_path / "a.png")
+    code, err = capped_cli(400 << 20, "attention", "a.png", "--method", "edge", "-o", "map.png", cwd=tmp_path)
+    line = one_error_line(err)
+    assert code == 1 and ("cannot load a library" in line or "out of memory" in line), line
+    assert not (tmp_path / "map.png").exists()

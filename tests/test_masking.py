@@ -76,3 +76,19 @@ def test_update_fraction_on_respaced_schedule_counts_visited_steps(attention):
 def test_lower_bound_is_validated(bad):
     with pytest.raises(ValueError, match="lower bound"):
         validate_lower_bound(bad)
+
+
+def test_the_expected_update_fraction_of_a_large_map_is_summed_in_chunks_to_the_same_value(monkeypatch):
+    """Chunks (a gigapixel map needs no float64 copies of itself) give the whole map's mean, flat
+    areas included."""
+    import yoda_sr.diffusion.masking as masking
+
+    generator = torch.Generator().manual_seed(0)
+    attention = torch.rand(1, 1, 41, 53, generator=generator)
+    flat = torch.rand(41, 53, generator=generator) < 0.3
+    whole = [expected_update_fraction(attention, 0.3), expected_update_fraction(attention, 0.3, flat)]
+    monkeypatch.setattr(masking, "_FRACTION_CHUNK", 100)
+    chunked = [expected_update_fraction(attention, 0.3), expected_update_fraction(attention, 0.3, flat)]
+    assert chunked == pytest.approx(whole, rel=1e-12)
+    share = (attention.double()[0, 0] + 0.3).clamp(max=1.0).masked_fill(flat, 0.0)
+    assert chunked[1] == pytest.approx(float(share.mean()), rel=1e-12) and chunked[1] < chunked[0]

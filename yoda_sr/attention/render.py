@@ -29,10 +29,25 @@ def _as_map(attention: object) -> np.ndarray:
     return np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
 
 
+_HEATMAP_ROWS_PIXELS = 1 << 22
+"""``heatmap`` colours this many pixels at a time: a gigapixel map needs no float64 copies of itself."""
+
+
 def heatmap(attention: np.ndarray) -> np.ndarray:
     """Colour an H x W map in [0, 1] (clipped): H x W x 3 uint8, dark at 0, bright at 1."""
-    levels = np.round(_as_map(attention) * (COLORMAP_SIZE - 1)).astype(np.intp)
-    return colormap()[levels]
+    if hasattr(attention, "detach"):
+        attention = attention.detach().cpu().numpy()
+    values = np.asarray(attention)
+    values = values.reshape(values.shape[-2:]) if values.ndim > 2 else values
+    if values.ndim != 2:
+        raise ValueError(f"expected an H x W attention map, got shape {values.shape}")
+    table = colormap()
+    out = np.empty((*values.shape, 3), dtype=table.dtype)
+    rows = max(1, _HEATMAP_ROWS_PIXELS // max(1, values.shape[1]))
+    for top in range(0, values.shape[0], rows):
+        levels = np.round(_as_map(values[top : top + rows]) * (COLORMAP_SIZE - 1)).astype(np.intp)
+        out[top : top + rows] = table[levels]
+    return out
 
 
 def _resize_map(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:

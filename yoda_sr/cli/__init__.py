@@ -87,6 +87,25 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"yoda-sr: error: {os_error_line(error)}", err=True)
         sys.exit(1)
+    except MemoryError as error:  # what the memory checks could not foresee
+        if debug:
+            raise
+        detail = f" ({error})" if str(error) else ""
+        typer.echo(
+            f"yoda-sr: error: out of memory{detail}; use a smaller --scale or --tile, --stream on, "
+            "or a machine (or ulimit -v) with more memory",
+            err=True,
+        )
+        sys.exit(1)
+    except ImportError as error:  # a library that cannot load: broken install, or an address-space limit
+        if debug:
+            raise
+        typer.echo(
+            f"yoda-sr: error: cannot load a library ({error}); reinstall it, or raise "
+            "the address-space limit (ulimit -v) if one is set",
+            err=True,
+        )
+        sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         if debug:
             raise

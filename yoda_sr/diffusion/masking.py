@@ -127,7 +127,22 @@ def update_fraction(activation: Tensor, steps: Tensor) -> float:
     return float(updates.double().mean() / len(visited))
 
 
+_FRACTION_CHUNK = 1 << 22
+"""``expected_update_fraction`` works in float64 on this many values at a time (a gigapixel map
+would otherwise need several float64 copies of itself)."""
+
+
 def expected_update_fraction(attention: Tensor, lower_bound: float, flat: Tensor | None = None) -> float:
     """mean(min(1, A + l)): the pixel-update fraction of a full T-step run, up to 1/T (0 where ``flat``)."""
-    share = (attention.double() + lower_bound).clamp(max=1.0)
-    return float((share if flat is None else share.masked_fill(flat.to(share.device), 0.0)).mean())
+    values = attention.reshape(-1)
+    mask = None if flat is None else flat.to(attention.device).expand_as(attention).reshape(-1)
+    if values.numel() <= _FRACTION_CHUNK:
+        share = (values.double() + lower_bound).clamp(max=1.0)
+        return float((share if mask is None else share.masked_fill(mask, 0.0)).mean())
+    total = 0.0
+    for start in range(0, values.numel(), _FRACTION_CHUNK):
+        share = (values[start : start + _FRACTION_CHUNK].double() + lower_bound).clamp_(max=1.0)
+        if mask is not None:
+            share.masked_fill_(mask[start : start + _FRACTION_CHUNK], 0.0)
+        total += float(share.sum())
+    return total / values.numel()

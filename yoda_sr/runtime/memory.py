@@ -27,7 +27,9 @@ BUDGET_FRACTION = 0.5
 
 
 def memory_limit() -> int:
-    """Bytes this process may use: physical RAM, or a cgroup or address-space limit when lower."""
+    """Bytes this process may use: physical RAM, or a cgroup limit or what an address-space limit
+    (``ulimit -v``) leaves when lower. The address space counts every mapping: PyTorch's libraries
+    alone take gigabytes of it, so what is left is the limit less what is mapped now."""
     limits = []
     try:
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -49,6 +51,18 @@ def memory_limit() -> int:
     except (ImportError, AttributeError, ValueError, OSError):
         pass
     return min(limits)
+
+
+def _address_space_used() -> int:
+    """This process's mapped address space in bytes (Linux VmSize; 0 where unknown)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def memory_budget(device: torch.device) -> int:
