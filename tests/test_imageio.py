@@ -15,7 +15,15 @@ from PIL import Image, ImageCms, ImageOps
 from skimage import data
 
 from yoda_sr.errors import SettingError, YodaError
-from yoda_sr.image.io import DEFAULT_MAX_PIXELS, MIN_SIDE, output_format, read_picture, sniff_image, write_picture
+from yoda_sr.image.io import (
+    DEFAULT_MAX_PIXELS,
+    MIN_SIDE,
+    output_format,
+    read_picture,
+    save_png,
+    sniff_image,
+    write_picture,
+)
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 MAKE, EXIF_IFD, DATE_TAKEN, ORIENTATION = 0x010F, 0x8769, 0x9003, 0x0112
@@ -455,3 +463,16 @@ def test_max_pixels_is_the_users_limit_and_pillows_stays_global(tmp_path: Path, 
     assert Image.MAX_IMAGE_PIXELS == 1000
     with pytest.raises(Image.DecompressionBombError):
         Image.open(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("grey", [True, False])
+def test_a_very_large_picture_we_drew_is_saved_in_rows_too(tmp_path: Path, grey: bool, monkeypatch):
+    import yoda_sr.image.io as io
+
+    picture = data.camera() if grey else data.astronaut()
+    monkeypatch.setattr(io, "_PILLOW_PNG_PIXELS", 512 * 512 - 1)
+    path = save_png(picture, tmp_path / "map.png")
+    blob = path.read_bytes()
+    assert zlib.decompressobj().decompress(blob[blob.index(b"IDAT") + 4 :], 1)[0] == 1  # our Sub filter
+    with Image.open(path) as image:
+        np.testing.assert_array_equal(np.asarray(image), picture)

@@ -364,7 +364,15 @@ def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None
 
 def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Save a picture we drew (PIL image or H x W [x 3] uint8 array) as a PNG, atomically."""
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     target = Path(path)
+    if isinstance(image, Image.Image):
+        picture = image
+    else:
+        array = np.asarray(image)
+        if array.dtype == np.uint8 and array.shape[0] * array.shape[1] > _PILLOW_PNG_PIXELS:  # no 4 B/px copy
+            samples = array[:, :, None] if array.ndim == 2 else array
+            _write_atomically(target, lambda handle: encode_png(handle, samples, None, None))
+            return target
+        picture = Image.fromarray(array)
     _write_atomically(target, lambda handle: picture.save(handle, format="PNG"))
     return target
