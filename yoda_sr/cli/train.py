@@ -72,6 +72,12 @@ def train(
     lr_jpeg: int | None = typer.Option(
         None, "--lr-jpeg", metavar="Q", help="JPEG on half the LR crops, quality Q..95 (0: none)."
     ),
+    lr_degradation: str | None = typer.Option(
+        None,
+        "--lr-degradation",
+        metavar="bicubic|realistic",
+        help="Training LR: the bicubic downscale (default) or random blur, resize, noise and JPEG (docs/method.md §6).",
+    ),
     compile_model: bool | None = typer.Option(
         None, "--compile", help="Train through torch.compile: minutes to compile, then faster steps."
     ),
@@ -120,6 +126,7 @@ def train(
         freeze_base=freeze_base,
         lr_noise=lr_noise,
         lr_jpeg=lr_jpeg,
+        lr_degradation=lr_degradation,
         compile=compile_model,
     )
     rank, _, _ = torchrun_shard(rendezvous=True)  # the environment checked before any work

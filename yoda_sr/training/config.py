@@ -21,6 +21,9 @@ MAX_STEP_PIXELS = 2**28
 """The most HR pixels one micro-batch may hold (``batch_size`` x ``hr_size``²): 3 GB per float32 RGB
 copy of the batch, far beyond what the activations of any device allow; refused before any work."""
 
+LR_DEGRADATIONS = ("bicubic", "realistic")
+"""``lr_degradation``: how training LR crops are made."""
+
 
 @dataclass
 class TrainConfig:
@@ -94,6 +97,10 @@ class TrainConfig:
     lr_jpeg: int = 0
     """Half of the training LR crops (independently) go through JPEG of a quality uniform in [lr_jpeg, 95];
     0: none. With either degradation on, every LR crop is rounded to 8 bits, as a user's file is."""
+    lr_degradation: str = "bicubic"
+    """How a training LR crop is made from its HR crop: bicubic (the project's downscale, then
+    ``lr_noise`` / ``lr_jpeg``) or realistic (random blur, resize, noise and JPEG in one or two
+    rounds, ``yoda_sr.image.realistic``; docs/method.md §6)."""
     compile: bool = False
     """Train the denoiser through torch.compile (``compiled``): minutes to compile, faster steps."""
 
@@ -190,6 +197,16 @@ def validate(config: TrainConfig) -> None:
         ),
         ("lr_noise", 0 <= config.lr_noise <= 50, f"must lie in [0, 50] (8-bit levels), got {config.lr_noise}"),
         ("lr_jpeg", 0 <= config.lr_jpeg <= 95, f"must be 0 (none) or a JPEG quality 1..95, got {config.lr_jpeg}"),
+        (
+            "lr_degradation",
+            config.lr_degradation in LR_DEGRADATIONS,
+            f"must be {' or '.join(LR_DEGRADATIONS)}, got {config.lr_degradation!r}",
+        ),
+        (
+            "lr_degradation",
+            config.lr_degradation == "bicubic" or (config.lr_noise == 0 and config.lr_jpeg == 0),
+            f"realistic draws its own noise and JPEG; set {setting('lr_noise', 0)} and {setting('lr_jpeg', 0)}",
+        ),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),
         ("process", config.process in ("ddpm", "resshift"), f"must be ddpm or resshift, got {config.process!r}"),
         ("shift_steps", 2 <= config.shift_steps <= 1000, f"must be 2..1000, got {config.shift_steps}"),

@@ -19,6 +19,7 @@ from ..fsutil import atomic_write
 from ..image.degradations import random_degradation
 from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from ..image.io import read_picture
+from ..image.realistic import RealisticDegradation
 from ..jobs.files import find_images
 from ..seeds import derive_seed
 from .config import TrainConfig
@@ -138,16 +139,24 @@ class Samples(torch.utils.data.Dataset[Batch]):
 class Collate:
     """Stacks samples into a micro-batch and degrades its HR crops to LR in one batched resize
     (per sample it cost a quarter of a tiny model's training step); with ``lr_noise`` or ``lr_jpeg``,
-    each LR crop is then rounded to 8 bits and degraded as drawn from (seed, its global index)."""
+    each LR crop is then rounded to 8 bits and degraded as drawn from (seed, its global index).
+    With ``lr_degradation = "realistic"`` each crop's 8-bit LR is instead drawn by
+    ``RealisticDegradation`` from (seed, its global index)."""
 
     scale: int
     seed: int = 0
     lr_noise: float = 0.0
     lr_jpeg: int = 0
+    lr_degradation: str = "bicubic"
 
     def __call__(self, samples: list[Batch]) -> Batch:
 
         batch: Batch = torch.utils.data.default_collate(samples)
+        if self.lr_degradation == "realistic":
+            batch["lr"] = torch.cat(
+                [self.realistic(hr, int(index)) for hr, index in zip(batch["hr"], batch["index"], strict=True)]
+            )
+            return batch
         height, width = batch["hr"].shape[-2:]
         batch["lr"] = resize_bicubic(batch["hr"], size=(height // self.scale, width // self.scale))
         if self.lr_noise > 0 or self.lr_jpeg > 0:
@@ -162,6 +171,17 @@ class Collate:
         generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
         degradation = random_degradation(self.lr_noise, self.lr_jpeg, generator)
         return to_tensor(degradation.apply(to_array(lr.unsqueeze(0)), generator))
+
+    def realistic(self, hr: Tensor, index: int) -> Tensor:
+        """The realistic LR (1 x 3 x h x w, 8-bit levels in [-1, 1]) of one 3 x H x W HR crop, whose
+        values are 8-bit levels already (a crop of a uint8 source), so ``to_array`` gives them back exactly."""
+
+        generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
+        return to_tensor(REALISTIC.apply(to_array(hr), self.scale, generator))
+
+
+REALISTIC = RealisticDegradation()
+"""The ranges ``lr_degradation = "realistic"`` draws from (docs/method.md §6)."""
 
 
 def noise_generators(seed: int, indices: Tensor, purpose: str = "noise") -> list[torch.Generator]:
@@ -201,7 +221,7 @@ def batches(
     loader = torch.utils.data.DataLoader(
         Samples(sources, config, scale),
         batch_size=config.batch_size,
-        collate_fn=Collate(scale, config.seed, config.lr_noise, config.lr_jpeg),
+        collate_fn=Collate(scale, config.seed, config.lr_noise, config.lr_jpeg, config.lr_degradation),
         sampler=SampleIndices(first_step, config.batch_size, config.grad_accum, rank, world),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,

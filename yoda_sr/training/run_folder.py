@@ -190,6 +190,7 @@ def weights_metadata(
             "ema": config.ema,
             "seed": config.seed,
             "data": str(config.data),
+            "lr_degradation": config.lr_degradation,
             "world_size": world,
             "device": str(device),
         },
