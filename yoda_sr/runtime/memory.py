@@ -47,7 +47,7 @@ def memory_limit() -> int:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft != resource.RLIM_INFINITY and soft > 0:
-            limits.append(soft)
+            limits.append(max(0, soft - _address_space_used()))
     except (ImportError, AttributeError, ValueError, OSError):
         pass
     return min(limits)
