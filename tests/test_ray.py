@@ -256,13 +256,14 @@ def test_ctrl_c_stops_the_job_and_leaves_no_temporary_file_or_process(tmp_path, 
     folder = tmp_path / "in"
     folder.mkdir()
     image = photo("coffee")
-    for index in range(6):
-        crop = np.ascontiguousarray(image[50 * index : 50 * index + 64, 70 * index : 70 * index + 64])
+    for index in range(24):  # enough work that the signal comes mid-job, however loaded the machine
+        top, left = 12 * index, 20 * index
+        crop = np.ascontiguousarray(image[top : top + 64, left : left + 64])
         Image.fromarray(crop).save(folder / f"cup{index}.png")
     out = tmp_path / "out"
     mark = uuid.uuid4().hex
     command = [sys.executable, "-m", "yoda_sr", "upscale", folder, "-o", out, "--model", model_file]
-    command += ["--steps", "8", "--engine", "ray", "--workers", "1", "-q"]  # starts its own Ray, here
+    command += ["--steps", "16", "--engine", "ray", "--workers", "1", "-q"]  # starts its own Ray, here
     process = subprocess.Popen(
         list(map(str, command)),
         stdout=subprocess.PIPE,
@@ -280,5 +281,6 @@ def test_ctrl_c_stops_the_job_and_leaves_no_temporary_file_or_process(tmp_path, 
             process.kill()
     assert process.returncode == 130, stderr[-3000:]
     assert "yoda-sr: interrupted" in stderr and "Traceback" not in stderr
+    assert len(list(out.glob("*.png"))) < 24  # it stopped mid-job
     assert not [p.name for p in out.rglob(".*")]  # no temporary file, no claim
     assert wait_until_gone(mark) == []  # no Ray process left
