@@ -385,3 +385,31 @@ def test_srdiff_weights_take_no_group_count(tmp_path, capsys, store):
     file = save_srdiff_ckpt(model, ScheduleSpec(kind="cosine", steps=100), tmp_path / "m.ckpt")
     assert cli("checkpoints", "import", file, "--name", "m", "--norm-groups", "8") == 2
     assert "only SR3 weights take a group count" in capsys.readouterr().err
+
+
+def test_imported_models_take_their_input_as_upstream_did_unless_told(tmp_path, capsys, store):
+    """Upstream upscaled its input as it is: an imported model's --clean default is off (recorded at
+    import; files imported before that record it by the configuration they matched), the project's
+    own models keep auto, and --clean auto still cleans for an imported one."""
+    import numpy as np
+
+    from yoda_sr import Settings, Upscaler
+    from yoda_sr.models.validation import default_clean
+
+    model = randomise(tiny_model("srdiff-tiny"), seed=1)
+    file = save_srdiff_ckpt(model, ScheduleSpec(kind="cosine", steps=100), tmp_path / "m.ckpt")
+    loaded = import_and_load(file, "imported", capsys)
+    assert loaded.metadata["sampling"]["clean"] == "off"
+    older = {key: value for key, value in loaded.metadata.items() if key != "sampling"}
+    assert default_clean(older) == "off" and default_clean({"arch": "srdiff"}) == "auto"
+
+    upscaler = Upscaler.from_pretrained("imported", device="cpu")
+    assert upscaler.resolve(Settings()).clean == "off"
+    assert upscaler.resolve(Settings(clean="auto")).clean == "auto"
+    assert Upscaler.from_pretrained(device="cpu").resolve(Settings()).clean == "auto"  # the embedded default
+
+    rng = np.random.default_rng(0)
+    grainy = np.clip(128 + rng.normal(0, 8, (48, 48, 3)), 0, 255).astype(np.uint8)  # noise sigma 8
+    settings = Settings(steps=2, attention="none")
+    assert upscaler.upscale(grainy, settings=settings).cleaning.kind == "none"
+    assert upscaler.upscale(grainy, settings=Settings(steps=2, attention="none", clean="auto")).cleaning.kind == "noise"

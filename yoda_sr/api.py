@@ -30,6 +30,7 @@ from .errors import SettingError, YodaError, checked, setting
 from .image.conditioning import x_up_recipe
 from .image.imaging import join_channels, split_channels
 from .image.restoration import clean, validate_mode
+from .models.validation import default_clean
 from .runtime.compiled import CompiledDenoiser
 from .runtime.devices import resolve_device, resolve_dtype
 from .runtime.memory import BUDGET_FRACTION, bytes_per_pixel, memory_budget, plan
@@ -68,6 +69,7 @@ class Upscaler:
             attention=str(yoda.get("attention", "none")),
             lower_bound=float(yoda.get("lower_bound", 0.2)),
             flat_floor=float(yoda.get("flat_floor", 0.0)),
+            clean=default_clean(self.metadata),
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
         self.x_up = x_up_recipe(self.metadata)
@@ -139,7 +141,7 @@ class Upscaler:
             raise SettingError("attention", f"must be auto or one of {', '.join(METHODS)}, got {attention!r}")
         checked("lower_bound", validate_lower_bound, lower_bound)
         checked("flat_floor", validate_flat_floor, float(flat_floor or 0.0))
-        clean = checked("clean", validate_mode, request.clean)
+        clean = checked("clean", validate_mode, (defaults.clean or "auto") if request.clean is None else request.clean)
         check_tile_settings(request.tile, request.tile_overlap, self.model.info.size_multiple, request.tile_batch)
         if stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {request.stream!r}")

@@ -29,8 +29,9 @@ class Settings:
     lower_bound: float | None = None
     flat_floor: float | None = None
     """LR areas with less detail than this (8-bit levels, ``masking.flat_areas``) keep the base; 0: off."""
-    clean: str = "auto"
-    """auto: deblock JPEG-decoded and denoise noisy LR before upscaling (``restoration.clean``); off."""
+    clean: str | None = None
+    """auto: deblock JPEG-decoded and denoise noisy LR before upscaling (``restoration.clean``); off.
+    None: the model's (``models.validation.default_clean``: auto, off for imported upstream weights)."""
     tile: int | str = "auto"
     tile_overlap: int = 32
     tile_batch: int = 1

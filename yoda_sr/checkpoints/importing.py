@@ -91,6 +91,8 @@ def _entry_metadata(entry: Entry, converted: dict[str, Any], source_sha: str) ->
             metadata["schedule"] = get_config(config_name).schedule.to_dict()
         if config_name:
             metadata.setdefault("sampling", {"steps": get_config(config_name).sampling_steps, "sampler": "ddpm"})
+        if "matched_config" in metadata:  # converted from upstream, which upscaled its input as it is
+            metadata["sampling"] = {**metadata.get("sampling", {}), "clean": "off"}
         metadata["scale"] = entry.scale or _scale_of(metadata)
     metadata["name"] = entry.name
     metadata["source"] = {
@@ -118,6 +120,8 @@ def _imported_metadata(file: Path, name: str, converted: Converted, source_sha: 
             metadata["schedule"] = get_config(config_name).schedule.to_dict()
         steps = get_config(config_name).sampling_steps if config_name else 100
         metadata["sampling"] = {"steps": steps, "sampler": "ddpm"}
+        if "matched_config" in metadata:  # converted from upstream, which upscaled its input as it is
+            metadata["sampling"]["clean"] = "off"
         metadata["scale"] = _scale_of(metadata)
     metadata["name"] = name
     metadata["source"] = {"imported_from": file.name, "sha256": source_sha, "format": converted.format}

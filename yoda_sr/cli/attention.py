@@ -77,7 +77,7 @@ def attention(
         show_default=False,
         help="LR areas with less detail than this keep the base: never active in M(t). Default: the model's.",
     ),
-    clean: str = clean_option(),
+    clean: str | None = clean_option(),
     npy: bool = typer.Option(False, "--npy", help="Also write the map as <stem>.<method>.attention.npy (float32)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -108,7 +108,7 @@ def attention(
         steps=defaults.train_steps if steps is None else steps,
         device=device,
         flat_floor=defaults.flat_floor if flat_floor is None else flat_floor,
-        clean=clean,
+        clean=defaults.clean if clean is None else clean,
     )
     if maps.uses_weights:
         try:

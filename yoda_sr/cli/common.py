@@ -99,11 +99,12 @@ def flat_floor_option() -> Any:
 def clean_option() -> Any:
     """``--clean``, as `upscale` and `evaluate` take it."""
     return typer.Option(
-        "auto",
+        None,
         "--clean",
         metavar="auto|off",
         help="auto: deblock JPEG-compressed and denoise noisy input before upscaling, when found "
-        "(docs/method.md §12); off: upscale the input as it is.",
+        "(docs/method.md §12); off: upscale the input as it is. Default: the model's (auto; off for "
+        "imported SR3/SRDiff weights, whose upstream upscaled its input as it is).",
     )
 
 

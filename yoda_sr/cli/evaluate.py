@@ -29,7 +29,7 @@ def evaluate(
     ),
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     flat_floor: float | None = flat_floor_option(),
-    clean: str = clean_option(),
+    clean: str | None = clean_option(),
     sparse: str = typer.Option(
         "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
     ),

@@ -100,7 +100,7 @@ class Evaluation:
         self.seed = seed
         self.lpips = lpips or {}
         """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
-        self.clean = settings.clean
+        self.clean = upscaler.resolve(settings).clean
         """How the model's methods get the LR: cleaned once here, then given to each as it is."""
         self.settings = {
             "plain": dataclasses.replace(settings, attention="none", clean="off"),

@@ -23,7 +23,7 @@ from ..image.grids import labelled_grid
 from ..image.imaging import resize_bicubic, scaled_size, to_array, to_tensor
 from ..image.io import read_picture, save_png
 from ..image.restoration import clean, validate_mode
-from ..models.validation import check_denoiser_metadata
+from ..models.validation import check_denoiser_metadata, default_clean
 from ..runtime.devices import resolve_device
 from ..runtime.memory import memory_limit
 from ..weights_file import read_metadata
@@ -48,6 +48,7 @@ class ModelAttention:
     train_steps: int
     scale: int
     flat_floor: float = 0.0
+    clean: str = "auto"
 
 
 def model_attention(model: str | None = None) -> ModelAttention:
@@ -64,6 +65,7 @@ def model_attention(model: str | None = None) -> ModelAttention:
         train_steps=int(metadata["schedule"].get("steps", 500)),
         scale=int(metadata.get("scale") or 1),
         flat_floor=float(yoda.get("flat_floor", 0.0)),
+        clean=default_clean(metadata),
     )
 
 

@@ -73,6 +73,8 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     eta = sampling.get("eta", 0.0)
     if not (_is_number(eta) and eta >= 0):
         raise fail(f"has eta {eta!r}; expected a finite number >= 0")
+    if sampling.get("clean", "auto") not in ("auto", "off"):
+        raise fail(f"has clean {sampling.get('clean')!r}; expected auto or off")
     yoda = metadata.get("yoda", {})
     if not isinstance(yoda, dict):
         raise fail("has a 'yoda' entry that is not an object")
@@ -87,6 +89,16 @@ def check_denoiser_metadata(path: Path, metadata: dict[str, Any]) -> None:
     x_up = metadata.get("x_up", DEFAULT_X_UP)
     if not isinstance(x_up, str) or x_up not in X_UP_RECIPES:
         raise fail(f"names an unknown condition recipe x_up = {x_up!r} (known: {', '.join(X_UP_RECIPES)})")
+
+
+def default_clean(metadata: dict[str, Any]) -> str:
+    """The model's ``--clean`` default: its metadata's ``sampling.clean``; else ``off`` for weights
+    imported from upstream (they record the configuration they matched: upstream upscaled its input
+    as it is, and the model is exact to upstream only on that input), ``auto`` for the project's own."""
+    sampling = metadata.get("sampling") or {}
+    if isinstance(sampling, dict) and sampling.get("clean") in ("auto", "off"):
+        return str(sampling["clean"])
+    return "off" if "matched_config" in metadata else "auto"
 
 
 def check_shapes(path: Path, metadata: dict[str, Any], file_shapes: dict[str, tuple[int, ...]]) -> None:

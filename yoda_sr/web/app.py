@@ -118,7 +118,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         attention: str | None = "auto",
         lower_bound: float | None = None,
         flat_floor: float | None = None,
-        clean: str = "auto",
+        clean: str = "",
         sparse: str = "on",
         block: str = "auto",
         tile: str = "auto",
@@ -144,10 +144,11 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         try:
             model = models.defaults(label)
         except Exception as error:
-            return (*[gr.skip()] * 7, message(error))
+            return (*[gr.skip()] * 8, message(error))
         samplers = gr.update(choices=list(model.samplers), value=model.sampler)
         return (model.scale, model.steps, samplers, model.eta, model.attention, model.lower_bound,
-                model.flat_floor, f"{label}: {model.steps} {model.sampler} steps (at most {model.max_steps}), "
+                model.flat_floor, model.clean,
+                f"{label}: {model.steps} {model.sampler} steps (at most {model.max_steps}), "
                 f"attention {model.attention}, l = {model.lower_bound:g}, {model.scale}x")  # fmt: skip
 
     with gr.Blocks(title="yoda-sr", analytics_enabled=False, delete_cache=(1800, KEEP)) as blocks:
@@ -170,7 +171,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                     with gr.Row():
                         eta = gr.Number(first.eta, label="Eta (DDIM)")
                         seed = gr.Number(0, label="Seed")
-                        clean = gr.Radio(["auto", "off"], value="auto", label="Clean")
+                        clean = gr.Radio(["auto", "off"], value=first.clean, label="Clean")
                         sparse = gr.Radio(["on", "off"], value="on", label="Sparse")
                     with gr.Row():
                         block = gr.Textbox("auto", label="Block")
@@ -214,7 +215,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         running.then(lambda: 0, None, selected, api_visibility="private")
         stop.click(lambda: "cancelling: the job stops at its next step", None, status, cancels=[running],
                    api_visibility="private")  # fmt: skip
-        model.change(defaults, model, [scale, steps, sampler, eta, attention, lower_bound, flat_floor, status],
+        model.change(defaults, model, [scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean, status],
                      api_visibility="private")  # fmt: skip
         shown = [slider, attention_map, timeline, fractions, record]
 
@@ -243,7 +244,7 @@ def _api(gr: Any, models: Any, fn: Callable[..., Any]) -> None:
             gr.Textbox("auto", label="attention"),
             gr.Number(None, label="lower_bound"),
             gr.Number(None, label="flat_floor"),
-            gr.Textbox("auto", label="clean"),
+            gr.Textbox("", label="clean"),
             gr.Textbox("on", label="sparse"),
             gr.Textbox("auto", label="block"),
             gr.Textbox("auto", label="tile"),

@@ -110,7 +110,7 @@ class Form:
     attention: str | None = "auto"
     lower_bound: float | None = None
     flat_floor: float | None = None
-    clean: str = "auto"
+    clean: str | None = None
     sparse: str = "on"
     block: str = "auto"
     tile: str = "auto"
@@ -128,7 +128,7 @@ class Form:
             attention=_choice(self.attention) or "auto",
             lower_bound=_number(self.lower_bound),
             flat_floor=_number(self.flat_floor),
-            clean=self.clean or "auto",
+            clean=(self.clean or "").strip().lower() or None,
             tile=parse_tile(str(self.tile or "auto")),
             tile_overlap=32 if overlap is None else overlap,
             sparse=parse_sparse(self.sparse or "on"),

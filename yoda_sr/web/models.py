@@ -32,6 +32,7 @@ class ModelDefaults:
     attention: str
     lower_bound: float
     flat_floor: float
+    clean: str = "auto"
 
 
 def _registry_denoisers() -> list[str]:
@@ -116,6 +117,7 @@ class Models:
             attention=settings.attention,
             lower_bound=settings.lower_bound,
             flat_floor=float(settings.flat_floor or 0.0),
+            clean=settings.clean or "auto",
         )
 
 
