@@ -271,6 +271,9 @@ def test_ctrl_c_stops_the_job_and_leaves_no_temporary_file_or_process(tmp_path, 
         text=True,
         start_new_session=True,
         env={**os.environ, MARK: mark},
+        # as from a shell: Ctrl-C's default action (a pytest-xdist worker ignores SIGINT, and an ignored
+        # signal stays ignored across exec, so Python would install no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert busy_worker(mark, time.time() + 180) is not None, "no worker was seen at work"

@@ -150,7 +150,15 @@ def start(tmp: Path, *arguments: str, timeout: float = 180) -> Server:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, "-c", RUNNER, str(netlog), "web", "--port", str(port), *arguments]
-    process = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl+C works as from a shell
+    )
     server = Server(process, port, tmp, netlog)
     serving = threading.Event()
 
