@@ -74,3 +74,22 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def test_claim_all_takes_every_claim_or_none(tmp_path):
+    """Another live process holding one output's claim: none of the claims stays; else all are made."""
+    import socket
+
+    from yoda_sr.fsutil import claim_all, claim_path, release
+
+    first, second = tmp_path / "a" / "x.png", tmp_path / "b" / "y.png"
+    second.parent.mkdir()
+    claim_path(second).write_text(f"{socket.gethostname()} 1\n")  # pid 1 lives: a live holder
+    assert claim_all([first, second]) is None
+    assert not claim_path(first).exists() and claim_path(second).exists()
+    claim_path(second).unlink()
+    held = claim_all([first, second])
+    assert held == [claim_path(first), claim_path(second)] and all(path.exists() for path in held)
+    for path in held:
+        release(path)
+    assert not any(path.exists() for path in held)

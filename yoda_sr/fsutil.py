@@ -234,6 +234,21 @@ def _claim_is_stale(path: Path, host: str) -> bool:
     return age > 60
 
 
+def claim_all(targets: list[Path]) -> list[Path] | None:
+    """Claim every one of ``targets`` (their folders made as needed), or none: None, with the claims
+    made released again, when another live process holds one."""
+    held: list[Path] = []
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = claim(target)
+        if path is None:
+            for mine in held:
+                release(mine)
+            return None
+        held.append(path)
+    return held
+
+
 def release(path: Path) -> None:
     """Give up a claim made by ``claim``."""
     _HEARTBEAT.drop(path)

@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import YodaError
-from ..fsutil import claim, release, temporaries_of
+from ..fsutil import claim_all, release, temporaries_of
 from ..jobs.batch import Tally
 from ..jobs.upscaling import RUN_LOG, Job, write_log
 from .cluster import RayOptions, connect, import_ray, worker_count
@@ -149,17 +149,11 @@ class _Run:
 
     def take(self, job: Job) -> bool:
         """Claim the job's outputs (False: another run holds one, or wrote it meanwhile)."""
-        held: list[Path] = []
-        for output in job.pending:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            path = claim(output)
-            if path is None:
-                break
-            held.append(path)
-        if len(held) == len(job.pending) and (self.overwrite or not all(out.exists() for out in job.pending)):
+        held = claim_all(job.pending)
+        if held is not None and (self.overwrite or not all(out.exists() for out in job.pending)):
             self.claims[job.key] = held
             return True
-        for path in held:
+        for path in held or []:
             release(path)
         self.note(f"skipped {job.image}: another run is writing its output, or wrote it meanwhile")
         self.report.tally.skipped += 1

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from ..errors import YodaError
-from ..fsutil import claim, release, remove_stale_temporaries
+from ..fsutil import claim_all, release, remove_stale_temporaries
 from .files import FoundImages, expand_globs, find_images, missing_reason, resolved
 
 
@@ -227,16 +227,8 @@ class Batch(Generic[ItemT]):
         claimed: list[ItemT] = []
         held: list[Path] = []
         for item in items:
-            mine: list[Path] = []
-            for output in item.pending:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                path = claim(output)
-                if path is None:
-                    break
-                mine.append(path)
-            if len(mine) < len(item.pending):
-                for path in mine:
-                    release(path)
+            mine = claim_all(item.pending)
+            if mine is None:
                 self.note(f"skipped {item.image}: another run is writing its output")
                 self.tally.skipped += 1
                 self.tally.busy += 1
