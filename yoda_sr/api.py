@@ -1,13 +1,14 @@
 """The library façade: ``Upscaler.from_pretrained(name).upscale(image)``.
 
 The CLI is a thin layer over this. An ``Upscaler`` holds one loaded denoiser and its defaults (from
-the checkpoint's metadata: steps, sampler, attention method, lower bound); ``upscale`` takes an
-H x W x 3 uint8/uint16 array and returns the super-resolved array of the same dtype.
+the checkpoint's metadata: steps, sampler, attention method, lower bound; its photo model for LR the
+cleaning changed, loaded when first needed); ``upscale`` takes an H x W x 3 uint8/uint16 array and
+returns the super-resolved array of the same dtype.
 
 Reproducibility: all noise is drawn on the CPU from one generator per image, seeded by the caller
 (the CLI derives it from a base seed and the image's relative path), and the denoiser is called one
-image at a time, so an image's result depends on nothing else in its batch, on the batch size, or on
-how inputs are sharded across processes.
+image at a time, so an image's result depends on nothing else in its batch, on the batch size, or
+on how inputs are sharded across processes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .diffusion.processes import PROCESSES, SAMPLERS, process_of, schedule_spec
 from .errors import SettingError, YodaError, checked, setting
 from .image.conditioning import x_up_recipe
 from .image.imaging import join_channels, split_channels
-from .image.restoration import clean, validate_mode
+from .image.restoration import Cleaning, clean, validate_mode
 from .models.validation import default_clean
 from .runtime.compiled import CompiledDenoiser
 from .runtime.devices import resolve_device, resolve_dtype
@@ -37,7 +38,7 @@ from .runtime.memory import BUDGET_FRACTION, bytes_per_pixel, memory_budget, pla
 from .runtime.sparse import resolve_block
 from .runtime.tiling import auto_tile_side, check_tile_settings, lr_multiple, tile_side
 from .runtime.window import SamplingSpec
-from .settings import DEFAULT_MODEL, Resolved, Result, Settings
+from .settings import DEFAULT_MODEL, Resolved, Result, Settings, parse_photo_model
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -70,6 +71,7 @@ class Upscaler:
             lower_bound=float(yoda.get("lower_bound", 0.2)),
             flat_floor=float(yoda.get("flat_floor", 0.0)),
             clean=default_clean(self.metadata),
+            photo_model=loaded.photo_model or "off",
         )
         self.mask_input = bool(yoda.get("mask_input", bool(yoda)))
         self.x_up = x_up_recipe(self.metadata)
@@ -78,6 +80,8 @@ class Upscaler:
         """How the sampler calls the denoiser: the model, or a compiled one (``compile``)."""
         self._float_model: SRDenoiser | None = None
         self._pixel_bytes: dict[torch.dtype, int] = {}
+        self._channels_last = device.type == "cpu"
+        self._photo: dict[str, Upscaler] = {}
 
     @classmethod
     def from_pretrained(
@@ -101,6 +105,7 @@ class Upscaler:
         if device.type == "cpu" if channels_last is None else channels_last:
             loaded.model.to(memory_format=torch.channels_last)
         upscaler = cls(loaded, device, torch_dtype)
+        upscaler._channels_last = bool(device.type == "cpu" if channels_last is None else channels_last)
         if compile:
             upscaler.compile()
         return upscaler
@@ -142,6 +147,7 @@ class Upscaler:
         checked("lower_bound", validate_lower_bound, lower_bound)
         checked("flat_floor", validate_flat_floor, float(flat_floor or 0.0))
         clean = checked("clean", validate_mode, (defaults.clean or "auto") if request.clean is None else request.clean)
+        photo_model = parse_photo_model(defaults.photo_model if request.photo_model is None else request.photo_model)
         check_tile_settings(request.tile, request.tile_overlap, self.model.info.size_multiple, request.tile_batch)
         if stream not in ("auto", "on", "off"):
             raise SettingError("stream", f"must be auto, on or off, got {request.stream!r}")
@@ -158,6 +164,7 @@ class Upscaler:
             lower_bound=lower_bound,
             flat_floor=float(flat_floor or 0.0),
             clean=clean,
+            photo_model=photo_model,
             tile=request.tile,
             tile_overlap=request.tile_overlap,
             tile_batch=request.tile_batch,
@@ -214,12 +221,47 @@ class Upscaler:
 
         start = time.perf_counter()
         cleaned = [clean(image, resolved.clean) for image in images]
-        results = self._sample_batch([image for image, _ in cleaned], seeds, scale, resolved, progress)
-        elapsed = time.perf_counter() - start
-        for result, (_, cleaning) in zip(results, cleaned, strict=True):
+        chosen = [self.for_cleaning(cleaning, resolved) for _, cleaning in cleaned]
+        by_index: dict[int, Result] = {}
+        for upscaler in dict.fromkeys(chosen):  # the model and/or its photo model; each image by itself
+            indices = [index for index, one in enumerate(chosen) if one is upscaler]
+            lrs, own_seeds = [cleaned[i][0] for i in indices], [seeds[i] for i in indices]
+            by_index.update(
+                zip(indices, upscaler._sample_batch(lrs, own_seeds, scale, resolved, progress), strict=True)
+            )
+        results, elapsed = [by_index[index] for index in range(len(images))], time.perf_counter() - start
+        for result, upscaler, (_, cleaning) in zip(results, chosen, cleaned, strict=True):
+            result.model, result.model_sha256, result.cleaning = upscaler.name, upscaler.loaded.sha256, cleaning
             result.seconds = elapsed / len(results)
-            result.cleaning = cleaning
         return results
+
+    def for_cleaning(self, cleaning: Cleaning, settings: Resolved) -> Upscaler:
+        """The upscaler for an LR that the cleaning changed as ``cleaning`` says: the photo model
+        (``settings.photo_model``, loaded once) when something was removed, else this one."""
+        if cleaning.kind == "none" or settings.photo_model == "off":
+            return self
+        if settings.photo_model not in self._photo:
+            self._photo[settings.photo_model] = self._load_photo_model(settings.photo_model)
+        return self._photo[settings.photo_model]
+
+    def _load_photo_model(self, name: str) -> Upscaler:
+        """``name`` loaded like this model (device, dtype, layout, compilation); refused in one
+        ``photo_model`` line unless it samples the same way (scale, process, noise schedule)."""
+        try:
+            loaded = checkpoints.load_denoiser(name, device=self.device, dtype=self.dtype)
+        except YodaError as error:
+            raise SettingError("photo_model", str(error)) from None
+        photo = Upscaler(loaded, self.device, self.dtype)
+        pairs = {"scale": (self.scale, photo.scale), "process": (self.process, photo.process),
+                 "noise schedule": (self.schedule_spec, photo.schedule_spec)}  # fmt: skip
+        if differences := [what for what, (ours, theirs) in pairs.items() if ours != theirs]:
+            raise SettingError("photo_model", f"{name} cannot stand in for {self.name}: its "
+                               f"{' and '.join(differences)} differ; name a model trained like it, or off")  # fmt: skip
+        if self._channels_last:
+            photo.model.to(memory_format=torch.channels_last)
+        if isinstance(self.denoise, CompiledDenoiser):
+            photo.compile(self.denoise.on_failure)
+        return photo
 
     def _sample_batch(
         self,

@@ -32,6 +32,10 @@ class Settings:
     clean: str | None = None
     """auto: deblock JPEG-decoded and denoise noisy LR before upscaling (``restoration.clean``); off.
     None: the model's (``models.validation.default_clean``: auto, off for imported upstream weights)."""
+    photo_model: str | None = None
+    """The model that upscales an LR the cleaning changed (JPEG or noise found): a checkpoint name or
+    file, or off (this model upscales everything). None: the model's (its registry entry's
+    ``photo_model``; off for other models)."""
     tile: int | str = "auto"
     tile_overlap: int = 32
     tile_batch: int = 1
@@ -59,6 +63,8 @@ class Resolved:
     lower_bound: float
     flat_floor: float
     clean: str
+    photo_model: str
+    """A checkpoint name or file, or off."""
     tile: int | str
     """``auto`` or a side in pixels (0: off)."""
     tile_overlap: int
@@ -98,6 +104,9 @@ class Result:
     flat_floor: float = 0.0
     cleaning: Cleaning = Cleaning()
     """What was removed from the LR before upscaling (``Settings.clean``)."""
+    model: str = ""
+    """The name of the model that upscaled it (the photo model for a cleaned LR, ``Settings.photo_model``)."""
+    model_sha256: str = ""
 
     def to_pil(self) -> PILImage:
         """``image`` as a PIL image (8-bit; 16-bit results are reduced to 8 bits)."""
@@ -130,6 +139,14 @@ def parse_tile(tile: str) -> int | str:
     if not value.isdecimal():
         raise SettingError("tile", f"must be auto, 0 (off) or a size in pixels, got {tile!r}")
     return int(value)
+
+
+def parse_photo_model(value: object) -> str:
+    """A photo model choice: off (also none or empty), or a checkpoint name or file."""
+    if not isinstance(value, str):
+        raise SettingError("photo_model", f"must be a checkpoint name or file, or off, got {value!r}")
+    text = value.strip()
+    return "off" if text.lower() in ("", "off", "none") else text
 
 
 def parse_sparse(sparse: str) -> bool:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RequestError, YodaError
 from ..weights_file import read_metadata, tensor_shapes
+from .registry import find_entry
 from .store import installed_path, read_lock, require
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class LoadedDenoiser:
     path: Path
     name: str
     sha256: str
+    photo_model: str | None = None
+    """The registry entry's ``photo_model`` when the model was named (not given as a file)."""
 
 
 def resolve_model_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -104,7 +107,9 @@ def load_denoiser(
         raise YodaError(f"{path}: weights do not fit {metadata['arch']} ({str(error).splitlines()[0]})") from None
     model = model.to(device=device, dtype=dtype if dtype is not None else torch.float32).eval()
     model.requires_grad_(False)
-    return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=sha256)
+    entry = None if Path(str(name_or_path)).expanduser().exists() else find_entry(name)
+    photo_model = entry.photo_model if entry is not None else None
+    return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=sha256, photo_model=photo_model)
 
 
 def load_lpips(name_or_path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> LpipsNetwork:

@@ -74,6 +74,9 @@ class Entry:
     """sha256 of the weight file inside an archive source, so that file alone can be imported too."""
     fetch: str | None = None
     """A command that gets the source file on another machine (said when downloading cannot)."""
+    photo_model: str | None = None
+    """A denoiser entry that upscales the LR ``--clean auto`` cleaned, in this one's place
+    (``Settings.photo_model``): one trained on cleaned real-world LR."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -108,5 +108,17 @@ def clean_option() -> Any:
     )
 
 
+def photo_model_option() -> Any:
+    """``--photo-model``, as `upscale` and `evaluate` take it (None: the model's)."""
+    return typer.Option(
+        None,
+        "--photo-model",
+        metavar="NAME|off",
+        help="The model that upscales input --clean auto deblocked or denoised (a checkpoint name or file); "
+        "off: this model upscales everything. Default: the model's (the default's photo model, "
+        "yoda-srdiff-x4-photo; off for others).",
+    )
+
+
 def _silent(_: str) -> None:
     pass

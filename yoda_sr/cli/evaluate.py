@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import clean_option, debugging, flat_floor_option, notes, output_path, report_error
+from .common import clean_option, debugging, flat_floor_option, notes, output_path, photo_model_option, report_error
 
 
 def evaluate(
@@ -30,6 +30,7 @@ def evaluate(
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     flat_floor: float | None = flat_floor_option(),
     clean: str | None = clean_option(),
+    photo_model: str | None = photo_model_option(),
     sparse: str = typer.Option(
         "on", "--sparse", metavar="on|off", help="Run the denoiser only on the active blocks of YODA's mask."
     ),
@@ -90,6 +91,7 @@ def evaluate(
             lower_bound=lower_bound,
             flat_floor=flat_floor,
             clean=clean,
+            photo_model=photo_model,
             sparse=parse_sparse(sparse),
             block=parse_block(block),
         ),

@@ -78,6 +78,12 @@ def train(
         metavar="bicubic|realistic",
         help="Training LR: the bicubic downscale (default) or random blur, resize, noise and JPEG (docs/method.md §6).",
     ),
+    lr_clean: str | None = typer.Option(
+        None,
+        "--lr-clean",
+        metavar="off|auto",
+        help="auto: clean each degraded training LR crop as upscale's --clean auto will (default off).",
+    ),
     compile_model: bool | None = typer.Option(
         None, "--compile", help="Train through torch.compile: minutes to compile, then faster steps."
     ),
@@ -127,6 +133,7 @@ def train(
         lr_noise=lr_noise,
         lr_jpeg=lr_jpeg,
         lr_degradation=lr_degradation,
+        lr_clean=lr_clean,
         compile=compile_model,
     )
     rank, _, _ = torchrun_shard(rendezvous=True)  # the environment checked before any work

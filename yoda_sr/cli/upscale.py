@@ -19,7 +19,17 @@ import typer
 
 from ..errors import SettingError
 from . import scale_out
-from .common import UsageError, clean_option, debugging, flat_floor_option, note, notes, output_path, report_error
+from .common import (
+    UsageError,
+    clean_option,
+    debugging,
+    flat_floor_option,
+    note,
+    notes,
+    output_path,
+    photo_model_option,
+    report_error,
+)
 
 if TYPE_CHECKING:
     from ..jobs.upscaling import Job, Upscaled
@@ -56,6 +66,7 @@ def upscale(
     lower_bound: float | None = typer.Option(None, "--lower-bound", "-l", metavar="L", help="YODA's lower bound l."),
     flat_floor: float | None = flat_floor_option(),
     clean: str | None = clean_option(),
+    photo_model: str | None = photo_model_option(),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; each image's seed also depends on its path."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda[:i]|mps", help="Where to compute."),
     dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|fp16|bf16", help="Model precision."),
@@ -143,6 +154,7 @@ def upscale(
         lower_bound=lower_bound,
         flat_floor=flat_floor,
         clean=clean,
+        photo_model=photo_model,
         tile=parse_tile(tile),
         tile_overlap=tile_overlap,
         tile_batch=tile_batch,
@@ -232,6 +244,7 @@ def upscale(
                 f"{job.image} -> {job.output} ({width}x{height}, {record['seconds']:.1f} s, "
                 f"pixel updates {record['update_fraction']:.2f}, work {record['work_fraction']:.2f}"
                 + ("" if record["cleaned"] == "none" else f", input {record['cleaned']}")
+                + (f" for {record['model']}" if record["cleaned"] != "none" and record["photo_model"] != "off" else "")
                 + ")"
             )
 

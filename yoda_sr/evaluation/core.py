@@ -100,8 +100,10 @@ class Evaluation:
         self.seed = seed
         self.lpips = lpips or {}
         """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
-        self.clean = upscaler.resolve(settings).clean
+        resolved = upscaler.resolve(settings)
+        self.clean = resolved.clean
         """How the model's methods get the LR: cleaned once here, then given to each as it is."""
+        self.resolved = resolved
         self.settings = {
             "plain": dataclasses.replace(settings, attention="none", clean="off"),
             "yoda": dataclasses.replace(settings, clean="off"),
@@ -126,6 +128,7 @@ class Evaluation:
         cleaned, found = clean(lr, self.clean) if set(methods) & set(MODEL_METHODS) else (lr, None)  # as upscale does
         cleaning = time.perf_counter() - start  # part of each model method's time, as in upscale
         done = None if found is None else "off" if self.clean == "off" else found.describe()
+        model = self.upscaler if found is None else self.upscaler.for_cleaning(found, self.resolved)  # as upscale does
         for method in methods:
             start = time.perf_counter() - (cleaning if method in MODEL_METHODS else 0.0)
             fraction = None
@@ -134,9 +137,9 @@ class Evaluation:
             elif method in self.peers:
                 image = self.peers[method].upscale(lr)
             elif method == "base":
-                image = regression_base(self.upscaler, cleaned, self.scale)
+                image = regression_base(model, cleaned, self.scale)
             else:
-                result = self.upscaler.upscale(cleaned, seed=seed, scale=self.scale, settings=self.settings[method])
+                result = model.upscale(cleaned, seed=seed, scale=self.scale, settings=self.settings[method])
                 image, fraction = result.image, result.update_fraction
             results[method] = image
             costs[method] = (time.perf_counter() - start, fraction)
@@ -154,6 +157,7 @@ class Evaluation:
                 update_fraction=costs[method][1],
                 seconds=costs[method][0],
                 cleaned=done if method in MODEL_METHODS else None,
+                model=model.name if method in MODEL_METHODS else None,
             )
             for index, method in enumerate(methods)
         ]
@@ -263,6 +267,7 @@ def evaluate(
             "lower_bound": chosen.lower_bound,
             "flat_floor": chosen.flat_floor,
             "clean": chosen.clean,
+            "photo_model": chosen.photo_model,
             "seed": seed,
             "sparse": chosen.sparse,
             "block": chosen.block,

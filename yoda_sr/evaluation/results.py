@@ -20,7 +20,7 @@ from ..errors import SettingError, setting
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips_vgg", "lpips_alex")
 LPIPS_COLUMNS = {"vgg": "LPIPS-VGG", "alex": "LPIPS-Alex"}
-CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds", "cleaned")
+CSV_FIELDS = ("image", "method", *METRICS, "update_fraction", "seconds", "cleaned", "model")
 
 
 @dataclass
@@ -42,6 +42,9 @@ class Record:
     """What the LR cleaning found and did before this method (``Cleaning.describe``: "JPEG q60
     deblocked", "noise sigma 5.1 removed", "none" when it found neither; "off" under clean off);
     None for bicubic, which gets the LR as it is, and in results from before it was recorded."""
+    model: str | None = None
+    """The model that made a model method's image: the photo model where the cleaning changed the LR
+    (``Settings.photo_model``); None for bicubic and peers."""
 
 
 @dataclass
@@ -120,7 +123,7 @@ def json_number(value: float | None) -> float | None:
 
 IDENTITY = (
     "model_sha256", "data", "scale", "steps", "sampler", "eta", "attention", "lower_bound", "flat_floor", "clean",
-    "seed", "dtype", "degrade", "sparse", "block", "peers",
+    "photo_model", "seed", "dtype", "degrade", "sparse", "block", "peers",
 )  # fmt: skip
 """What makes two evaluations the same: results computed under one can stand in for the other's."""
 
@@ -135,6 +138,7 @@ def identity(content: dict[str, Any]) -> dict[str, Any]:
     flat.setdefault("degrade", "none")  # evaluations from before the degrade setting had clean LR
     flat.setdefault("flat_floor", 0.0)  # and before flat_floor, no flat areas were kept
     flat.setdefault("clean", "off")  # and before clean, the LR went in as it was
+    flat.setdefault("photo_model", "off")  # and before photo models, the model upscaled every LR
     flat.setdefault("sparse", True)  # and before sparse and block were recorded, the defaults ran
     flat.setdefault("block", "auto")
     peers = flat.get("peers")
@@ -180,7 +184,7 @@ def read_records(path: Path) -> list[Record]:
         try:
             values: dict[str, Any] = {name: row.get(name) or None for name in names}
             for name in names[2:]:
-                if name != "cleaned":
+                if name not in ("cleaned", "model"):
                     values[name] = None if values[name] is None else float(values[name])
             if values["image"] is None or values["method"] is None or values["seconds"] is None:
                 continue

@@ -320,8 +320,8 @@ class UpscaleJobs:
         return {
             "input": str(job.image),
             "output": str(job.output),
-            "model": upscaler.name,
-            "model_sha256": upscaler.loaded.sha256,
+            "model": result.model or upscaler.name,
+            "model_sha256": result.model_sha256 or upscaler.loaded.sha256,
             "seed": seed,
             "base_seed": self.seed,
             "scale": self.scale,
@@ -332,6 +332,7 @@ class UpscaleJobs:
             "lower_bound": result.lower_bound,
             "flat_floor": result.flat_floor,
             "clean": self.settings.clean,
+            "photo_model": self.settings.photo_model,
             "cleaned": result.cleaning.describe(),
             "tile": result.tile,
             "device": str(upscaler.device),

@@ -101,6 +101,11 @@ class TrainConfig:
     """How a training LR crop is made from its HR crop: bicubic (the project's downscale, then
     ``lr_noise`` / ``lr_jpeg``) or realistic (random blur, resize, noise and JPEG in one or two
     rounds, ``yoda_sr.image.realistic``; docs/method.md §6)."""
+    lr_clean: str = "off"
+    """auto: each 8-bit training LR crop goes through ``upscale``'s ``--clean auto`` (JPEG deblocking or
+    denoising where found, ``yoda_sr.image.restoration``), so the model learns from the LR it will be
+    given; off: the degraded LR as drawn. Needs 8-bit LR crops (``lr_degradation``, ``lr_noise`` or
+    ``lr_jpeg``)."""
     compile: bool = False
     """Train the denoiser through torch.compile (``compiled``): minutes to compile, faster steps."""
 
@@ -206,6 +211,13 @@ def validate(config: TrainConfig) -> None:
             "lr_degradation",
             config.lr_degradation == "bicubic" or (config.lr_noise == 0 and config.lr_jpeg == 0),
             f"realistic draws its own noise and JPEG; set {setting('lr_noise', 0)} and {setting('lr_jpeg', 0)}",
+        ),
+        ("lr_clean", config.lr_clean in ("off", "auto"), f"must be off or auto, got {config.lr_clean!r}"),
+        (
+            "lr_clean",
+            config.lr_clean == "off" or config.lr_degradation != "bicubic" or config.lr_noise > 0 or config.lr_jpeg > 0,
+            f"cleans degraded 8-bit LR only; set {setting('lr_degradation', 'realistic')}, "
+            f"{setting('lr_noise')} or {setting('lr_jpeg')}",
         ),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "must be constant or cosine"),
         ("process", config.process in ("ddpm", "resshift"), f"must be ddpm or resshift, got {config.process!r}"),

@@ -20,6 +20,7 @@ from ..image.degradations import random_degradation
 from ..image.imaging import bicubic_degrade, resize_bicubic, to_array, to_tensor
 from ..image.io import read_picture
 from ..image.realistic import RealisticDegradation
+from ..image.restoration import clean
 from ..jobs.files import find_images
 from ..seeds import derive_seed
 from .config import TrainConfig
@@ -141,13 +142,15 @@ class Collate:
     (per sample it cost a quarter of a tiny model's training step); with ``lr_noise`` or ``lr_jpeg``,
     each LR crop is then rounded to 8 bits and degraded as drawn from (seed, its global index).
     With ``lr_degradation = "realistic"`` each crop's 8-bit LR is instead drawn by
-    ``RealisticDegradation`` from (seed, its global index)."""
+    ``RealisticDegradation`` from (seed, its global index). With ``lr_clean = "auto"`` each degraded
+    8-bit LR crop then goes through ``upscale``'s cleaning (``restoration.clean``), as a user's LR will."""
 
     scale: int
     seed: int = 0
     lr_noise: float = 0.0
     lr_jpeg: int = 0
     lr_degradation: str = "bicubic"
+    lr_clean: str = "off"
 
     def __call__(self, samples: list[Batch]) -> Batch:
 
@@ -170,14 +173,18 @@ class Collate:
 
         generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
         degradation = random_degradation(self.lr_noise, self.lr_jpeg, generator)
-        return to_tensor(degradation.apply(to_array(lr.unsqueeze(0)), generator))
+        return to_tensor(self.cleaned(degradation.apply(to_array(lr.unsqueeze(0)), generator)))
 
     def realistic(self, hr: Tensor, index: int) -> Tensor:
         """The realistic LR (1 x 3 x h x w, 8-bit levels in [-1, 1]) of one 3 x H x W HR crop, whose
         values are 8-bit levels already (a crop of a uint8 source), so ``to_array`` gives them back exactly."""
 
         generator = np.random.default_rng(derive_seed(self.seed, index, "degrade"))
-        return to_tensor(REALISTIC.apply(to_array(hr), self.scale, generator))
+        return to_tensor(self.cleaned(REALISTIC.apply(to_array(hr), self.scale, generator)))
+
+    def cleaned(self, lr: np.ndarray) -> np.ndarray:
+        """An 8-bit LR crop as ``upscale --clean {lr_clean}`` would hand it to the model."""
+        return clean(lr, self.lr_clean)[0]
 
 
 REALISTIC = RealisticDegradation()
@@ -221,7 +228,7 @@ def batches(
     loader = torch.utils.data.DataLoader(
         Samples(sources, config, scale),
         batch_size=config.batch_size,
-        collate_fn=Collate(scale, config.seed, config.lr_noise, config.lr_jpeg, config.lr_degradation),
+        collate_fn=Collate(scale, config.seed, config.lr_noise, config.lr_jpeg, config.lr_degradation, config.lr_clean),
         sampler=SampleIndices(first_step, config.batch_size, config.grad_accum, rank, world),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,

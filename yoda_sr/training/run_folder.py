@@ -191,6 +191,7 @@ def weights_metadata(
             "seed": config.seed,
             "data": str(config.data),
             "lr_degradation": config.lr_degradation,
+            "lr_clean": config.lr_clean,
             "world_size": world,
             "device": str(device),
         },

@@ -125,11 +125,12 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         tile_overlap: float | None = 32,
         seed: float | None = 0,
         format: str = "auto",
+        photo_model: str = "",
         progress: Any = gr.Progress(),  # noqa: B008
     ) -> str:
         """Upscale one image as `yoda-sr upscale FILE --seed SEED` does; returns the written file."""
         form = Form(model, scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean, sparse, block, tile,
-                    tile_overlap, seed, format)  # fmt: skip
+                    tile_overlap, seed, format, photo_model)  # fmt: skip
         if not image:
             raise gr.Error("no image given; pass an image file as the first input", print_exception=False)
         try:
@@ -144,10 +145,10 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         try:
             model = models.defaults(label)
         except Exception as error:
-            return (*[gr.skip()] * 8, message(error))
+            return (*[gr.skip()] * 9, message(error))
         samplers = gr.update(choices=list(model.samplers), value=model.sampler)
         return (model.scale, model.steps, samplers, model.eta, model.attention, model.lower_bound,
-                model.flat_floor, model.clean,
+                model.flat_floor, model.clean, model.photo_model,
                 f"{label}: {model.steps} {model.sampler} steps (at most {model.max_steps}), "
                 f"attention {model.attention}, l = {model.lower_bound:g}, {model.scale}x")  # fmt: skip
 
@@ -178,6 +179,7 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                         tile = gr.Textbox("auto", label="Tile")
                         overlap = gr.Number(32, label="Tile overlap")
                         fmt = gr.Dropdown(["auto", "png", "jpg", "webp", "tiff"], value="auto", label="Format")
+                    photo_model = gr.Textbox(first.photo_model, label="Photo model (for cleaned input; off: none)")
                 with gr.Row():
                     go = gr.Button("Upscale", variant="primary", elem_id="upscale")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -208,14 +210,15 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
         results = gr.State([])
         selected = gr.State(0)
         form = [model, scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean, sparse, block, tile,
-                overlap, seed, fmt]  # fmt: skip
+                overlap, seed, fmt, photo_model]  # fmt: skip
         outputs = [slider, gallery, attention_map, timeline, fractions, download, record, status, results]
         running = go.click(page, [files, *form, before], outputs, concurrency_limit=1,
                            concurrency_id=DEVICE, api_name="page", api_visibility="undocumented")  # fmt: skip
         running.then(lambda: 0, None, selected, api_visibility="private")
         stop.click(lambda: "cancelling: the job stops at its next step", None, status, cancels=[running],
                    api_visibility="private")  # fmt: skip
-        model.change(defaults, model, [scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean, status],
+        model.change(defaults, model, [scale, steps, sampler, eta, attention, lower_bound, flat_floor, clean,
+                                       photo_model, status],
                      api_visibility="private")  # fmt: skip
         shown = [slider, attention_map, timeline, fractions, record]
 
@@ -251,6 +254,7 @@ def _api(gr: Any, models: Any, fn: Callable[..., Any]) -> None:
             gr.Number(32, label="tile_overlap"),
             gr.Number(0, label="seed"),
             gr.Textbox("auto", label="format"),
+            gr.Textbox("", label="photo_model"),
         ]
         output = gr.File(label="upscaled")
         trigger = gr.Button("upscale")

@@ -117,6 +117,8 @@ class Form:
     tile_overlap: float | None = 32
     seed: float | None = 0
     format: str = "auto"
+    photo_model: str | None = None
+    """A checkpoint name or file, off, or empty: the model's."""
 
     def settings(self) -> Settings:
         """``Settings`` as `upscale`'s options make them (the same parsing and messages)."""
@@ -129,6 +131,7 @@ class Form:
             lower_bound=_number(self.lower_bound),
             flat_floor=_number(self.flat_floor),
             clean=(self.clean or "").strip().lower() or None,
+            photo_model=(self.photo_model or "").strip() or None,
             tile=parse_tile(str(self.tile or "auto")),
             tile_overlap=32 if overlap is None else overlap,
             sparse=parse_sparse(self.sparse or "on"),

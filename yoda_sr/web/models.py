@@ -33,6 +33,7 @@ class ModelDefaults:
     lower_bound: float
     flat_floor: float
     clean: str = "auto"
+    photo_model: str = "off"
 
 
 def _registry_denoisers() -> list[str]:
@@ -118,6 +119,7 @@ class Models:
             lower_bound=settings.lower_bound,
             flat_floor=float(settings.flat_floor or 0.0),
             clean=settings.clean or "auto",
+            photo_model=settings.photo_model or "off",
         )
 
 
