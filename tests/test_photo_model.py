@@ -20,6 +20,7 @@ from yoda_sr.evaluation.baselines import degrade
 from yoda_sr.image.degradations import jpeg_roundtrip
 from yoda_sr.image.io import read_picture
 from yoda_sr.image.restoration import clean
+from yoda_sr.seeds import derive_seed
 from yoda_sr.weights_file import read_metadata
 
 from conftest import cli, photo, save_tiny_checkpoint
@@ -39,7 +40,8 @@ def variant(path, out, *, scale: float = 1.5, **metadata):
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     main = save_tiny_checkpoint(folder / "main.safetensors")
-    photo_model = variant(main, folder / "photo.safetensors", scale=40.0)
+    # other sampling defaults than the model's: routed, it must sample with the model's settings
+    photo_model = variant(main, folder / "photo.safetensors", scale=40.0, sampling={"steps": 2, "sampler": "ddim"})
     return main, photo_model
 
 
@@ -59,10 +61,15 @@ def test_cleaned_lr_goes_to_the_photo_model_and_clean_lr_stays_with_the_model(mo
     assert on_jpeg.cleaning.kind == "jpeg" and on_jpeg.model == "photo"
     # exactly what the photo model itself makes of the cleaned LR, with the same settings and seed
     photo = Upscaler.from_pretrained(photo_path, device="cpu")
-    alone = photo.upscale(clean(jpeg_lr)[0], seed=3, settings=Settings(**dict(routed, clean="off")))
+    alone = photo.upscale(clean(jpeg_lr)[0], seed=3, settings=upscaler.resolve(Settings(**dict(routed, clean="off"))))
     assert np.array_equal(on_jpeg.image, alone.image)
     off = upscaler.upscale(jpeg_lr, seed=3, settings=Settings(**dict(routed, photo_model="off")))
     assert off.model == "main" and not np.array_equal(off.image, on_jpeg.image)
+
+    by_default = upscaler.upscale(jpeg_lr, seed=3, settings=Settings(photo_model=str(photo_path)))
+    expected = photo.upscale(clean(jpeg_lr)[0], seed=3, settings=upscaler.resolve(Settings(clean="off")))
+    assert by_default.steps == upscaler.defaults.steps != photo.defaults.steps
+    assert np.array_equal(by_default.image, expected.image)
 
     on_clean = upscaler.upscale(clean_lr, seed=3, settings=Settings(**routed))
     assert on_clean.cleaning.kind == "none" and on_clean.model == "main"
@@ -115,11 +122,18 @@ def test_the_cli_record_and_evaluate_name_the_model_that_made_each_image(models,
     Image.fromarray(photo("coffee")[:256, :256]).save(hr / "coffee.png")
     for degradation, model in (("none", "main"), ("jpeg:50", "photo")):
         results = tmp_path / f"eval-{degradation.replace(':', '')}"
-        code = cli("evaluate", "--data", hr, "--model", main, "--photo-model", photo_path, "--steps", "2",
+        code = cli("evaluate", "--data", hr, "--model", main, "--photo-model", photo_path, "--steps", "3",
                    "--compare", "bicubic,base,yoda", "--degrade", degradation, "-o", results)  # fmt: skip
         assert code == 0
         rows = list(csv.DictReader(open(results / "per_image.csv", encoding="utf-8")))
         assert {row["method"]: row["model"] for row in rows} == {"bicubic": "", "base": model, "yoda": model}
+    # the photo model's image is what upscale makes of that LR with the model's settings
+    upscaler = Upscaler.from_pretrained(main, device="cpu")
+    lr = jpeg_roundtrip(degrade(photo("coffee")[:256, :256], 4), 50)
+    settings = Settings(steps=3, photo_model=str(photo_path))
+    expected = upscaler.upscale(lr, seed=derive_seed(0, "coffee.png"), settings=settings)
+    assert expected.model == "photo"
+    assert np.array_equal(read_picture(results / "yoda" / "coffee.png").rgb, expected.image)
 
 
 def test_lr_clean_trains_on_the_lr_upscale_will_clean(tmp_path):

@@ -104,9 +104,9 @@ class Evaluation:
         self.clean = resolved.clean
         """How the model's methods get the LR: cleaned once here, then given to each as it is."""
         self.resolved = resolved
-        self.settings = {
-            "plain": dataclasses.replace(settings, attention="none", clean="off"),
-            "yoda": dataclasses.replace(settings, clean="off"),
+        self.settings = {  # resolved by the model: its photo model samples with the same settings
+            "plain": upscaler.resolve(dataclasses.replace(settings, attention="none", clean="off")),
+            "yoda": upscaler.resolve(dataclasses.replace(settings, clean="off")),
         }
 
     def image(self, rgb: np.ndarray, key: str, methods: Sequence[str] | None = None) -> Outcome:
