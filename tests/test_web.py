@@ -25,7 +25,7 @@ from webserver import SAMPLE, crop, leftovers, pixels, raw_call, start
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-PAGE_DEFAULTS = ["yoda-srdiff-x4", 4, 5, "ddpm", 0, "sift", 0.3, 0.3, "auto", "on", "auto", "auto", 32, 0, "auto"]
+PAGE_DEFAULTS = ["yoda-srdiff-x4", 4, 5, "ddpm", 0, "sift", 0.3, 0.3, "auto", "on", "auto", "auto", 32, 0, "auto", ""]
 """The page's form as it opens (the default model's settings), in the order the /page event takes them."""
 
 
@@ -34,6 +34,7 @@ def test_form_parses_as_upscale_does():
     assert (settings.steps, settings.sampler, settings.attention, settings.tile) == (7, None, "edge", 256)
     assert (settings.block, settings.sparse, settings.tile_overlap) == (0, False, 32)
     assert Form().settings().steps is None and Form().settings().attention == "auto"
+    assert Form().settings().photo_model is None and Form(photo_model=" off ").settings().photo_model == "off"
     with pytest.raises(SettingError) as error:
         Form(steps=2.5).settings()
     assert message(error.value) == "Steps (--steps): must be a whole number, got 2.5"

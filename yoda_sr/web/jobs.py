@@ -55,6 +55,7 @@ LABELS = {
     "lower_bound": "Lower bound",
     "flat_floor": "Flat floor",
     "clean": "Clean",
+    "photo_model": "Photo model",
     "sparse": "Sparse",
     "block": "Block",
     "tile": "Tile",
