@@ -3,6 +3,7 @@ and the embedded named ResShift model `yoda-resshift-x4`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -59,7 +60,7 @@ def test_shipped_metadata_names_no_machine_path_and_what_a_run_started_from(name
     nothing to a user and say where someone worked); a run initialised from another says which, in words."""
     import re
 
-    assert set(EMBEDDED) == {"yoda-srdiff-x4", "yoda-resshift-x4"}
+    assert set(EMBEDDED) == {"yoda-srdiff-x4", "yoda-srdiff-x4-photo", "yoda-resshift-x4"}
     metadata = checkpoints.read_metadata(checkpoints.installed_path(name))
     absolute = re.compile(r"(^|[\s(\[=:,;'\"])(/|~/|[A-Za-z]:[\\/])")
 
@@ -74,7 +75,8 @@ def test_shipped_metadata_names_no_machine_path_and_what_a_run_started_from(name
     assert ("training.data", "data/photos/train") in found  # the recipes' folder (configs/fetch_photos.py)
     assert [(key, text) for key, text in found if absolute.search(text)] == []
     if "initialised_from" in metadata:
-        assert metadata["initialised_from"]["model"].startswith("runs/F: stage 5's first run")
+        started = {"yoda-srdiff-x4": "runs/F: stage 5's first run", "yoda-srdiff-x4-photo": "runs/R: stage 6's run"}
+        assert metadata["initialised_from"]["model"].startswith(started[name])
 
 
 def test_quick_start_upscales_the_sample_offline_with_no_model_argument(tmp_path):
@@ -163,6 +165,36 @@ def test_on_jpeg_or_noisy_lr_the_default_beats_bicubic_in_lpips_and_psnr(degrade
     bicubic, yoda = summary.means["bicubic"], summary.means["yoda"]
     assert yoda["lpips_vgg"] < bicubic["lpips_vgg"] and yoda["psnr_y"] > bicubic["psnr_y"], summary.means
     assert json.loads((out / "summary.json").read_text())["settings"]["clean"] == "auto"
+
+
+def test_the_default_hands_jpeg_input_to_its_embedded_photo_model_and_keeps_the_rest():
+    """The registry names the default's photo model; it is embedded, verified, trained on cleaned
+    realistic LR, and samples as the default does. A JPEG (the LR of a never-seen photo at q60) goes
+    to it, the same LR clean stays with the default."""
+    from yoda_sr.image.degradations import jpeg_roundtrip
+    from yoda_sr.image.restoration import clean
+
+    name = checkpoints.get_entry(DEFAULT_MODEL).photo_model
+    assert name == "yoda-srdiff-x4-photo"
+    entry, path = checkpoints.get_entry(name), checkpoints.installed_path(name)
+    assert entry.source.kind == "embedded" and checkpoints.sha256_file(path) == entry.sha256
+    metadata = checkpoints.read_metadata(path)
+    assert metadata["training"]["lr_clean"] == "auto" and metadata["training"]["lr_degradation"] == "realistic"
+    default = Upscaler.from_pretrained(device="cpu")
+    assert default.defaults.photo_model == name and default.resolve(Settings()).photo_model == name
+    assert Upscaler.from_pretrained(name, device="cpu").defaults == dataclasses.replace(
+        default.defaults, photo_model="off"
+    )
+    hr = photo("astronaut")[128:384, 128:384]  # astronaut: a validation photo, never trained on
+    lr = to_array(resize_bicubic(to_tensor(hr), size=(64, 64)))
+    settings = Settings(steps=2)
+    jpeg = default.upscale(jpeg_roundtrip(lr, 60), seed=0, settings=settings)
+    assert jpeg.cleaning.kind == "jpeg" and jpeg.model == name
+    alone = Upscaler.from_pretrained(name, device="cpu").upscale(
+        clean(jpeg_roundtrip(lr, 60))[0], seed=0, settings=dataclasses.replace(settings, clean="off")
+    )
+    assert np.array_equal(jpeg.image, alone.image)
+    assert default.upscale(lr, seed=0, settings=settings).model == DEFAULT_MODEL
 
 
 def test_the_named_resshift_model_is_embedded_and_beats_bicubic_at_its_four_steps():

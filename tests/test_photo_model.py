@@ -1,6 +1,5 @@
-"""The photo model: the LR that ``--clean auto`` deblocked or denoised is upscaled by a model trained
-on such LR (``Settings.photo_model``), everything else by the model itself; and the training of it
-(``lr_clean``)."""
+"""The photo model: the LR that ``--clean auto`` deblocked is upscaled by a model trained on such LR
+(``Settings.photo_model``), everything else by the model itself; and the training of it (``lr_clean``)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from yoda_sr import checkpoints
 from yoda_sr.api import Settings, Upscaler
 from yoda_sr.errors import SettingError
 from yoda_sr.evaluation.baselines import degrade
-from yoda_sr.image.degradations import jpeg_roundtrip
+from yoda_sr.image.degradations import Degradation, jpeg_roundtrip
 from yoda_sr.image.io import read_picture
 from yoda_sr.image.restoration import clean
 from yoda_sr.seeds import derive_seed
@@ -70,6 +69,10 @@ def test_cleaned_lr_goes_to_the_photo_model_and_clean_lr_stays_with_the_model(mo
     expected = photo.upscale(clean(jpeg_lr)[0], seed=3, settings=upscaler.resolve(Settings(clean="off")))
     assert by_default.steps == upscaler.defaults.steps != photo.defaults.steps
     assert np.array_equal(by_default.image, expected.image)
+
+    noisy = Degradation(noise=6.0).apply(clean_lr, np.random.default_rng(0))
+    on_noise = upscaler.upscale(noisy, seed=3, settings=Settings(**routed))  # not what it was trained for
+    assert on_noise.cleaning.kind == "noise" and on_noise.model == "main"
 
     on_clean = upscaler.upscale(clean_lr, seed=3, settings=Settings(**routed))
     assert on_clean.cleaning.kind == "none" and on_clean.model == "main"

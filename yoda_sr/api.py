@@ -236,9 +236,9 @@ class Upscaler:
         return results
 
     def for_cleaning(self, cleaning: Cleaning, settings: Resolved) -> Upscaler:
-        """The upscaler for an LR that the cleaning changed as ``cleaning`` says: the photo model
-        (``settings.photo_model``, loaded once) when something was removed, else this one."""
-        if cleaning.kind == "none" or settings.photo_model == "off":
+        """The upscaler for an LR cleaned as ``cleaning`` says: the photo model (``settings.photo_model``,
+        loaded once) for a deblocked JPEG, else this one (docs/method.md §12: denoised LR stays here)."""
+        if cleaning.kind != "jpeg" or settings.photo_model == "off":
             return self
         if settings.photo_model not in self._photo:
             self._photo[settings.photo_model] = self._load_photo_model(settings.photo_model)

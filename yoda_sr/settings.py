@@ -33,8 +33,8 @@ class Settings:
     """auto: deblock JPEG-decoded and denoise noisy LR before upscaling (``restoration.clean``); off.
     None: the model's (``models.validation.default_clean``: auto, off for imported upstream weights)."""
     photo_model: str | None = None
-    """The model that upscales an LR the cleaning changed (JPEG or noise found): a checkpoint name or
-    file, or off (this model upscales everything). None: the model's (its registry entry's
+    """The model that upscales an LR the cleaning deblocked (JPEG found): a checkpoint name or file,
+    or off (this model upscales everything). None: the model's (its registry entry's
     ``photo_model``; off for other models)."""
     tile: int | str = "auto"
     tile_overlap: int = 32

@@ -114,7 +114,7 @@ def photo_model_option() -> Any:
         None,
         "--photo-model",
         metavar="NAME|off",
-        help="The model that upscales input --clean auto deblocked or denoised (a checkpoint name or file); "
+        help="The model that upscales JPEG input --clean auto deblocked (a checkpoint name or file); "
         "off: this model upscales everything. Default: the model's (the default's photo model, "
         "yoda-srdiff-x4-photo; off for others).",
     )

@@ -180,7 +180,9 @@ def build(jobs: Jobs, worker: Worker | None = None) -> gr.Blocks:
                         overlap = gr.Number(32, label="Tile overlap")
                         fmt = gr.Dropdown(["auto", "png", "jpg", "webp", "tiff"], value="auto", label="Format")
                     photo_model = gr.Textbox(
-                        first.photo_model, label="Photo model", info="upscales input Clean changed; off: the model does"
+                        first.photo_model,
+                        label="Photo model",
+                        info="upscales JPEG input Clean deblocked; off: the model does",
                     )
                 with gr.Row():
                     go = gr.Button("Upscale", variant="primary", elem_id="upscale")
