@@ -1,4 +1,4 @@
-"""Turn a training run into an embedded checkpoint (`yoda-srdiff-x4`, its photo model, `yoda-resshift-x4`); print its sha256.
+"""Turn a training run into an embedded checkpoint (the default, its photo model, ResShift); print its sha256.
 
     python configs/package_model.py runs/yoda-srdiff-x4 --attention edge --steps 20 --sampler ddim \
         --wall-time "34 min" --hardware "2-core Intel Xeon CPU"
@@ -64,7 +64,9 @@ def portable(metadata: dict[str, Any], data: str, initialised_from: str | None) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, nargs="?")
-    parser.add_argument("--name", default="yoda-srdiff-x4", choices=("yoda-srdiff-x4", "yoda-srdiff-x4-photo", "yoda-resshift-x4"))
+    parser.add_argument(
+        "--name", default="yoda-srdiff-x4", choices=("yoda-srdiff-x4", "yoda-srdiff-x4-photo", "yoda-resshift-x4")
+    )
     parser.add_argument("--attention", choices=("edge", "sift"))
     parser.add_argument("--lower-bound", type=float, default=0.2)
     parser.add_argument("--flat-floor", type=float, default=0.0)

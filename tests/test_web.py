@@ -76,7 +76,9 @@ def test_models_offer_embedded_and_named_models(tmp_path, monkeypatch):
     monkeypatch.setenv("YODA_SR_HOME", str(tmp_path))
     named = Path(SAMPLE).parents[1] / "weights" / "yoda-resshift-x4.safetensors"
     models = Models([str(named)], device="cpu")
-    assert models.labels == ["yoda-resshift-x4", "yoda-srdiff-x4"] and models.default == "yoda-resshift-x4"
+    assert models.labels == ["yoda-resshift-x4", "yoda-srdiff-x4", "yoda-srdiff-x4-photo"]
+    assert models.default == "yoda-resshift-x4"
+    assert models.defaults("yoda-srdiff-x4").photo_model == "yoda-srdiff-x4-photo"
     assert models.sources["yoda-resshift-x4"] == str(named)  # the page shows the name, never the path
     resshift = models.defaults("yoda-resshift-x4")
     assert (resshift.steps, resshift.samplers, resshift.scale, resshift.max_steps) == (4, ("resshift",), 4, 15)
