@@ -115,7 +115,9 @@ def test_the_cli_record_and_evaluate_name_the_model_that_made_each_image(models,
     code = cli("upscale", source, "-o", out, "--model", main, "--photo-model", photo_path, "--steps", "2",
                "--attention", "none", "--json")  # fmt: skip
     assert code == 0
-    records = {Path(r["input"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    captured = capsys.readouterr()
+    assert f"; deblocked JPEG input: {photo_path}" in captured.err  # the run's first line says where JPEGs go
+    records = {Path(r["input"]).name: r for r in map(json.loads, captured.out.splitlines())}
     assert records["clean.png"]["model"] == "main" and records["clean.png"]["cleaned"] == "none"
     assert records["photo.jpg"]["model"] == "photo" and records["photo.jpg"]["cleaned"].startswith("JPEG")
     assert records["photo.jpg"]["photo_model"] == str(photo_path)

@@ -230,9 +230,11 @@ def upscale(
         if chosen.ray is not None:
             where = f"Ray workers ({workers or 'as many as fit'}, device {device}, dtype {dtype})"
         part = f", shard {chosen.shard}: {len(jobs)} to do" if chosen.shard is not None else ""
+        routed = settings.clean == "auto" and settings.photo_model != "off"
+        photo = f"; deblocked JPEG input: {settings.photo_model}" if routed else ""
         note(
             f"{upscaler.name} on {where}, {out_scale}x, {settings.steps} {settings.sampler} steps, "
-            f"attention {settings.attention}{lower}{part}"
+            f"attention {settings.attention}{lower}{part}{photo}"
         )
 
     def show(job: Job, record: dict[str, Any]) -> None:
