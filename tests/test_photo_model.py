@@ -96,10 +96,17 @@ def test_a_photo_model_that_samples_differently_or_does_not_exist_is_refused_by_
     assert upscaler.upscale(images[0], settings=Settings(**dict(FAST.__dict__, photo_model=str(wrong)))).model == "main"
 
 
-def test_a_model_without_a_photo_model_and_the_default_with_one(models):
+def test_only_the_registry_file_itself_brings_its_photo_model(models, tmp_path):
+    """A file is not the registry's model because its stem is that name: a copy of the default's
+    weights named ``yoda-srdiff-x4.safetensors`` has no photo model; the default by name has."""
+    import shutil
+
     assert Upscaler.from_pretrained(models[0], device="cpu").defaults.photo_model == "off"
-    entry = checkpoints.get_entry("yoda-srdiff-x4")
-    assert entry.photo_model is None or checkpoints.get_entry(entry.photo_model).kind == "denoiser"
+    copy = tmp_path / "yoda-srdiff-x4.safetensors"
+    shutil.copyfile(checkpoints.installed_path("yoda-srdiff-x4"), copy)
+    assert checkpoints.load_denoiser(copy).name == "yoda-srdiff-x4"
+    assert checkpoints.load_denoiser(copy).photo_model is None
+    assert checkpoints.load_denoiser("yoda-srdiff-x4").photo_model == "yoda-srdiff-x4-photo"
 
 
 def test_the_cli_record_and_evaluate_name_the_model_that_made_each_image(models, images, tmp_path, capsys):

@@ -31,7 +31,7 @@ class LoadedDenoiser:
     name: str
     sha256: str
     photo_model: str | None = None
-    """The registry entry's ``photo_model`` when the model was named (not given as a file)."""
+    """The registry entry's ``photo_model`` when the file is that entry's (``installed_path``)."""
 
 
 def resolve_model_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -107,8 +107,8 @@ def load_denoiser(
         raise YodaError(f"{path}: weights do not fit {metadata['arch']} ({str(error).splitlines()[0]})") from None
     model = model.to(device=device, dtype=dtype if dtype is not None else torch.float32).eval()
     model.requires_grad_(False)
-    entry = None if Path(str(name_or_path)).expanduser().exists() else find_entry(name)
-    photo_model = entry.photo_model if entry is not None else None
+    entry = find_entry(name)  # the registry's file under its name, not a file that shares the name
+    photo_model = entry.photo_model if entry is not None and path == installed_path(name) else None
     return LoadedDenoiser(model=model, metadata=metadata, path=path, name=name, sha256=sha256, photo_model=photo_model)
 
 

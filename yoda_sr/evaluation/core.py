@@ -100,10 +100,9 @@ class Evaluation:
         self.seed = seed
         self.lpips = lpips or {}
         """LPIPS by backbone (``vgg``, ``alex``); those missing are not computed."""
-        resolved = upscaler.resolve(settings)
-        self.clean = resolved.clean
-        """How the model's methods get the LR: cleaned once here, then given to each as it is."""
-        self.resolved = resolved
+        self.resolved = upscaler.resolve(settings)
+        """Its ``clean`` says how the model's methods get the LR: cleaned once here, then given to each
+        as it is; its ``photo_model`` which model gets a deblocked LR."""
         self.settings = {  # resolved by the model: its photo model samples with the same settings
             "plain": upscaler.resolve(dataclasses.replace(settings, attention="none", clean="off")),
             "yoda": upscaler.resolve(dataclasses.replace(settings, clean="off")),
@@ -125,9 +124,10 @@ class Evaluation:
         costs: dict[str, tuple[float, float | None]] = {}
         methods = list(self.methods if methods is None else methods)
         start = time.perf_counter()
-        cleaned, found = clean(lr, self.clean) if set(methods) & set(MODEL_METHODS) else (lr, None)  # as upscale does
+        # as upscale does
+        cleaned, found = clean(lr, self.resolved.clean) if set(methods) & set(MODEL_METHODS) else (lr, None)
         cleaning = time.perf_counter() - start  # part of each model method's time, as in upscale
-        done = None if found is None else "off" if self.clean == "off" else found.describe()
+        done = None if found is None else "off" if self.resolved.clean == "off" else found.describe()
         model = self.upscaler if found is None else self.upscaler.for_cleaning(found, self.resolved)  # as upscale does
         for method in methods:
             start = time.perf_counter() - (cleaning if method in MODEL_METHODS else 0.0)
